@@ -34,6 +34,7 @@
 //!             let bytes = written.take().unwrap().finish(Some(end_pts))?;
 //!             assert_eq!(bytes, std::fs::read(path)?);
 //!         }
+//!         _ => {}
 //!     }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
