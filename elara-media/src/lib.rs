@@ -49,6 +49,7 @@ mod file;
 mod frame;
 pub mod g711;
 pub mod ivf;
+pub mod jitter;
 
 pub mod ogg;
 pub mod opus;
@@ -63,6 +64,7 @@ pub use error::{MediaError, Result};
 pub use file::{MediaReader, MediaWriter, ReadOptions};
 pub use frame::{MediaFrame, Timebase};
 
+pub use jitter::{JitterBuffer, JitterConfig, LatePolicy, MediaReceiver, Playout, ReceiverEvent};
 pub use packet::{Delivery, Depacketizer, Packetizer, PacketizerConfig, ReceivedFrame};
 
 pub use stats::ReceiveStats;

@@ -252,7 +252,9 @@ pub const MAX_FRAME: usize = 16 << 20;
 const MAX_LOST_REMEMBERED: usize = 4096;
 
 /// Reorders, reassembles and keyframe-gates the updates of one track (see the
-/// [module docs](self)).
+/// [module docs](self)). Whole audio frames are independent and are handed on as soon as they
+/// arrive (a jitter buffer orders them by timestamp); everything else waits for its turn in
+/// sequence order.
 ///
 /// Drive it with [`Depacketizer::push`] for every update received and drain it with
 /// [`Depacketizer::poll`]; call `poll` again at [`Depacketizer::poll_timeout`] so gaps are
@@ -263,7 +265,7 @@ pub struct Depacketizer {
     reorder_window: u64,
     reorder_delay: Duration,
     next_seq: Option<u64>,
-    pending: BTreeMap<u64, (StateUpdate, Time)>,
+    pending: BTreeMap<u64, (StateUpdate, Time, bool)>,
     lost: BTreeSet<u64>,
     assembly: Option<Assembly>,
     waiting_keyframe: bool,
@@ -345,7 +347,14 @@ impl Depacketizer {
             return;
         }
         self.packets.on_packet(seq, update.timestamp, now);
-        self.pending.insert(seq, (update, now));
+        // Whole audio frames stand alone: hand them on at once (the jitter buffer orders them)
+        // and keep only their place in the sequence.
+        let immediate = update.kind == UpdateKind::Audio && update.fragment == Fragment::WHOLE;
+        if immediate {
+            let payload = update.payload.clone();
+            self.complete(update.clone(), payload, now);
+        }
+        self.pending.insert(seq, (update, now, immediate));
         self.release(now);
     }
 
@@ -357,17 +366,23 @@ impl Depacketizer {
 
     /// When an open gap will be declared lost, if one is open.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let (&first, &(_, arrival)) = self.pending.first_key_value()?;
+        let (&first, &(_, arrival, _)) = self.pending.first_key_value()?;
         (Some(first) != self.next_seq).then(|| arrival + self.reorder_delay)
     }
 
     fn release(&mut self, now: Time) {
-        while let Some((&first, &(_, arrival))) = self.pending.first_key_value() {
+        while let Some((&first, &(_, arrival, _))) = self.pending.first_key_value() {
             let Some(next) = self.next_seq else { return };
             if first == next {
-                if let Some((_, (u, at))) = self.pending.pop_first() {
+                if let Some((_, (u, at, delivered))) = self.pending.pop_first() {
                     self.next_seq = Some(next + 1);
-                    self.process(u, at);
+                    if delivered {
+                        if let Some(a) = self.assembly.take() {
+                            self.drop_frame(a.first.kind);
+                        }
+                    } else {
+                        self.process(u, at);
+                    }
                 }
                 continue;
             }
