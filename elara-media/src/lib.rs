@@ -54,6 +54,7 @@ pub mod jitter;
 pub mod ogg;
 pub mod opus;
 pub mod packet;
+pub mod session;
 
 pub mod stats;
 mod track;
@@ -66,6 +67,9 @@ pub use frame::{MediaFrame, Timebase};
 
 pub use jitter::{JitterBuffer, JitterConfig, LatePolicy, MediaReceiver, Playout, ReceiverEvent};
 pub use packet::{Delivery, Depacketizer, Packetizer, PacketizerConfig, ReceivedFrame};
+pub use session::{
+    MediaAction, MediaHandler, MediaSession, SessionConfig, SessionEvent, SessionState,
+};
 
 pub use stats::ReceiveStats;
 pub use track::{ContainerConfig, TrackHeader};

@@ -347,6 +347,12 @@ impl Depacketizer {
             return;
         }
         self.packets.on_packet(seq, update.timestamp, now);
+        if seq == next && self.pending.is_empty() {
+            // In order with nothing held: the common case skips the reorder buffer.
+            self.next_seq = Some(next + 1);
+            self.process(update, now);
+            return;
+        }
         // Whole audio frames stand alone: hand them on at once (the jitter buffer orders them)
         // and keep only their place in the sequence.
         let immediate = update.kind == UpdateKind::Audio && update.fragment == Fragment::WHOLE;

@@ -206,3 +206,44 @@ fn keyframes_come_every_two_seconds_in_every_video_sample() {
         assert_eq!(all[60].timestamp, Time::from_secs(2), "{name}");
     }
 }
+
+/// Hands out at most a few bytes per read, to exercise every buffer boundary.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.step = self.step % 7 + 1;
+        let n = self.step.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn tiny_reads_give_the_same_frames() {
+    for name in [
+        "testsrc.h264",
+        "testsrc-vp9.ivf",
+        "speech.opus",
+        "speech-8k.wav",
+    ] {
+        let bytes = std::fs::read(sample(name)).unwrap();
+        let whole: Vec<_> = MediaReader::new(&bytes[..])
+            .unwrap()
+            .map(|f| f.unwrap())
+            .collect();
+        let trickled: Vec<_> = MediaReader::new(Trickle {
+            data: &bytes,
+            step: 0,
+        })
+        .unwrap()
+        .map(|f| f.unwrap())
+        .collect();
+        assert!(!whole.is_empty());
+        assert_eq!(whole, trickled, "{name}");
+    }
+}
