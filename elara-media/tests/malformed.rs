@@ -93,10 +93,13 @@ proptest! {
         let at = (bytes.len() as f64 * cut) as usize;
         let result = read_all(&bytes[..at]);
         // Ogg pages and IVF frames carry their lengths: a cut inside one is `Truncated`.
-        if name.ends_with(".opus") || name.ends_with(".ivf") {
-            if let Err(e) = &result {
-                prop_assert!(matches!(e, MediaError::Truncated { .. } | MediaError::UnknownFormat), "{name}: {e}");
-            }
+        if (name.ends_with(".opus") || name.ends_with(".ivf"))
+            && let Err(e) = &result
+        {
+            prop_assert!(
+                matches!(e, MediaError::Truncated { .. } | MediaError::UnknownFormat),
+                "{name}: {e}"
+            );
         }
     }
 
