@@ -139,6 +139,18 @@ impl JitterBuffer {
         self.frames.insert(ts, frame);
     }
 
+    /// When the slot at `slot` must be concealed: no buffered frame falls in it (`first` is the
+    /// earliest buffered timestamp) and concealment is allowed; `None` otherwise.
+    fn conceal_due(&self, first: Option<Time>, slot: Time, interval: Duration) -> Option<Time> {
+        let gap = first.is_none_or(|ts| ts > slot + interval / 2);
+        let may_conceal = first.is_some() || self.conceal_run < self.config.max_conceal_run;
+        if gap && may_conceal {
+            self.playout_time(slot)
+        } else {
+            None
+        }
+    }
+
     fn next_slot(&self) -> Option<(Time, Duration)> {
         let interval = self.interval?;
         Some((self.last_played? + interval, interval))
@@ -148,9 +160,10 @@ impl JitterBuffer {
     pub fn poll(&mut self, now: Time) -> Option<Playout> {
         let first = self.frames.first_key_value().map(|(&ts, _)| ts);
         if let Some((slot, interval)) = self.next_slot() {
-            let gap = first.is_none_or(|ts| ts > slot + interval / 2);
-            let may_conceal = first.is_some() || self.conceal_run < self.config.max_conceal_run;
-            if gap && may_conceal && self.playout_time(slot).is_some_and(|t| now >= t) {
+            if self
+                .conceal_due(first, slot, interval)
+                .is_some_and(|t| now >= t)
+            {
                 self.last_played = Some(slot);
                 self.concealed += 1;
                 self.conceal_run += 1;
@@ -181,16 +194,11 @@ impl JitterBuffer {
 
     /// When [`JitterBuffer::poll`] will next have something to do.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let frame = self
-            .frames
-            .first_key_value()
-            .and_then(|(&ts, _)| self.playout_time(ts));
-        let conceal = if self.frames.is_empty() && self.conceal_run >= self.config.max_conceal_run {
-            None
-        } else {
-            self.next_slot()
-                .and_then(|(slot, _)| self.playout_time(slot))
-        };
+        let first = self.frames.first_key_value().map(|(&ts, _)| ts);
+        let frame = first.and_then(|ts| self.playout_time(ts));
+        let conceal = self
+            .next_slot()
+            .and_then(|(slot, interval)| self.conceal_due(first, slot, interval));
         match (frame, conceal) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

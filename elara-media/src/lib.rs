@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod annexb;
+pub mod call;
 
 pub mod codec;
 mod error;

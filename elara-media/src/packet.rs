@@ -265,6 +265,7 @@ pub struct Depacketizer {
     reorder_window: u64,
     reorder_delay: Duration,
     next_seq: Option<u64>,
+    hold_since: Option<Time>,
     pending: BTreeMap<u64, (StateUpdate, Time, bool)>,
     lost: BTreeSet<u64>,
     assembly: Option<Assembly>,
@@ -285,6 +286,7 @@ impl Depacketizer {
             reorder_window: 64,
             reorder_delay: Duration::from_millis(100),
             next_seq: None,
+            hold_since: None,
             pending: BTreeMap::new(),
             lost: BTreeSet::new(),
             assembly: None,
@@ -332,8 +334,22 @@ impl Depacketizer {
             return;
         }
         let seq = update.seq;
-        let next = *self.next_seq.get_or_insert(seq);
-        if seq < next {
+        if self.next_seq.is_none() {
+            // The packetizer opens every group with a header: a receiver whose first update is
+            // one starts there; otherwise it holds what arrives for the reorder delay so that
+            // earlier updates overtaken on the way are not lost.
+            if self.pending.is_empty()
+                && update.kind == UpdateKind::Control
+                && update.fragment.index == 0
+            {
+                self.start_at(seq);
+            } else {
+                self.hold_since.get_or_insert(now);
+            }
+        }
+        if let Some(next) = self.next_seq
+            && seq < next
+        {
             if self.lost.remove(&seq) {
                 // Arrived after its gap was given up: counts as received, too late to use.
                 self.packets.on_packet(seq, update.timestamp, now);
@@ -347,9 +363,9 @@ impl Depacketizer {
             return;
         }
         self.packets.on_packet(seq, update.timestamp, now);
-        if seq == next && self.pending.is_empty() {
+        if Some(seq) == self.next_seq && self.pending.is_empty() {
             // In order with nothing held: the common case skips the reorder buffer.
-            self.next_seq = Some(next + 1);
+            self.next_seq = Some(seq + 1);
             self.process(update, now);
             return;
         }
@@ -364,6 +380,16 @@ impl Depacketizer {
         self.release(now);
     }
 
+    /// Starts the sequence at `seq`. The window before it is remembered as "never seen", so a
+    /// straggler from there counts as received late rather than as a duplicate.
+    fn start_at(&mut self, seq: u64) {
+        self.next_seq = Some(seq);
+        self.hold_since = None;
+        for s in seq.saturating_sub(self.reorder_window.min(MAX_LOST_REMEMBERED as u64))..seq {
+            self.lost.insert(s);
+        }
+    }
+
     /// The next delivery, after releasing what `now` allows.
     pub fn poll(&mut self, now: Time) -> Option<Delivery> {
         self.release(now);
@@ -372,11 +398,29 @@ impl Depacketizer {
 
     /// When an open gap will be declared lost, if one is open.
     pub fn poll_timeout(&self) -> Option<Time> {
+        if self.next_seq.is_none() {
+            return self.hold_since.map(|t| t + self.reorder_delay);
+        }
         let (&first, &(_, arrival, _)) = self.pending.first_key_value()?;
         (Some(first) != self.next_seq).then(|| arrival + self.reorder_delay)
     }
 
     fn release(&mut self, now: Time) {
+        if self.next_seq.is_none() {
+            let Some((&first, _)) = self.pending.first_key_value() else {
+                return;
+            };
+            let last = self.pending.last_key_value().map_or(first, |(&k, _)| k);
+            let since = self.hold_since.unwrap_or(now);
+            if last - first >= self.reorder_window
+                || self.pending.len() >= MAX_PENDING_UPDATES
+                || now >= since + self.reorder_delay
+            {
+                self.start_at(first);
+            } else {
+                return;
+            }
+        }
         while let Some((&first, &(_, arrival, _))) = self.pending.first_key_value() {
             let Some(next) = self.next_seq else { return };
             if first == next {
