@@ -242,7 +242,6 @@ pub enum Delivery {
 struct Assembly {
     first: StateUpdate,
     next: u16,
-    buf: BytesMut,
 }
 
 /// Most updates the reorder buffer holds before declaring the oldest gap lost.
@@ -269,6 +268,7 @@ pub struct Depacketizer {
     pending: BTreeMap<u64, (StateUpdate, Time, bool)>,
     lost: BTreeSet<u64>,
     assembly: Option<Assembly>,
+    scratch: BytesMut,
     waiting_keyframe: bool,
     current_group: Option<GroupId>,
     header: Option<TrackHeader>,
@@ -290,6 +290,7 @@ impl Depacketizer {
             pending: BTreeMap::new(),
             lost: BTreeSet::new(),
             assembly: None,
+            scratch: BytesMut::new(),
             waiting_keyframe: true,
             current_group: None,
             header: None,
@@ -486,13 +487,17 @@ impl Depacketizer {
                 let payload = u.payload.clone();
                 self.complete(u, payload, arrival);
             } else {
-                let mut buf = BytesMut::with_capacity(u.payload.len() * usize::from(count));
-                buf.extend_from_slice(&u.payload);
-                self.assembly = Some(Assembly {
-                    first: u,
-                    next: 1,
-                    buf,
-                });
+                // One reassembly buffer, reused: once the previous frame's bytes are dropped,
+                // `reserve` reclaims its allocation instead of allocating anew.
+                let expected = u
+                    .payload
+                    .len()
+                    .saturating_mul(usize::from(count))
+                    .min(MAX_FRAME);
+                self.scratch.clear();
+                self.scratch.reserve(expected);
+                self.scratch.extend_from_slice(&u.payload);
+                self.assembly = Some(Assembly { first: u, next: 1 });
             }
             return;
         }
@@ -505,15 +510,15 @@ impl Depacketizer {
             || count != f.fragment.count
             || u.timestamp != f.timestamp
             || u.kind != f.kind
-            || a.buf.len() + u.payload.len() > MAX_FRAME
+            || self.scratch.len() + u.payload.len() > MAX_FRAME
         {
             self.drop_frame(f.kind);
             return;
         }
-        a.buf.extend_from_slice(&u.payload);
+        self.scratch.extend_from_slice(&u.payload);
         a.next += 1;
         if a.next == count {
-            let data = a.buf.freeze();
+            let data = self.scratch.split().freeze();
             self.complete(a.first, data, arrival);
         } else {
             self.assembly = Some(a);

@@ -301,3 +301,24 @@ fn receiver_plays_out_with_stats_on_a_hand_computed_audio_sequence() {
     }
     assert!((s.jitter_us - j).abs() < 1e-6, "{} vs {}", s.jitter_us, j);
 }
+
+#[test]
+fn hostile_fragment_counts_are_bounded() {
+    // A first fragment claiming 65535 fragments of 1 MiB must not reserve 64 GiB, and frames
+    // beyond the reassembly cap are dropped.
+    let mut d = Depacketizer::new(STATE);
+    let big = Bytes::from(vec![0u8; 1 << 20]);
+    for i in 0..20u16 {
+        let u = StateUpdate::new(STATE, NodeId::from_u64(1), u64::from(i), Time::ZERO)
+            .with_kind(UpdateKind::Video)
+            .with_fragment(Fragment {
+                index: i,
+                count: u16::MAX,
+            })
+            .with_payload(big.clone())
+            .keyframe();
+        d.push(u, Time::ZERO);
+    }
+    assert!(d.poll(Time::MAX).is_none());
+    assert_eq!(d.stats().frames_dropped, 1);
+}
