@@ -1,7 +1,7 @@
 //! Frames ↔ [`StateUpdate`]s.
 //!
-//! The [`Packetizer`] turns each frame into one update, or several when it exceeds the payload
-//! size (numbered with [`Fragment`]), and marks every update with its group (the GOP: a video
+//! The [`Packetizer`] turns each frame into one update, or — video only — several when it
+//! exceeds the payload size (numbered with [`Fragment`]), and marks every update with its group (the GOP: a video
 //! keyframe starts one; audio groups are runs of frames), keyframe flag, timestamp, layer, kind
 //! and priority (audio and keyframes [`Priority::High`], video deltas [`Priority::Normal`]). One
 //! track carries one media type. A small control update carrying the [`TrackHeader`] precedes the
@@ -35,7 +35,8 @@ pub struct PacketizerConfig {
     pub state: StateId,
     /// The track's authority (this node).
     pub source: NodeId,
-    /// Largest payload per update; larger frames are fragmented. Default 1200 bytes.
+    /// Largest payload per update; larger video frames are fragmented (audio frames never
+    /// are). Default 1200 bytes.
     pub max_payload: usize,
     /// Scalability layer written on every update. Default 0.
     pub layer: u8,
@@ -110,14 +111,23 @@ impl Packetizer {
     }
 
     /// Appends the updates carrying `frame` to `out` (and a header update when the frame starts
-    /// a group). Fails only when the frame needs more than `u16::MAX` fragments.
+    /// a group). Fails only when a video frame needs more than `u16::MAX` fragments or an audio
+    /// frame exceeds the wire's payload cap.
     pub fn push(&mut self, frame: &MediaFrame, out: &mut Vec<StateUpdate>) -> Result<()> {
-        let max = self.config.max_payload.max(1);
+        let video = self.kind == UpdateKind::Video;
+        // Audio frames are never cut: one frame, one update (bounded by the wire's payload cap).
+        let max = if video {
+            self.config.max_payload.max(1)
+        } else {
+            elara_core::wire::MAX_PAYLOAD
+        };
+        if !video && frame.data.len() > max {
+            return Err(MediaError::too_large("audio frame", frame.data.len(), max));
+        }
         let count = frame.data.len().div_ceil(max).max(1);
         let count = u16::try_from(count).map_err(|_| {
             MediaError::too_large("frame size", frame.data.len(), max * usize::from(u16::MAX))
         })?;
-        let video = self.kind == UpdateKind::Video;
         let starts_group = if video {
             frame.keyframe
         } else {

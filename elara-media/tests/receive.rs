@@ -109,17 +109,30 @@ fn audio_gets_one_frame_per_update_high_priority() {
         };
         p.push(&f, &mut out).unwrap();
     }
+    // A 2000-byte audio frame stays whole even with 1200-byte payloads.
+    p.push(
+        &MediaFrame {
+            pts: 640,
+            timestamp: Time::from_millis(80),
+            duration: 160,
+            keyframe: true,
+            data: Bytes::from(vec![0x55; 2000]),
+        },
+        &mut out,
+    )
+    .unwrap();
     let media: Vec<_> = out.iter().filter(|u| u.kind == UpdateKind::Audio).collect();
-    assert_eq!(media.len(), 4);
+    assert_eq!(media.len(), 5);
+    assert_eq!(media[4].payload.len(), 2000);
     assert!(
         media
             .iter()
             .all(|u| u.priority == Priority::High && u.fragment == Fragment::WHOLE)
     );
     let groups: Vec<u64> = media.iter().map(|u| u.group.0).collect();
-    assert_eq!(groups, [0, 0, 1, 1]);
+    assert_eq!(groups, [0, 0, 1, 1, 2]);
     let keys: Vec<bool> = media.iter().map(|u| u.keyframe).collect();
-    assert_eq!(keys, [true, false, true, false]);
+    assert_eq!(keys, [true, false, true, false, true]);
 }
 
 #[test]
