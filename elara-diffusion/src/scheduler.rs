@@ -739,8 +739,8 @@ impl PropagationScheduler {
         } else {
             f64::INFINITY
         };
-        // A delta is judged as if the next keyframe were already behind it, so that deltas
-        // never fill the budget the next keyframe needs.
+        // A delta is also dropped when, with it, the next keyframe (as large as the last one)
+        // could no longer arrive within the budget: deltas never starve keyframes.
         let reserve_pressure = if key_reserve > 0.0 && remaining_us > 0.0 {
             slot.bucket.delay_for(cost + key_reserve) / remaining_us
         } else {
@@ -771,7 +771,7 @@ impl PropagationScheduler {
             Verdict::Drop(DropReason::RateLimited)
         } else if enhancement && pressure > layer_limit {
             Verdict::Drop(DropReason::LayerSkipped)
-        } else if delta && reserve_pressure > delta_limit {
+        } else if delta && (pressure > delta_limit || reserve_pressure > 1.0) {
             Verdict::Drop(DropReason::FramesSkipped)
         } else {
             Verdict::Send
