@@ -166,6 +166,23 @@ pub struct Harness {
     in_flight: u64,
     stats: HarnessStats,
     record_events: bool,
+    record_sends: bool,
+    sends: Vec<SentUpdate>,
+}
+
+/// An update message a node put on a link (recorded with [`Harness::record_sends`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentUpdate {
+    /// When it left.
+    pub at: Time,
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// The update's state.
+    pub state: elara_core::StateId,
+    /// The update's sequence number.
+    pub seq: u64,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -189,6 +206,8 @@ impl Harness {
             in_flight: 0,
             stats: HarnessStats::default(),
             record_events: true,
+            record_sends: false,
+            sends: Vec::new(),
         }
     }
 
@@ -196,6 +215,31 @@ impl Harness {
     /// runs that only read metrics.
     pub fn record_events(&mut self, on: bool) {
         self.record_events = on;
+    }
+
+    /// Starts (or stops) recording every update message put on a link.
+    pub fn record_sends(&mut self, on: bool) {
+        self.record_sends = on;
+    }
+
+    /// Update messages recorded since [`Harness::record_sends`] was switched on.
+    pub fn sends(&self) -> &[SentUpdate] {
+        &self.sends
+    }
+
+    /// Puts `msg` on the connection `from -> to` as if `from`'s node had sent it (for tests of
+    /// misbehaving peers). Returns false when the two are not connected.
+    pub fn inject(&mut self, from: NodeId, to: NodeId, msg: Message) -> bool {
+        if !self.connections.contains(&pair(from, to)) {
+            return false;
+        }
+        self.send(from, to, msg);
+        true
+    }
+
+    /// True when the two nodes have a connection.
+    pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
+        self.connections.contains(&pair(a, b))
     }
 
     /// Adds a node, created now; returns its id.
@@ -378,6 +422,17 @@ impl Harness {
         if !self.connections.contains(&pair(from, to)) {
             self.stats.undeliverable += 1;
             return;
+        }
+        if self.record_sends
+            && let Message::Update { update, .. } = &msg
+        {
+            self.sends.push(SentUpdate {
+                at: self.now,
+                from,
+                to,
+                state: update.state,
+                seq: update.seq,
+            });
         }
         let p = self.profile(from, to);
         let size = msg.encoded_len() as u64;

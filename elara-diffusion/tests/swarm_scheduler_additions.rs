@@ -13,7 +13,11 @@ fn video(seq: u64, gop: u64, at: Time, bytes: usize) -> StateUpdate {
         .with_kind(UpdateKind::Video)
         .with_group(GroupId(seq / gop))
         .with_payload(Bytes::from(vec![0u8; bytes]));
-    if seq % gop == 0 { u.keyframe() } else { u }
+    if seq.is_multiple_of(gop) {
+        u.keyframe()
+    } else {
+        u
+    }
 }
 
 #[test]

@@ -297,7 +297,7 @@ impl SwarmNode {
             .map(|(u, h)| (u.clone(), *h))
             .collect();
         for (u, h) in replay {
-            self.schedule_for(now, &u, h, Some(child), None);
+            self.schedule_for(now, &u, h, Some(child), None, false);
         }
     }
 
@@ -365,6 +365,7 @@ impl SwarmNode {
         tree.path = path;
         tree.joining = None;
         tree.metrics.parent_changes += 1;
+        tree.resync = tree.recv.floor.is_some();
         if let Some(since) = tree.detached_since.take() {
             tree.reattach_max = tree.reattach_max.max(now - since);
         }
@@ -609,6 +610,7 @@ impl SwarmNode {
         update: StateUpdate,
         hops: u8,
         except: Option<NodeId>,
+        repair: bool,
     ) {
         let cap = self.cfg.repair_buffer;
         let delay = self.cfg.announce_delay;
@@ -620,7 +622,7 @@ impl SwarmNode {
         // Relays do not pass on deltas whose keyframe they lack: nobody below could use them.
         let decodable = update.is_independent() || tree.recv.received_group == Some(update.group);
         if has_children && decodable {
-            self.schedule_for(now, &update, hops, None, except);
+            self.schedule_for(now, &update, hops, None, except, repair);
             if !self.timers.is_set(TimerReason::Announce(update.state)) {
                 self.timers
                     .set(TimerReason::Announce(update.state), now + delay);
@@ -632,7 +634,8 @@ impl SwarmNode {
     }
 
     /// Runs the scheduler for `update` over the children that want it (only `only`, when
-    /// given; never `except`) and queues the sends it decides.
+    /// given; never `except`) and queues the sends it decides. A `repair` (a pulled update, or
+    /// one this node only just recovered) is judged by budget and rate alone.
     fn schedule_for(
         &mut self,
         now: Time,
@@ -640,6 +643,7 @@ impl SwarmNode {
         hops: u8,
         only: Option<NodeId>,
         except: Option<NodeId>,
+        repair: bool,
     ) {
         let Some(tree) = self.states.get_mut(&update.state) else {
             return;
@@ -655,13 +659,22 @@ impl SwarmNode {
                 Some((link, child.interest))
             });
         let mut decisions = std::mem::take(&mut self.decisions);
-        self.scheduler
-            .schedule(now, update, targets, &mut decisions);
+        if repair {
+            decisions.clear();
+            for (link, interest) in targets {
+                let d = self.scheduler.schedule_repair(now, update, link, interest);
+                decisions.push(d);
+            }
+        } else {
+            self.scheduler
+                .schedule(now, update, targets, &mut decisions);
+        }
         for d in &decisions {
             let Some(to) = self.scheduler.peer(d.link) else {
                 continue;
             };
             if let Some(child) = tree.children.get_mut(&to)
+                && !repair
                 && child.quality != d.quality
             {
                 child.quality = d.quality;
@@ -728,10 +741,27 @@ impl SwarmNode {
             }
             Arrival::New => {}
         }
+        if tree.recv.floor.is_none() && !update.is_independent() {
+            // The first update is a delta: its keyframe went missing. Look back for it (the
+            // pull below asks for it) and resynchronise on it when it comes.
+            tree.recv.floor = Some(update.seq.saturating_sub(PULL_BATCH as u64));
+            tree.resync = true;
+        }
         if update.keyframe {
             tree.recv.received_group = Some(update.group);
+            if tree.resync && tree.parent == Some(from) {
+                tree.resync = false;
+                if update.kind == elara_core::UpdateKind::Video {
+                    let skipped = tree.recv.skip_before(update.seq);
+                    if skipped > 0 {
+                        tree.metrics.skipped += skipped;
+                        tree.last_skip = Some(now);
+                    }
+                }
+            }
         }
         let links = hops.saturating_add(1);
+        let repair = tree.recv.highest.is_some_and(|h| update.seq < h);
         let mut ready = std::mem::take(&mut self.scratch);
         tree.recv.accept(
             Held {
@@ -741,7 +771,7 @@ impl SwarmNode {
             },
             &mut |h| ready.push(h),
         );
-        self.forward(now, update, links, Some(from));
+        self.forward(now, update, links, Some(from), repair);
         self.deliver_ready(now, state, &mut ready);
         self.scratch = ready;
         self.after_arrival(now, state);
@@ -863,6 +893,7 @@ impl SwarmNode {
     }
 
     pub(crate) fn on_pull(&mut self, now: Time, from: NodeId, state: StateId, seqs: &[u64]) {
+        let me = self.cfg.id;
         let budget = self.cfg.latency_budget;
         let Some(tree) = self.states.get(&state) else {
             self.counters.unexpected += 1;
@@ -872,19 +903,58 @@ impl SwarmNode {
             self.counters.unexpected += 1;
             return;
         };
-        let found: Vec<(StateUpdate, u8)> = seqs
-            .iter()
-            .take(MAX_SEQS)
-            .filter_map(|&s| tree.buffer.get(s))
-            .filter(|(u, _)| now - u.timestamp <= budget && child.wants(u))
-            .map(|(u, h)| (u.clone(), *h))
-            .collect();
+        let mut found: Vec<(StateUpdate, u8)> = Vec::new();
+        let mut unavailable = Vec::new();
+        for &s in seqs.iter().take(MAX_SEQS) {
+            match tree.buffer.get(s) {
+                Some((u, h)) if now - u.timestamp <= budget && child.wants(u) => {
+                    found.push((u.clone(), *h));
+                }
+                Some(_) => unavailable.push(s),
+                // Not held: gone for good if we are past it (or are the authority), otherwise
+                // we are still repairing it ourselves and will forward it when it comes.
+                None if tree.is_authority(me) || tree.recv.floor.is_some_and(|f| s < f) => {
+                    unavailable.push(s)
+                }
+                None => {}
+            }
+        }
         for (u, h) in found {
             if let Some(t) = self.states.get_mut(&state) {
                 t.metrics.repaired += 1;
             }
-            self.schedule_for(now, &u, h, Some(from), None);
+            self.schedule_for(now, &u, h, Some(from), None, true);
         }
+        if !unavailable.is_empty() {
+            self.send_control(
+                from,
+                Message::Unavailable {
+                    state,
+                    seqs: unavailable,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_unavailable(&mut self, now: Time, from: NodeId, state: StateId, seqs: &[u64]) {
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if tree.parent != Some(from) && tree.prev_parent != Some(from) {
+            self.counters.unexpected += 1;
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.scratch);
+        let skipped = tree
+            .recv
+            .give_up(&seqs[..seqs.len().min(MAX_SEQS)], &mut |h| ready.push(h));
+        if skipped > 0 {
+            tree.metrics.skipped += skipped;
+            tree.last_skip = Some(now);
+            self.health_dirty = true;
+        }
+        self.deliver_ready(now, state, &mut ready);
+        self.scratch = ready;
     }
 
     pub(crate) fn on_announce(

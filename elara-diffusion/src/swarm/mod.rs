@@ -257,7 +257,7 @@ impl SwarmNode {
         if update.keyframe {
             tree.recv.received_group = Some(update.group);
         }
-        self.forward(now, update, 0, None);
+        self.forward(now, update, 0, None, false);
         Ok(())
     }
 
@@ -428,6 +428,7 @@ impl SwarmNode {
                 seqs,
             } => self.on_announce(now, from, state, source, &seqs),
             Message::Pull { state, seqs } => self.on_pull(now, from, state, &seqs),
+            Message::Unavailable { state, seqs } => self.on_unavailable(now, from, state, &seqs),
             Message::QualityRequest {
                 state,
                 max_layer,
