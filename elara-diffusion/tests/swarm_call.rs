@@ -52,9 +52,13 @@ fn tick(h: &mut Harness, parts: &[u64], seq: u64) {
             .with_group(GroupId(seq / 10))
             .with_payload(Bytes::from(vec![
                 2;
-                if seq % 10 == 0 { 2_000 } else { 600 }
+                if seq.is_multiple_of(10) {
+                    2_000
+                } else {
+                    600
+                }
             ]));
-        if seq % 10 == 0 {
+        if seq.is_multiple_of(10) {
             v = v.keyframe();
         }
         match h.node_mut(id).publish(now, a) {
