@@ -112,9 +112,9 @@ enum Action {
         a: NodeId,
         b: NodeId,
     },
-    Lost {
-        node: NodeId,
-        peer: NodeId,
+    Close {
+        from: NodeId,
+        to: NodeId,
     },
     Timeout {
         node: NodeId,
@@ -405,15 +405,16 @@ impl Harness {
                     let rtt = self.profile(id, peer).latency + self.profile(peer, id).latency;
                     self.push(now + rtt, Action::Connected { a: id, b: peer });
                 }
-            } else if self.connections.remove(&pair(id, peer)) {
+            } else if self.connections.contains(&pair(id, peer)) {
+                // The close follows whatever the node sent before it (a goodbye, say).
                 let lat = self.profile(id, peer).latency;
-                self.push(
-                    now + lat,
-                    Action::Lost {
-                        node: peer,
-                        peer: id,
-                    },
-                );
+                let busy = self
+                    .busy_until
+                    .get(&(id, peer))
+                    .copied()
+                    .unwrap_or(now)
+                    .max(now);
+                self.push(busy + lat, Action::Close { from: id, to: peer });
             }
         }
     }
@@ -494,12 +495,13 @@ impl Harness {
                     // The dial fails when the node's dial timeout fires.
                 }
             }
-            Action::Lost { node, peer } => {
-                if let Some(s) = self.nodes.get_mut(&node)
+            Action::Close { from, to } => {
+                if self.connections.remove(&pair(from, to))
+                    && let Some(s) = self.nodes.get_mut(&to)
                     && s.alive
                 {
-                    s.node.connection_lost(now, peer);
-                    self.drain(node);
+                    s.node.connection_lost(now, from);
+                    self.drain(to);
                 }
             }
             Action::Timeout { node } => {

@@ -38,7 +38,7 @@ fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
     h.run_for(Duration::from_secs(2));
     let budget = h.node(NodeId::from_u64(2)).config().latency_budget;
     let keyframes: Vec<u64> = (0..frames).filter(|q| q % s.gop == 0).collect();
-    let (mut expected, mut in_budget) = (0usize, 0usize);
+    let (mut expected, mut in_budget, mut low_only) = (0usize, 0usize, 0usize);
     for id in 2..=n + 1 {
         let who = NodeId::from_u64(id);
         let got = delivered(&h, who, s.state);
@@ -50,6 +50,11 @@ fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
             expected += frames as usize;
         } else {
             expected += keyframes.len();
+            if h.node(who).aggregated_interest(s.state) == InterestLevel::Low {
+                // A Low subtree is sent keyframes only.
+                assert!(got.iter().all(|g| g.keyframe), "node {id} (low) got deltas");
+                low_only += 1;
+            }
         }
         in_budget += got
             .iter()
@@ -62,6 +67,10 @@ fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
         h.stats()
     );
     assert!(ratio >= 0.99, "only {ratio:.4} within the latency budget");
+    assert!(
+        low_only > 10,
+        "too few Low-only subtrees ({low_only}) to check the filter"
+    );
 }
 
 #[test]
@@ -84,6 +93,7 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
     h.run_for(Duration::from_secs(1));
     let mut worst = Duration::ZERO;
     let mut orphans = 0;
+    let mut reattach: Vec<Duration> = Vec::new();
     for id in (2..=n + 1).map(NodeId::from_u64) {
         if !h.is_alive(id) {
             continue;
@@ -101,6 +111,8 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
             .any(|(at, e)| *at > t_kill && matches!(e, Event::ParentChanged { new: None, .. }))
         {
             orphans += 1;
+            let ra = h.node(id).longest_reattach(s.state).unwrap_or_default();
+            reattach.push(ra);
         }
         worst = worst.max(first_after);
         if first_after > Duration::from_secs(1) {
@@ -133,15 +145,22 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
             id.prefix_u64()
         );
     }
+    reattach.sort();
     println!(
-        "killed {} of {} relays; {orphans} orphans; worst gap after the kill {worst:?}",
+        "killed {} of {} relays; {orphans} orphans; worst gap after the kill {worst:?}; \
+         re-attach after detection: median {:?}, p90 {:?}, max {:?}",
         killed.len(),
-        relays.len()
+        relays.len(),
+        reattach[reattach.len() / 2],
+        reattach[reattach.len() * 9 / 10],
+        reattach.last().unwrap()
     );
     assert!(
         orphans > 0,
         "the kill orphaned nobody: the test would prove nothing"
     );
+    // Most orphans re-attach to their standby grandparent within one round trip (40 ms).
+    assert!(reattach[reattach.len() / 2] <= Duration::from_millis(80));
 }
 
 #[test]

@@ -52,6 +52,8 @@ impl SwarmNode {
             sent: false,
             candidates: list,
             redirects: 0,
+            also: None,
+            also_sent: false,
         });
         self.contact_join_target(now, state, addr);
     }
@@ -90,12 +92,14 @@ impl SwarmNode {
     pub(crate) fn flush_pending_joins(&mut self, now: Time, peer: NodeId) {
         let mut due = Vec::new();
         for (&s, t) in &mut self.states {
-            if let Some(j) = t.joining.as_mut()
-                && j.target == peer
-                && !j.sent
-            {
-                j.sent = true;
-                due.push(s);
+            if let Some(j) = t.joining.as_mut() {
+                if j.target == peer && !j.sent {
+                    j.sent = true;
+                    due.push(s);
+                } else if j.also == Some(peer) && !j.also_sent {
+                    j.also_sent = true;
+                    due.push(s);
+                }
             }
         }
         for s in due {
@@ -126,6 +130,25 @@ impl SwarmNode {
         tree.joining = None;
         self.timers
             .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
+    }
+
+    /// Repair: asks the next candidate too, at the same time as the first (the first accept
+    /// wins; a later accept is declined), so that a dead or full first candidate costs nothing.
+    fn race_next_candidate(&mut self, now: Time, state: StateId) {
+        let Some(j) = self.states.get_mut(&state).and_then(|t| t.joining.as_mut()) else {
+            return;
+        };
+        if j.candidates.is_empty() {
+            return;
+        }
+        let (c, addr) = j.candidates.remove(0);
+        j.also = Some(c);
+        if self.peers.get(&c).is_some_and(|p| p.is_connected()) {
+            j.also_sent = true;
+            self.send_control(c, Message::JoinRequest { state });
+        } else {
+            self.dial(now, c, addr);
+        }
     }
 
     /// Fallback parents for a state: the ancestors (closest first), the authority, then the
@@ -187,6 +210,21 @@ impl SwarmNode {
         }
         if tree.children.len() < capacity {
             self.accept_child(now, from, state);
+            return;
+        }
+        // Repair slots: a peer connected to us for a while is a standby (a grandchild whose
+        // parent failed). Taking it at once re-attaches it within one round trip; it is moved
+        // down a level later, when the tree has settled (make-before-break).
+        let standby = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| now - p.since >= self.cfg.keepalive_interval);
+        if standby && tree.children.len() < 2 * capacity + 1 {
+            self.accept_child(now, from, state);
+            self.timers.set_if_earlier(
+                TimerReason::Rebalance(state),
+                now + self.cfg.idle_timeout * 2,
+            );
             return;
         }
         // Full. A joiner that can relay much more than our weakest child takes its place, and
@@ -277,7 +315,7 @@ impl SwarmNode {
         self.timers.cancel(TimerReason::Prune(child));
         if let Some(tree) = self.states.get_mut(&state) {
             tree.children
-                .insert(child, Child::new(InterestLevel::Medium));
+                .insert(child, Child::new(InterestLevel::Medium, now));
         }
         self.send_accept(child, state);
         self.start_child_at_keyframe(now, child, state);
@@ -299,6 +337,46 @@ impl SwarmNode {
         for (u, h) in replay {
             self.schedule_for(now, &u, h, Some(child), None, false);
         }
+    }
+
+    /// Moves the newest child above capacity down to another child (it joins there first and
+    /// leaves us at a group boundary), one per call, until the node is back at capacity.
+    pub(crate) fn on_rebalance(&mut self, now: Time, state: StateId) {
+        let capacity = usize::from(self.cfg.caps.max_children);
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        if tree.children.len() <= capacity || tree.pending_move.is_some() {
+            return;
+        }
+        let Some((&mover, _)) = tree.children.iter().max_by_key(|(id, c)| (c.since, **id)) else {
+            return;
+        };
+        let relays: Vec<NodeId> = tree
+            .children
+            .keys()
+            .copied()
+            .filter(|&c| c != mover)
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.caps.max_children > 0))
+            .collect();
+        if !relays.is_empty() {
+            let tree = self.states.get_mut(&state).expect("exists");
+            let target = relays[tree.redirect_cursor % relays.len()];
+            tree.redirect_cursor = tree.redirect_cursor.wrapping_add(1);
+            let depth = tree.depth() + 1;
+            let info = self.peer_info(target, depth);
+            self.send_control(
+                mover,
+                Message::JoinRedirect {
+                    state,
+                    candidates: vec![info],
+                },
+            );
+        }
+        self.timers.set(
+            TimerReason::Rebalance(state),
+            now + self.cfg.join_timeout * 2,
+        );
     }
 
     pub(crate) fn on_join_accept(
@@ -343,13 +421,24 @@ impl SwarmNode {
             }
             return;
         }
-        if tree.joining.as_ref().is_none_or(|j| j.target != from) {
+        if tree
+            .joining
+            .as_ref()
+            .is_none_or(|j| j.target != from && j.also != Some(from))
+        {
             // An accept nobody asked for: make sure the sender does not count us as its child.
             self.counters.unexpected += 1;
             self.send_interest(from, state, InterestLevel::None);
             return;
         }
         let old = tree.parent;
+        if old.is_some() {
+            self.timers.set(
+                TimerReason::SwitchDeadline(state),
+                now + self.cfg.latency_budget,
+            );
+        }
+        let tree = self.states.get_mut(&state).expect("checked above");
         if let Some(old) = old {
             // Make-before-break: the old parent keeps feeding us until the new one delivers a
             // group boundary (see on_update).
@@ -366,7 +455,8 @@ impl SwarmNode {
         tree.joining = None;
         tree.metrics.parent_changes += 1;
         tree.resync = tree.recv.floor.is_some();
-        if let Some(since) = tree.detached_since.take() {
+        tree.detached_since = None;
+        if let Some(since) = tree.parent_lost_at.take() {
             tree.reattach_max = tree.reattach_max.max(now - since);
         }
         tree.sent_interest = InterestLevel::None;
@@ -379,6 +469,19 @@ impl SwarmNode {
         self.health_dirty = true;
         self.propagate_interest(now, state);
         self.after_path_change(now, state);
+    }
+
+    /// Ends a make-before-break switch: leaves the previous parent.
+    pub(crate) fn finish_switch(&mut self, now: Time, state: StateId) {
+        self.timers.cancel(TimerReason::SwitchDeadline(state));
+        if let Some(prev) = self
+            .states
+            .get_mut(&state)
+            .and_then(|t| t.prev_parent.take())
+        {
+            self.send_interest(prev, state, InterestLevel::None);
+            self.schedule_prunes(now);
+        }
     }
 
     fn control_interest_none(&mut self, to: NodeId, state: StateId) {
@@ -505,7 +608,7 @@ impl SwarmNode {
             }
         } else if level.is_interested() {
             if tree.call.is_some() && tree.is_authority(me) && in_call {
-                tree.children.insert(from, Child::new(level));
+                tree.children.insert(from, Child::new(level, now));
                 self.start_child_at_keyframe(now, from, state);
             } else {
                 self.counters.unexpected += 1;
@@ -725,9 +828,7 @@ impl SwarmNode {
         let tree = self.states.get_mut(&state).expect("exists");
         if tree.prev_parent.is_some() && tree.parent == Some(from) && update.is_independent() {
             // The new parent reached a group boundary: break with the old one.
-            let prev = tree.prev_parent.take().expect("checked");
-            self.send_interest(prev, state, InterestLevel::None);
-            self.schedule_prunes(now);
+            self.finish_switch(now, state);
         }
         let tree = self.states.get_mut(&state).expect("exists");
         match tree.recv.classify(update.seq) {
@@ -1037,11 +1138,17 @@ impl SwarmNode {
             {
                 tree.pending_move = None;
             }
+            if let Some(j) = tree.joining.as_mut()
+                && j.also == Some(peer)
+            {
+                j.also = None;
+            }
             let joining_it = tree.joining.as_ref().is_some_and(|j| j.target == peer);
             if tree.parent == Some(peer) {
                 tree.parent = None;
                 tree.sent_interest = InterestLevel::None;
                 tree.detached_since = Some(now);
+                tree.parent_lost_at = Some(now);
                 self.events.push_back(Event::ParentChanged {
                     state: s,
                     old: Some(peer),
@@ -1052,6 +1159,7 @@ impl SwarmNode {
                     let mut candidates = self.fallback_candidates(s);
                     candidates.retain(|c| *c != peer);
                     self.start_join(now, s, candidates);
+                    self.race_next_candidate(now, s);
                 }
             } else if joining_it {
                 self.next_candidate(now, s);

@@ -23,6 +23,7 @@ impl SwarmNode {
             Some(p) if p.phase == PeerPhase::Dialing => {
                 p.phase = PeerPhase::Connected;
                 p.last_heard = now;
+                p.since = now;
             }
             Some(_) => return,
             None => {

@@ -384,6 +384,8 @@ impl SwarmNode {
                 TimerReason::Reorder(s) => self.on_reorder(now, s),
                 TimerReason::PullRetry(s) => self.request_repair(now, s),
                 TimerReason::Announce(s) => self.on_announce_timer(now, s),
+                TimerReason::Rebalance(s) => self.on_rebalance(now, s),
+                TimerReason::SwitchDeadline(s) => self.finish_switch(now, s),
                 TimerReason::Scheduler => {}
             }
         }

@@ -54,6 +54,8 @@ pub(crate) struct Peer {
     pub addr: Bytes,
     pub srtt: Option<Duration>,
     pub last_heard: Time,
+    /// When the connection came up (dial start while dialling).
+    pub since: Time,
     pub last_sent: Time,
     pub ping: Option<(u64, Time)>,
     pub link: LinkMetrics,
@@ -70,6 +72,7 @@ impl Peer {
             addr,
             srtt: None,
             last_heard: now,
+            since: now,
             last_sent: now,
             ping: None,
             link: LinkMetrics::default(),

@@ -324,11 +324,14 @@ pub(crate) struct Child {
     pub keyframes_only: bool,
     /// Quality last reported for this child.
     pub quality: Quality,
+    /// When the child was accepted.
+    pub since: Time,
 }
 
 impl Child {
-    pub fn new(interest: InterestLevel) -> Self {
+    pub fn new(interest: InterestLevel, since: Time) -> Self {
         Child {
+            since,
             interest,
             max_layer: u8::MAX,
             keyframes_only: false,
@@ -358,6 +361,10 @@ pub(crate) struct Joining {
     pub candidates: Vec<(NodeId, bytes::Bytes)>,
     /// Redirects followed so far.
     pub redirects: u8,
+    /// A second candidate asked at the same time when repairing (first accept wins).
+    pub also: Option<NodeId>,
+    /// Whether the second request has been sent.
+    pub also_sent: bool,
 }
 
 /// This node's view of one state's tree.
@@ -410,6 +417,8 @@ pub(crate) struct StateTree {
     /// keyframe from it resynchronises the window (the outage's gap is an older group, which the
     /// new parent's scheduler would drop as superseded anyway).
     pub resync: bool,
+    /// When the parent was found gone (for the re-attach metric).
+    pub parent_lost_at: Option<Time>,
     /// Longest re-attach observed (detection to accept).
     pub reattach_max: Duration,
 }
