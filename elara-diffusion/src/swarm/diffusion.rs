@@ -748,7 +748,22 @@ impl SwarmNode {
         except: Option<NodeId>,
         repair: bool,
     ) {
-        let Some(tree) = self.states.get_mut(&update.state) else {
+        let Some(tree) = self.states.get(&update.state) else {
+            return;
+        };
+        let unregistered: Vec<NodeId> = tree
+            .children
+            .keys()
+            .copied()
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.link_id.is_none()))
+            .collect();
+        for c in unregistered {
+            self.link_for(now, c);
+        }
+        let (Some(tree), Some(sched)) = (
+            self.states.get_mut(&update.state),
+            self.scheduler.as_deref_mut(),
+        ) else {
             return;
         };
         let peers = &self.peers;
@@ -765,15 +780,14 @@ impl SwarmNode {
         if repair {
             decisions.clear();
             for (link, interest) in targets {
-                let d = self.scheduler.schedule_repair(now, update, link, interest);
+                let d = sched.schedule_repair(now, update, link, interest);
                 decisions.push(d);
             }
         } else {
-            self.scheduler
-                .schedule(now, update, targets, &mut decisions);
+            sched.schedule(now, update, targets, &mut decisions);
         }
         for d in &decisions {
-            let Some(to) = self.scheduler.peer(d.link) else {
+            let Some(to) = sched.peer(d.link) else {
                 continue;
             };
             if let Some(child) = tree.children.get_mut(&to)

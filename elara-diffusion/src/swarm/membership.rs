@@ -35,10 +35,6 @@ impl SwarmNode {
         }
         self.timers.cancel(TimerReason::Dial(peer));
         self.failed.remove(&peer);
-        let link = self.scheduler.add_link(now, peer);
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.link_id = Some(link);
-        }
         let caps = self.cfg.caps;
         self.send_control(
             peer,
@@ -224,8 +220,8 @@ impl SwarmNode {
             return;
         };
         self.timers.cancel_peer(peer);
-        if let Some(link) = gone.link_id {
-            self.scheduler.remove_link(link);
+        if let (Some(link), Some(sched)) = (gone.link_id, self.scheduler.as_deref_mut()) {
+            sched.remove_link(link);
         }
         if reason != PeerDownReason::Pruned {
             self.failed.insert(peer, now + self.cfg.idle_timeout * 2);

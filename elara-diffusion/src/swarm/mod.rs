@@ -161,7 +161,8 @@ pub struct SwarmNode {
     timers: Timers,
     control: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    scheduler: PropagationScheduler,
+    /// Created when the node first forwards anything: leaves never pay for one.
+    scheduler: Option<Box<PropagationScheduler>>,
     pacing: PacingQueue,
     decisions: Vec<Decision>,
     call: Option<Call>,
@@ -184,7 +185,7 @@ impl SwarmNode {
             timers: Timers::default(),
             control: VecDeque::new(),
             events: VecDeque::new(),
-            scheduler: PropagationScheduler::new(scheduler_config(&cfg)),
+            scheduler: None,
             pacing: PacingQueue::default(),
             decisions: Vec::new(),
             call: None,
@@ -297,9 +298,10 @@ impl SwarmNode {
         if p.srtt.is_none() {
             p.srtt = Some(stats.rtt);
         }
-        if let Some(link) = p.link_id {
-            // The handle is current: it is replaced whenever the connection is.
-            let _ = self.scheduler.link_feedback(now, link, stats);
+        p.feedback = Some(stats);
+        if let (Some(link), Some(sched)) = (p.link_id, self.scheduler.as_deref_mut()) {
+            // The handle is current: it is dropped whenever the connection is.
+            let _ = sched.link_feedback(now, link, stats);
         }
         self.check_parent_quality(now, peer);
     }
@@ -318,14 +320,19 @@ impl SwarmNode {
                 if !live {
                     continue;
                 }
-                if !self.still_wanted(paced.to, &paced.update) {
-                    // Interest withdrawn or track muted since the decision: give the bytes back.
-                    let _ = self
-                        .scheduler
-                        .on_send_failed(now, paced.link, &paced.update);
+                let wanted = self.still_wanted(paced.to, &paced.update);
+                if let Some(sched) = self.scheduler.as_deref_mut() {
+                    if wanted {
+                        let _ = sched.on_sent(now, paced.link, &paced.update);
+                    } else {
+                        // Interest withdrawn or track muted since the decision: give the
+                        // bytes back.
+                        let _ = sched.on_send_failed(now, paced.link, &paced.update);
+                    }
+                }
+                if !wanted {
                     continue;
                 }
-                let _ = self.scheduler.on_sent(now, paced.link, &paced.update);
                 break Transmit {
                     to: paced.to,
                     priority: paced.update.priority,
@@ -452,7 +459,9 @@ impl SwarmNode {
 
     /// The scheduler's statistics (sent, dropped by reason, latency).
     pub fn propagation_stats(&self) -> &crate::stats::PropagationStats {
-        self.scheduler.stats()
+        static NONE: std::sync::LazyLock<crate::stats::PropagationStats> =
+            std::sync::LazyLock::new(crate::stats::PropagationStats::new);
+        self.scheduler.as_deref().map_or(&NONE, |s| s.stats())
     }
 
     /// The node's current health.
@@ -512,6 +521,25 @@ impl SwarmNode {
     /// The longest re-attach (parent loss detected to new parent accepted) seen for a state.
     pub fn longest_reattach(&self, state: StateId) -> Option<Duration> {
         self.states.get(&state).map(|t| t.reattach_max)
+    }
+
+    /// The scheduler's handle for the link to `peer`, registering the link (and creating the
+    /// scheduler) on first use.
+    pub(crate) fn link_for(&mut self, now: Time, peer: NodeId) -> Option<crate::scheduler::LinkId> {
+        let p = self.peers.get_mut(&peer).filter(|p| p.is_connected())?;
+        if let Some(l) = p.link_id {
+            return Some(l);
+        }
+        let cfg = &self.cfg;
+        let sched = self
+            .scheduler
+            .get_or_insert_with(|| Box::new(PropagationScheduler::new(scheduler_config(cfg))));
+        let link = sched.add_link(now, peer);
+        if let Some(stats) = p.feedback {
+            let _ = sched.link_feedback(now, link, stats);
+        }
+        p.link_id = Some(link);
+        Some(link)
     }
 
     /// Queues a control message.

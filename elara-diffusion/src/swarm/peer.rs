@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use elara_core::{Capabilities, Time};
 
-use crate::scheduler::LinkId;
+use crate::scheduler::{LinkId, LinkStats};
 
 /// Figures for the link to one peer: what the transport last reported and what the node
 /// counted itself.
@@ -59,8 +59,11 @@ pub(crate) struct Peer {
     pub last_sent: Time,
     pub ping: Option<(u64, Time)>,
     pub link: LinkMetrics,
-    /// The scheduler's handle for this link, once connected.
+    /// The scheduler's handle for this link, registered the first time something is
+    /// scheduled on it (leaves never need one).
     pub link_id: Option<LinkId>,
+    /// The last link feedback, replayed when the link is registered.
+    pub feedback: Option<LinkStats>,
 }
 
 impl Peer {
@@ -77,6 +80,7 @@ impl Peer {
             ping: None,
             link: LinkMetrics::default(),
             link_id: None,
+            feedback: None,
         }
     }
 
