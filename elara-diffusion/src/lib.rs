@@ -16,9 +16,11 @@
 //! * [`PropagationStats`]: sends, drops by [`DropReason`], bytes, latency percentiles.
 #![deny(missing_docs)]
 
+pub mod harness;
 pub mod interest;
 pub mod scheduler;
 pub mod stats;
+pub mod swarm;
 pub mod topology;
 
 pub use interest::{InterestChange, InterestError, InterestMap};

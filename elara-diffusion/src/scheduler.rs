@@ -358,6 +358,8 @@ struct Track {
 struct StateSlot {
     config: StateConfig,
     newest_group: u64,
+    /// Wire bytes of the state's last keyframe: deltas leave room for the next one.
+    key_bytes: f64,
     tracks: Vec<Track>,
 }
 
@@ -558,6 +560,7 @@ impl PropagationScheduler {
                 latency_budget: self.config.default_latency_budget,
             },
             newest_group: 0,
+            key_bytes: 0.0,
             tracks: vec![Track::default(); self.links.len()],
         });
         let s = self.states.len() - 1;
@@ -632,9 +635,11 @@ impl PropagationScheduler {
         }
         if update.keyframe && update.fragment.index == 0 {
             self.states[s].newest_group = group;
+            self.states[s].key_bytes = cost * f64::from(update.fragment.count);
         }
         let remaining_us = (budget - age).as_micros() as f64;
         let delta = update.kind == UpdateKind::Video && !update.keyframe;
+        let key_reserve = if delta { self.states[s].key_bytes } else { 0.0 };
         let enhancement = update.layer > 0;
         let mut drops = [0u64; DropReason::COUNT];
         if let Some(up) = &mut self.uplink {
@@ -656,6 +661,7 @@ impl PropagationScheduler {
                     layer_limit,
                     delta_limit,
                     delta,
+                    key_reserve,
                     enhancement,
                 );
                 match d.0 {
@@ -700,6 +706,7 @@ impl PropagationScheduler {
         layer_limit: f64,
         delta_limit: f64,
         delta: bool,
+        key_reserve: f64,
         enhancement: bool,
     ) -> (Verdict, Quality, u32) {
         let Some(slot) = self
@@ -732,6 +739,13 @@ impl PropagationScheduler {
         } else {
             f64::INFINITY
         };
+        // A delta is also dropped when, with it, the next keyframe (as large as the last one)
+        // could no longer arrive within the budget: deltas never starve keyframes.
+        let reserve_pressure = if key_reserve > 0.0 && remaining_us > 0.0 {
+            slot.bucket.delay_for(cost + key_reserve) / remaining_us
+        } else {
+            pressure
+        };
         let rung = if pressure <= layer_limit {
             Quality::Full
         } else if pressure <= delta_limit {
@@ -757,7 +771,7 @@ impl PropagationScheduler {
             Verdict::Drop(DropReason::RateLimited)
         } else if enhancement && pressure > layer_limit {
             Verdict::Drop(DropReason::LayerSkipped)
-        } else if delta && pressure > delta_limit {
+        } else if delta && (pressure > delta_limit || reserve_pressure > 1.0) {
             Verdict::Drop(DropReason::FramesSkipped)
         } else {
             Verdict::Send
@@ -796,6 +810,66 @@ impl PropagationScheduler {
             0
         };
         (verdict, rung, delay_micros)
+    }
+
+    /// Decides whether a *repair* of `update` (a retransmission the target asked for, or an
+    /// update the sender itself only just recovered) fits on `link`. Unlike
+    /// [`PropagationScheduler::schedule`] it does not apply group bookkeeping: the target
+    /// already holds the update's group (it is repairing a hole in it), so an older group is
+    /// not "superseded" for it. The latency budget and the link's rate still apply: a repair
+    /// that is stale or cannot arrive within the budget is dropped.
+    pub fn schedule_repair(
+        &mut self,
+        now: Time,
+        update: &StateUpdate,
+        link: LinkId,
+        interest: InterestLevel,
+    ) -> Decision {
+        let s = self.state_slot(update.state);
+        let cost = update.wire_len() as f64;
+        let budget = self.states[s].config.latency_budget;
+        let age = now - update.timestamp;
+        let mut decision = Decision {
+            link,
+            interest,
+            priority: priority_of(update),
+            quality: Quality::Full,
+            verdict: Verdict::Drop(DropReason::Stale),
+            delay_micros: 0,
+        };
+        if age > budget {
+            self.stats.record_drops(DropReason::Stale, 1);
+            return decision;
+        }
+        let Some(slot) = self
+            .links
+            .get_mut(link.index as usize)
+            .filter(|l| l.live && l.generation == link.generation)
+        else {
+            decision.verdict = Verdict::Drop(DropReason::UnknownLink);
+            self.stats.record_drops(DropReason::UnknownLink, 1);
+            return decision;
+        };
+        slot.bucket.refill(now);
+        let mut delay = slot.bucket.delay_for(cost);
+        if let Some(up) = &mut self.uplink {
+            up.refill(now);
+            delay = delay.max(up.delay_for(cost));
+        }
+        if delay > (budget - age).as_micros() as f64 {
+            decision.verdict = Verdict::Drop(DropReason::RateLimited);
+            self.stats.record_drops(DropReason::RateLimited, 1);
+            return decision;
+        }
+        slot.bucket.tokens -= cost;
+        if let Some(up) = &mut self.uplink {
+            up.tokens -= cost;
+        }
+        self.stats.scheduled += 1;
+        self.stats.scheduled_bytes += cost as u64;
+        decision.verdict = Verdict::Send;
+        decision.delay_micros = delay.min(f64::from(u32::MAX)) as u32;
+        decision
     }
 
     /// The driver sent `update` on `link` at `now`: counts it and its latency.
