@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod annexb;
+pub mod call;
 
 pub mod codec;
 mod error;
@@ -49,10 +50,12 @@ mod file;
 mod frame;
 pub mod g711;
 pub mod ivf;
+pub mod jitter;
 
 pub mod ogg;
 pub mod opus;
 pub mod packet;
+pub mod session;
 
 pub mod stats;
 mod track;
@@ -63,7 +66,11 @@ pub use error::{MediaError, Result};
 pub use file::{MediaReader, MediaWriter, ReadOptions};
 pub use frame::{MediaFrame, Timebase};
 
+pub use jitter::{JitterBuffer, JitterConfig, LatePolicy, MediaReceiver, Playout, ReceiverEvent};
 pub use packet::{Delivery, Depacketizer, Packetizer, PacketizerConfig, ReceivedFrame};
+pub use session::{
+    MediaAction, MediaHandler, MediaSession, SessionConfig, SessionEvent, SessionState,
+};
 
 pub use stats::ReceiveStats;
 pub use track::{ContainerConfig, TrackHeader};

@@ -252,7 +252,9 @@ pub const MAX_FRAME: usize = 16 << 20;
 const MAX_LOST_REMEMBERED: usize = 4096;
 
 /// Reorders, reassembles and keyframe-gates the updates of one track (see the
-/// [module docs](self)).
+/// [module docs](self)). Whole audio frames are independent and are handed on as soon as they
+/// arrive (a jitter buffer orders them by timestamp); everything else waits for its turn in
+/// sequence order.
 ///
 /// Drive it with [`Depacketizer::push`] for every update received and drain it with
 /// [`Depacketizer::poll`]; call `poll` again at [`Depacketizer::poll_timeout`] so gaps are
@@ -263,7 +265,8 @@ pub struct Depacketizer {
     reorder_window: u64,
     reorder_delay: Duration,
     next_seq: Option<u64>,
-    pending: BTreeMap<u64, (StateUpdate, Time)>,
+    hold_since: Option<Time>,
+    pending: BTreeMap<u64, (StateUpdate, Time, bool)>,
     lost: BTreeSet<u64>,
     assembly: Option<Assembly>,
     waiting_keyframe: bool,
@@ -283,6 +286,7 @@ impl Depacketizer {
             reorder_window: 64,
             reorder_delay: Duration::from_millis(100),
             next_seq: None,
+            hold_since: None,
             pending: BTreeMap::new(),
             lost: BTreeSet::new(),
             assembly: None,
@@ -330,8 +334,22 @@ impl Depacketizer {
             return;
         }
         let seq = update.seq;
-        let next = *self.next_seq.get_or_insert(seq);
-        if seq < next {
+        if self.next_seq.is_none() {
+            // The packetizer opens every group with a header: a receiver whose first update is
+            // one starts there; otherwise it holds what arrives for the reorder delay so that
+            // earlier updates overtaken on the way are not lost.
+            if self.pending.is_empty()
+                && update.kind == UpdateKind::Control
+                && update.fragment.index == 0
+            {
+                self.start_at(seq);
+            } else {
+                self.hold_since.get_or_insert(now);
+            }
+        }
+        if let Some(next) = self.next_seq
+            && seq < next
+        {
             if self.lost.remove(&seq) {
                 // Arrived after its gap was given up: counts as received, too late to use.
                 self.packets.on_packet(seq, update.timestamp, now);
@@ -345,8 +363,31 @@ impl Depacketizer {
             return;
         }
         self.packets.on_packet(seq, update.timestamp, now);
-        self.pending.insert(seq, (update, now));
+        if Some(seq) == self.next_seq && self.pending.is_empty() {
+            // In order with nothing held: the common case skips the reorder buffer.
+            self.next_seq = Some(seq + 1);
+            self.process(update, now);
+            return;
+        }
+        // Whole audio frames stand alone: hand them on at once (the jitter buffer orders them)
+        // and keep only their place in the sequence.
+        let immediate = update.kind == UpdateKind::Audio && update.fragment == Fragment::WHOLE;
+        if immediate {
+            let payload = update.payload.clone();
+            self.complete(update.clone(), payload, now);
+        }
+        self.pending.insert(seq, (update, now, immediate));
         self.release(now);
+    }
+
+    /// Starts the sequence at `seq`. The window before it is remembered as "never seen", so a
+    /// straggler from there counts as received late rather than as a duplicate.
+    fn start_at(&mut self, seq: u64) {
+        self.next_seq = Some(seq);
+        self.hold_since = None;
+        for s in seq.saturating_sub(self.reorder_window.min(MAX_LOST_REMEMBERED as u64))..seq {
+            self.lost.insert(s);
+        }
     }
 
     /// The next delivery, after releasing what `now` allows.
@@ -357,17 +398,41 @@ impl Depacketizer {
 
     /// When an open gap will be declared lost, if one is open.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let (&first, &(_, arrival)) = self.pending.first_key_value()?;
+        if self.next_seq.is_none() {
+            return self.hold_since.map(|t| t + self.reorder_delay);
+        }
+        let (&first, &(_, arrival, _)) = self.pending.first_key_value()?;
         (Some(first) != self.next_seq).then(|| arrival + self.reorder_delay)
     }
 
     fn release(&mut self, now: Time) {
-        while let Some((&first, &(_, arrival))) = self.pending.first_key_value() {
+        if self.next_seq.is_none() {
+            let Some((&first, _)) = self.pending.first_key_value() else {
+                return;
+            };
+            let last = self.pending.last_key_value().map_or(first, |(&k, _)| k);
+            let since = self.hold_since.unwrap_or(now);
+            if last - first >= self.reorder_window
+                || self.pending.len() >= MAX_PENDING_UPDATES
+                || now >= since + self.reorder_delay
+            {
+                self.start_at(first);
+            } else {
+                return;
+            }
+        }
+        while let Some((&first, &(_, arrival, _))) = self.pending.first_key_value() {
             let Some(next) = self.next_seq else { return };
             if first == next {
-                if let Some((_, (u, at))) = self.pending.pop_first() {
+                if let Some((_, (u, at, delivered))) = self.pending.pop_first() {
                     self.next_seq = Some(next + 1);
-                    self.process(u, at);
+                    if delivered {
+                        if let Some(a) = self.assembly.take() {
+                            self.drop_frame(a.first.kind);
+                        }
+                    } else {
+                        self.process(u, at);
+                    }
                 }
                 continue;
             }
