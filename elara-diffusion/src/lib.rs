@@ -8,11 +8,25 @@
 //!   passed in), in about 58 bytes per viewer at a million viewers;
 //! * [`PropagationTopology`]: the diffusion graph (star, capacity-aware breadth-balanced tree,
 //!   mesh) with incremental interest aggregation: a relay's effective interest is the strongest
-//!   interest in its subtree.
+//!   interest in its subtree;
+//! * [`PropagationScheduler`]: per update, one [`Decision`] per neighbour whose subtree wants it,
+//!   ordered by interest, rate-limited per link from congestion feedback, quality-degraded
+//!   (lower layer, fewer frames, keyframes only) when a link cannot carry everything, and never
+//!   sending a delta whose keyframe the target did not get; allocation-free in steady state;
+//! * [`PropagationStats`]: sends, drops by [`DropReason`], bytes, latency percentiles.
 #![deny(missing_docs)]
 
+pub mod harness;
 pub mod interest;
+pub mod scheduler;
+pub mod stats;
+pub mod swarm;
 pub mod topology;
 
 pub use interest::{InterestChange, InterestError, InterestMap};
+pub use scheduler::{
+    Decision, LinkId, LinkStats, PropagationScheduler, Quality, SchedulerConfig, StateConfig,
+    Verdict,
+};
+pub use stats::{DropReason, PropagationStats};
 pub use topology::{PropagationTopology, Shape, TopologyError};
