@@ -14,7 +14,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use elara_core::{Capabilities, Message, StateUpdate, Time, wire};
+use elara_core::{Capabilities, Message, NodeId, StateUpdate, Time, wire};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -285,8 +285,8 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 (self.world.scenario.playout.deadline_ms * 1000.0) as u64,
             ),
         };
-        let mut node = self.kind.create(&setup);
         let now = self.time();
+        let mut node = self.kind.create(&setup, now);
         node.start(now, &self.world.directory);
         for (t, track) in self.world.directory.iter().enumerate() {
             let l = self.world.level(n, t);
@@ -457,6 +457,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         };
         let spare = (cap - total).max(0.0) / active.len() as f64;
         let mut stats = Vec::with_capacity(active.len());
+        let period_total: f64 = total.max(1.0);
         for (i, rate) in active {
             let l = table.links[i];
             let est = match share {
@@ -469,7 +470,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                     rtt: Duration::from_micros(2 * self.one_way(n, l.peer) + queue_us),
                     send_rate_estimate: est as u64,
                     loss: l.period_lost as f32 / l.period_packets.max(1) as f32,
-                    queued_bytes: backlog,
+                    queued_bytes: (backlog as f64 * rate / period_total) as u64,
                 },
             ));
         }
@@ -494,19 +495,36 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         )
     }
 
-    /// Drains a node after an input: transmits, events, timer.
+    /// Drains a node after an input: transmits and events until both are empty, then its timer.
     fn after(&mut self, n: u32) {
         let now = self.time();
-        let Some(node) = self.nodes[n as usize].as_mut() else {
-            return;
-        };
-        while let Some(t) = node.poll_transmit(now) {
-            self.tx.push(t);
+        loop {
+            let Some(node) = self.nodes[n as usize].as_mut() else {
+                return;
+            };
+            while let Some(t) = node.poll_transmit(now) {
+                self.tx.push(t);
+            }
+            while let Some(e) = node.poll_event() {
+                self.evs.push(e);
+            }
+            if self.tx.is_empty() && self.evs.is_empty() {
+                break;
+            }
+            let mut tx = std::mem::take(&mut self.tx);
+            for t in tx.drain(..) {
+                self.send(n, t);
+            }
+            self.tx = tx;
+            let mut evs = std::mem::take(&mut self.evs);
+            for e in evs.drain(..) {
+                self.on_event(n, e);
+            }
+            self.evs = evs;
         }
-        while let Some(e) = node.poll_event() {
-            self.evs.push(e);
-        }
-        let deadline = node.poll_timeout();
+        let deadline = self.nodes[n as usize]
+            .as_mut()
+            .and_then(|p| p.poll_timeout());
         if let Some(t) = deadline {
             let t = t.as_micros().max(self.now);
             if t < self.timer_at[n as usize] {
@@ -514,21 +532,85 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 self.queue.push(t, Ev::Timer(n));
             }
         }
-        let mut tx = std::mem::take(&mut self.tx);
-        for t in tx.drain(..) {
-            self.send(n, t);
-        }
-        self.tx = tx;
-        let mut evs = std::mem::take(&mut self.evs);
-        for e in evs.drain(..) {
-            if let ProtocolEvent::Delivered { state, seq, hops } = e {
+    }
+
+    fn on_event(&mut self, n: u32, e: ProtocolEvent) {
+        match e {
+            ProtocolEvent::Delivered { state, seq, hops } => {
                 match self.world.frames.index(state, seq) {
                     Some(f) => self.metrics.on_delivered(self.world, n, f, self.now, hops),
                     None => self.metrics.counters.unknown_deliveries += 1,
                 }
             }
+            ProtocolEvent::Connect { peer } => self.connect(n, peer),
+            ProtocolEvent::Disconnect { peer } => {
+                if let Some(p) = node_index(&peer, self.nodes.len())
+                    && self.links[n as usize].remove(p)
+                {
+                    let at = self.now + self.one_way(n, p);
+                    self.queue.push(at, Ev::PeerLost { node: p, peer: n });
+                }
+            }
+            ProtocolEvent::ParentChanged { .. } => {}
         }
-        self.evs = evs;
+    }
+
+    /// Opens a connection from `n` to `peer` (QUIC handshake: the acceptor learns of it after
+    /// half an RTT, the dialler after one RTT), or fails it after the detection delay.
+    fn connect(&mut self, n: u32, peer_id: NodeId) {
+        let Some(peer) = node_index(&peer_id, self.nodes.len()).filter(|&p| p != n) else {
+            self.metrics.counters.bad_destination += 1;
+            return;
+        };
+        if let Some(i) = self.links[n as usize].find(peer) {
+            let at = self.links[n as usize].links[i].ready_at.max(self.now);
+            self.queue.push(at, Ev::Connected { node: n, peer });
+            return;
+        }
+        self.open_link(n, peer);
+    }
+
+    /// Creates the link `from → to` (and its reverse when reachable) and schedules the
+    /// connection notifications; returns the index of the link in `from`'s table.
+    fn open_link(&mut self, from: u32, to: u32) -> usize {
+        let reachable = self.alive[to as usize] && !self.cut(from, to);
+        let rtt = 2 * self.one_way(from, to);
+        let fresh = |peer: u32, ready_at: u64| Link {
+            peer,
+            ready_at,
+            period_bytes: 0,
+            period_packets: 0,
+            period_lost: 0,
+        };
+        let i = self.links[from as usize].insert(fresh(to, self.now + rtt));
+        if reachable {
+            if self.links[to as usize].find(from).is_none() {
+                self.links[to as usize].insert(fresh(from, self.now + rtt / 2));
+                self.queue.push(
+                    self.now + rtt / 2,
+                    Ev::Connected {
+                        node: to,
+                        peer: from,
+                    },
+                );
+            }
+            self.queue.push(
+                self.now + rtt,
+                Ev::Connected {
+                    node: from,
+                    peer: to,
+                },
+            );
+        } else {
+            self.queue.push(
+                self.now + self.link.detect_us,
+                Ev::PeerLost {
+                    node: from,
+                    peer: to,
+                },
+            );
+        }
+        i
     }
 
     fn encode(&mut self, from: u32, message: &Message) -> Bytes {
@@ -570,56 +652,11 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         let len = bytes.len();
         let is_update = matches!(t.message, Message::Update { .. });
         drop(t);
-        self.metrics.on_send(from, len, is_update);
         let packets = len.div_ceil(PACKET_BYTES).max(1) as u32;
-        // Connection.
+        // Connection (opened on first use for protocols that do not ask for one).
         let li = match self.links[from as usize].find(to) {
             Some(i) => i,
-            None => {
-                let reachable = self.alive[to as usize] && !self.cut(from, to);
-                let rtt = 2 * self.one_way(from, to);
-                let i = self.links[from as usize].insert(Link {
-                    peer: to,
-                    ready_at: self.now + rtt,
-                    period_bytes: 0,
-                    period_packets: 0,
-                    period_lost: 0,
-                });
-                if reachable {
-                    if self.links[to as usize].find(from).is_none() {
-                        self.links[to as usize].insert(Link {
-                            peer: from,
-                            ready_at: self.now + rtt / 2,
-                            period_bytes: 0,
-                            period_packets: 0,
-                            period_lost: 0,
-                        });
-                        self.queue.push(
-                            self.now + rtt / 2,
-                            Ev::Connected {
-                                node: to,
-                                peer: from,
-                            },
-                        );
-                    }
-                    self.queue.push(
-                        self.now + rtt,
-                        Ev::Connected {
-                            node: from,
-                            peer: to,
-                        },
-                    );
-                } else {
-                    self.queue.push(
-                        self.now + self.link.detect_us,
-                        Ev::PeerLost {
-                            node: from,
-                            peer: to,
-                        },
-                    );
-                }
-                i
-            }
+            None => self.open_link(from, to),
         };
         let unreachable = !self.alive[to as usize] || self.cut(from, to);
         let link = &mut self.links[from as usize].links[li];
@@ -642,6 +679,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         }
         let depart = acc.up_busy.max(self.now) + network::tx_us(len, plan.up_bps);
         acc.up_busy = depart;
+        self.metrics.on_send(from, len, is_update);
         // Core: latency, jitter, loss and recovery.
         let one_way = self.one_way(from, to);
         let mut at = depart.max(ready_at) + one_way + self.link.jitter_us(&mut self.rng);

@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 pub mod baselines;
+pub mod elara;
 pub mod engine;
 pub mod metrics;
 pub mod network;
@@ -55,6 +56,7 @@ pub mod world;
 use std::path::Path;
 
 use crate::baselines::{gossip::Gossip, star::Star, tree020::Tree020};
+use crate::elara::Elara;
 use crate::engine::Engine;
 use crate::protocol::ProtocolKind;
 use crate::report::{Report, RunReport};
@@ -63,7 +65,7 @@ use crate::workload::RawFrames;
 use crate::world::World;
 
 /// Protocol names a scenario may list.
-pub const PROTOCOLS: [&str; 3] = ["star", "gossip", "elara-0.2"];
+pub const PROTOCOLS: [&str; 4] = ["elara", "star", "gossip", "elara-0.2"];
 
 /// Why a run could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,7 @@ pub fn run(
     let mut runs = Vec::new();
     for p in &s.protocols {
         let r = match p.as_str() {
+            "elara" => run_one(&world, &Elara, progress),
             "star" => run_one(&world, &Star, progress),
             "gossip" => run_one(
                 &world,

@@ -17,18 +17,9 @@ use std::time::Duration;
 use elara_core::{Capabilities, InterestLevel, Message, NodeId, StateId, StateUpdate, Time};
 
 /// Link measurements handed to a node about one of its neighbours, as a QUIC connection's
-/// congestion controller would report them.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
-pub struct LinkStats {
-    /// Smoothed round-trip time, queueing included.
-    pub rtt: Duration,
-    /// What the link can carry now, in bytes per second (the sender's fair share of its uplink).
-    pub send_rate_estimate: u64,
-    /// Share of packets lost on this link in the last measurement period (0..=1).
-    pub loss: f32,
-    /// Bytes waiting in the sender's uplink queue.
-    pub queued_bytes: u64,
-}
+/// congestion controller would report them: the swarm node's own type, so the contract is the
+/// one the QUIC transport drives.
+pub use elara_diffusion::swarm::LinkStats;
 
 /// One message a node wants sent.
 #[derive(Clone, Debug)]
@@ -50,8 +41,19 @@ pub enum ProtocolEvent {
         state: StateId,
         /// Its sequence number.
         seq: u64,
-        /// Relays it passed through (0 = straight from the authority).
+        /// Links crossed from the authority (1 = straight from the authority).
         hops: u8,
+    },
+    /// The node asks the driver to open a connection to `peer`; the driver answers with
+    /// [`Protocol::peer_connected`] or [`Protocol::peer_lost`].
+    Connect {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// The node closed its connection to `peer`.
+    Disconnect {
+        /// The peer.
+        peer: NodeId,
     },
     /// The node's parent for a state changed (tree protocols).
     ParentChanged {
@@ -135,6 +137,6 @@ pub trait ProtocolKind {
     type Node: Protocol;
     /// Short stable name used in reports and on the command line.
     fn name(&self) -> &'static str;
-    /// Builds a node.
-    fn create(&self, setup: &NodeSetup) -> Self::Node;
+    /// Builds a node joining at `now`.
+    fn create(&self, setup: &NodeSetup, now: Time) -> Self::Node;
 }

@@ -34,7 +34,7 @@ impl ProtocolKind for Gossip {
     fn name(&self) -> &'static str {
         "gossip"
     }
-    fn create(&self, setup: &NodeSetup) -> GossipNode {
+    fn create(&self, setup: &NodeSetup, _now: Time) -> GossipNode {
         GossipNode {
             id: setup.id,
             bootstrap: setup.bootstrap.first().copied().unwrap_or(setup.id),

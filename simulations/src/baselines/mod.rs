@@ -130,11 +130,13 @@ impl Io {
     pub(crate) fn send(&mut self, to: NodeId, message: Message) {
         self.out.push_back(Transmit { to, message });
     }
+    /// Hands `u` to the application; `hops` is the relay count carried in the message (0 when
+    /// it came straight from the authority), reported as links crossed.
     pub(crate) fn deliver(&mut self, u: &StateUpdate, hops: u8) {
         self.events.push_back(ProtocolEvent::Delivered {
             state: u.state,
             seq: u.seq,
-            hops,
+            hops: hops.saturating_add(1),
         });
     }
     pub(crate) fn event(&mut self, e: ProtocolEvent) {

@@ -18,7 +18,7 @@ impl ProtocolKind for Star {
     fn name(&self) -> &'static str {
         "star"
     }
-    fn create(&self, setup: &NodeSetup) -> StarNode {
+    fn create(&self, setup: &NodeSetup, _now: Time) -> StarNode {
         StarNode {
             id: setup.id,
             tracks: Vec::new(),

@@ -32,7 +32,7 @@ impl ProtocolKind for Tree020 {
     fn name(&self) -> &'static str {
         "elara-0.2"
     }
-    fn create(&self, setup: &NodeSetup) -> Tree020Node {
+    fn create(&self, setup: &NodeSetup, _now: Time) -> Tree020Node {
         Tree020Node {
             id: setup.id,
             tracks: Vec::new(),
