@@ -75,10 +75,16 @@ fn message() -> impl Strategy<Value = Message> {
             ttl_ms
         }),
         any::<u64>().prop_map(|s| Message::JoinRequest { state: StateId(s) }),
-        (any::<u64>(), any::<u16>()).prop_map(|(s, depth)| Message::JoinAccept {
-            state: StateId(s),
-            depth
-        }),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            proptest::collection::vec(node(), 0..=32)
+        )
+            .prop_map(|(s, depth, path)| Message::JoinAccept {
+                state: StateId(s),
+                depth,
+                path
+            }),
         (
             any::<u64>(),
             proptest::collection::vec(
