@@ -1,0 +1,444 @@
+use super::*;
+use bytes::Bytes;
+use elara_core::{Fragment, GroupId};
+
+const S: StateId = StateId(1);
+
+fn n(i: u64) -> NodeId {
+    NodeId::from_u64(i)
+}
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn video(seq: u64, group: u64, at: Time, key: bool) -> StateUpdate {
+    let u = StateUpdate::new(S, n(0), seq, at)
+        .with_kind(UpdateKind::Video)
+        .with_group(GroupId(group))
+        .with_payload(Bytes::from(vec![0u8; 1000]));
+    if key { u.keyframe() } else { u }
+}
+
+fn rate(bytes_per_sec: u64) -> LinkStats {
+    LinkStats {
+        send_rate_estimate: bytes_per_sec,
+        ..LinkStats::default()
+    }
+}
+
+fn verdicts(out: &[Decision]) -> Vec<Verdict> {
+    out.iter().map(|d| d.verdict).collect()
+}
+
+#[test]
+fn decisions_are_ordered_by_interest_and_cover_every_target() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let links: Vec<_> = (1..=6).map(|i| s.add_link(t(0), n(i))).collect();
+    let levels = [
+        InterestLevel::Low,
+        InterestLevel::High,
+        InterestLevel::None,
+        InterestLevel::Medium,
+        InterestLevel::Critical,
+        InterestLevel::Low,
+    ];
+    let targets: Vec<_> = links.iter().copied().zip(levels).collect();
+    let mut out = Vec::new();
+    let sum = s.schedule(t(0), &video(0, 1, t(0), true), targets, &mut out);
+    assert_eq!(out.len(), 5, "the None target gets no decision");
+    assert_eq!(sum.send, 5);
+    let got: Vec<_> = out.iter().map(|d| d.interest).collect();
+    use InterestLevel::*;
+    assert_eq!(got, vec![Critical, High, Medium, Low, Low]);
+    assert!(out.iter().all(|d| d.priority == Priority::High));
+    assert!(
+        out.iter()
+            .all(|d| d.quality == Quality::Full && d.delay_micros == 0)
+    );
+}
+
+#[test]
+fn priority_puts_control_and_audio_before_deltas() {
+    let base = StateUpdate::new(S, n(0), 0, t(0));
+    assert_eq!(
+        priority_of(&base.clone().with_kind(UpdateKind::Control)),
+        Priority::Urgent
+    );
+    assert_eq!(
+        priority_of(&base.clone().with_kind(UpdateKind::Audio)),
+        Priority::High
+    );
+    assert_eq!(priority_of(&video(0, 0, t(0), true)), Priority::High);
+    assert_eq!(priority_of(&video(0, 0, t(0), false)), Priority::Normal);
+    assert_eq!(
+        priority_of(&video(0, 0, t(0), false).with_priority(Priority::Urgent)),
+        Priority::Urgent
+    );
+}
+
+#[test]
+fn pacing_delay_grows_and_rate_limit_drops_what_cannot_arrive_in_budget() {
+    let cfg = SchedulerConfig {
+        min_burst_bytes: 1000,
+        ..SchedulerConfig::default()
+    };
+    let mut s = PropagationScheduler::new(cfg);
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(10_000)).unwrap(); // 10 kB/s: 1 kB fills the bucket
+    let mut out = Vec::new();
+    let mut last_delay = 0;
+    let mut seen_rate_limit = false;
+    for seq in 0..10 {
+        // Audio: independent, so only the budget (500 ms) limits it.
+        let u = StateUpdate::new(S, n(0), seq, t(0))
+            .with_kind(UpdateKind::Audio)
+            .with_payload(Bytes::from(vec![0u8; 1000]));
+        s.schedule(t(0), &u, [(a, InterestLevel::High)], &mut out);
+        match out[0].verdict {
+            Verdict::Send => {
+                assert!(out[0].delay_micros >= last_delay);
+                last_delay = out[0].delay_micros;
+                assert!(out[0].delay() <= Duration::from_millis(500));
+            }
+            Verdict::Drop(r) => {
+                assert_eq!(r, DropReason::RateLimited);
+                seen_rate_limit = true;
+            }
+        }
+    }
+    assert!(last_delay > 0);
+    assert!(seen_rate_limit);
+    // Time passes: the bucket refills and audio flows again without delay.
+    let u = StateUpdate::new(S, n(0), 99, t(2_000)).with_kind(UpdateKind::Audio);
+    s.schedule(t(2_000), &u, [(a, InterestLevel::High)], &mut out);
+    assert_eq!(out[0].verdict, Verdict::Send);
+    assert_eq!(out[0].delay_micros, 0);
+}
+
+#[test]
+fn lower_interest_steps_down_first_on_a_shared_uplink() {
+    let cfg = SchedulerConfig {
+        uplink_rate: Some(40_000),
+        min_burst_bytes: 2_000,
+        burst: Duration::from_millis(10),
+        ..SchedulerConfig::default()
+    };
+    let mut s = PropagationScheduler::new(cfg);
+    let hi = s.add_link(t(0), n(1));
+    let lo = s.add_link(t(0), n(2));
+    let targets = [(hi, InterestLevel::High), (lo, InterestLevel::Low)];
+    let mut out = Vec::new();
+    let mut hi_sent = 0;
+    let mut lo_sent = 0;
+    let mut lo_quality = Quality::Full;
+    // 30 frames/s of 1 kB to two targets = 60 kB/s over a 40 kB/s uplink.
+    for f in 0..60u64 {
+        let now = t(f * 33);
+        let u = video(f, 1 + f / 30, now, f % 30 == 0);
+        s.schedule(now, &u, targets, &mut out);
+        for d in &out {
+            if d.is_send() {
+                if d.link == hi {
+                    hi_sent += 1;
+                } else {
+                    lo_sent += 1;
+                }
+            }
+            if d.link == lo {
+                lo_quality = lo_quality.max(d.quality);
+            }
+        }
+    }
+    assert!(hi_sent > lo_sent, "high {hi_sent} low {lo_sent}");
+    assert!(
+        hi_sent >= 55,
+        "high interest keeps (nearly) everything: {hi_sent}"
+    );
+    assert!(lo_quality >= Quality::ReducedFrames);
+    assert!(s.stats().dropped(DropReason::FramesSkipped) > 0);
+    // Both got both keyframes: a viewer is degraded, never cut off.
+    let keys = s.stats().dropped(DropReason::RateLimited);
+    assert_eq!(keys, 0);
+}
+
+#[test]
+fn enhancement_layers_go_before_deltas() {
+    let cfg = SchedulerConfig {
+        min_burst_bytes: 1_000,
+        burst: Duration::from_millis(1),
+        ..SchedulerConfig::default()
+    };
+    let mut s = PropagationScheduler::new(cfg);
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(5_000)).unwrap();
+    let mut out = Vec::new();
+    s.schedule(
+        t(0),
+        &video(0, 1, t(0), true),
+        [(a, InterestLevel::Medium)],
+        &mut out,
+    );
+    assert!(out[0].is_send());
+    // A base-layer delta then its enhancement layer, with the bucket in debt.
+    let base = video(1, 1, t(0), false);
+    s.schedule(t(0), &base, [(a, InterestLevel::Medium)], &mut out);
+    let first = out[0];
+    let enh = video(1, 1, t(0), false).with_layer(1);
+    s.schedule(t(0), &enh, [(a, InterestLevel::Medium)], &mut out);
+    assert!(first.is_send(), "{first:?}");
+    assert_eq!(first.quality, Quality::BaseLayer);
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::LayerSkipped));
+    // Once a layer is cut, the rest of the group's enhancement is cut too, even with room.
+    let later = video(2, 1, t(400), false).with_layer(1);
+    s.schedule(t(400), &later, [(a, InterestLevel::Medium)], &mut out);
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::LayerSkipped));
+    // The base layer still flows.
+    s.schedule(
+        t(400),
+        &video(2, 1, t(400), false),
+        [(a, InterestLevel::Medium)],
+        &mut out,
+    );
+    assert!(out[0].is_send());
+}
+
+#[test]
+fn never_a_delta_without_its_keyframe() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    let mut out = Vec::new();
+    // Stalled link with a full transport queue: the keyframe cannot go.
+    let stalled = LinkStats {
+        queued_bytes: 10_000,
+        ..rate(0)
+    };
+    s.link_feedback(t(0), a, stalled).unwrap();
+    s.schedule(
+        t(0),
+        &video(0, 1, t(0), true),
+        [(a, InterestLevel::Critical)],
+        &mut out,
+    );
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::RateLimited));
+    // The link recovers, but the group's deltas are useless to this target.
+    s.link_feedback(t(10), a, rate(10_000_000)).unwrap();
+    for seq in 1..5 {
+        s.schedule(
+            t(10),
+            &video(seq, 1, t(10), false),
+            [(a, InterestLevel::Critical)],
+            &mut out,
+        );
+        assert_eq!(out[0].verdict, Verdict::Drop(DropReason::MissingKeyframe));
+    }
+    // The next group starts with a keyframe, and its deltas flow.
+    s.schedule(
+        t(20),
+        &video(5, 2, t(20), true),
+        [(a, InterestLevel::Critical)],
+        &mut out,
+    );
+    assert!(out[0].is_send());
+    s.schedule(
+        t(20),
+        &video(6, 2, t(20), false),
+        [(a, InterestLevel::Critical)],
+        &mut out,
+    );
+    assert!(out[0].is_send());
+    // A late delta of group 1 is superseded.
+    s.schedule(
+        t(21),
+        &video(4, 1, t(21), false),
+        [(a, InterestLevel::Critical)],
+        &mut out,
+    );
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::Superseded));
+    // A link that joins mid-group gets nothing until the next keyframe.
+    let b = s.add_link(t(22), n(2));
+    s.schedule(
+        t(22),
+        &video(7, 2, t(22), false),
+        [(b, InterestLevel::High)],
+        &mut out,
+    );
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::MissingKeyframe));
+}
+
+#[test]
+fn a_lost_keyframe_fragment_blocks_the_group() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    let mut out = Vec::new();
+    let frag = |i| video(0, 1, t(0), true).with_fragment(Fragment { index: i, count: 2 });
+    s.schedule(t(0), &frag(0), [(a, InterestLevel::High)], &mut out);
+    assert!(out[0].is_send());
+    s.on_send_failed(t(0), a, &frag(0)).unwrap();
+    // Fragment 1 is useless without fragment 0, and so are the deltas.
+    s.schedule(t(0), &frag(1), [(a, InterestLevel::High)], &mut out);
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::MissingKeyframe));
+    s.schedule(
+        t(1),
+        &video(1, 1, t(1), false),
+        [(a, InterestLevel::High)],
+        &mut out,
+    );
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::MissingKeyframe));
+    assert_eq!(s.stats().dropped(DropReason::SendFailed), 1);
+}
+
+#[test]
+fn stale_and_superseded_updates_are_dropped_not_queued() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let links: Vec<_> = (1..=3)
+        .map(|i| (s.add_link(t(0), n(i)), InterestLevel::Medium))
+        .collect();
+    s.configure_state(
+        S,
+        StateConfig {
+            latency_budget: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    // Produced at 0, scheduled at 150 ms: over the 100 ms budget.
+    let sum = s.schedule(
+        t(150),
+        &video(0, 1, t(0), true),
+        links.iter().copied(),
+        &mut out,
+    );
+    assert_eq!(sum.dropped, 3);
+    assert!(
+        out.iter()
+            .all(|d| d.verdict == Verdict::Drop(DropReason::Stale))
+    );
+    assert_eq!(s.stats().dropped(DropReason::Stale), 3);
+    s.schedule(
+        t(200),
+        &video(1, 2, t(200), true),
+        links.iter().copied(),
+        &mut out,
+    );
+    assert!(out.iter().all(Decision::is_send));
+    s.schedule(
+        t(201),
+        &video(0, 1, t(199), false),
+        links.iter().copied(),
+        &mut out,
+    );
+    assert!(
+        out.iter()
+            .all(|d| d.verdict == Verdict::Drop(DropReason::Superseded))
+    );
+    assert_eq!(s.stats().dropped(DropReason::Superseded), 3);
+}
+
+#[test]
+fn feedback_sets_the_rate_and_queue_counts_as_debt() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(1_000_000)).unwrap();
+    let info = s.link_info(a).unwrap();
+    assert_eq!(info.rate, 1_000_000);
+    assert_eq!(info.tokens, 100_000); // 100 ms burst
+    let queued = LinkStats {
+        queued_bytes: 150_000,
+        ..rate(1_000_000)
+    };
+    s.link_feedback(t(0), a, queued).unwrap();
+    assert_eq!(s.link_info(a).unwrap().tokens, -50_000);
+    let mut out = Vec::new();
+    let u = StateUpdate::new(S, n(0), 0, t(0)).with_payload(Bytes::from(vec![0u8; 1000]));
+    s.schedule(t(0), &u, [(a, InterestLevel::High)], &mut out);
+    assert!(out[0].is_send());
+    // 50 kB of debt + the update at 1 MB/s: about 51 ms of pacing.
+    let ms = out[0].delay().as_millis();
+    assert!((50..=52).contains(&ms), "{ms}");
+}
+
+#[test]
+fn zero_rate_link_drops_everything_until_feedback() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(0)).unwrap();
+    let mut out = Vec::new();
+    // Drain the burst left from the initial rate.
+    for seq in 0..3 {
+        let u = StateUpdate::new(S, n(0), seq, t(0)).with_payload(Bytes::from(vec![0u8; 100_000]));
+        s.schedule(t(0), &u, [(a, InterestLevel::Critical)], &mut out);
+    }
+    assert_eq!(verdicts(&out), vec![Verdict::Drop(DropReason::RateLimited)]);
+    s.link_feedback(t(1), a, rate(1_000_000)).unwrap();
+    let u = StateUpdate::new(S, n(0), 9, t(1000)).with_payload(Bytes::from(vec![0u8; 100]));
+    s.schedule(t(1000), &u, [(a, InterestLevel::Critical)], &mut out);
+    assert!(out[0].is_send());
+}
+
+#[test]
+fn bad_input_has_defined_results() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    assert_eq!(
+        s.configure_state(
+            S,
+            StateConfig {
+                latency_budget: Duration::ZERO
+            }
+        ),
+        Err(SchedulerError::ZeroLatencyBudget)
+    );
+    let a = s.add_link(t(0), n(1));
+    assert_eq!(
+        s.add_link(t(0), n(1)),
+        a,
+        "adding a peer twice returns its link"
+    );
+    assert!(s.remove_link(a));
+    assert!(!s.remove_link(a), "removing an absent link is a no-op");
+    assert_eq!(
+        s.link_feedback(t(0), a, rate(1)),
+        Err(SchedulerError::UnknownLink(a))
+    );
+    assert_eq!(
+        s.on_sent(t(0), a, &video(0, 1, t(0), true)),
+        Err(SchedulerError::UnknownLink(a))
+    );
+    let mut out = Vec::new();
+    s.schedule(
+        t(0),
+        &video(0, 1, t(0), true),
+        [(a, InterestLevel::High)],
+        &mut out,
+    );
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::UnknownLink));
+    // The slot is reused with a new generation; the stale handle stays refused.
+    let b = s.add_link(t(0), n(2));
+    assert_eq!(b.index(), a.index());
+    assert_ne!(a, b);
+    assert_eq!(s.peer(a), None);
+    assert_eq!(s.peer(b), Some(n(2)));
+    s.schedule(
+        t(0),
+        &video(1, 1, t(0), false),
+        [(b, InterestLevel::High)],
+        &mut out,
+    );
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::MissingKeyframe));
+}
+
+#[test]
+fn sends_are_counted_with_latency() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    let u = video(0, 1, t(0), true);
+    let mut out = Vec::new();
+    s.schedule(t(1), &u, [(a, InterestLevel::High)], &mut out);
+    s.on_sent(t(21), a, &u).unwrap();
+    let st = s.stats();
+    assert_eq!(st.sent, 1);
+    assert_eq!(st.scheduled, 1);
+    assert_eq!(st.bytes_sent, u.wire_len() as u64);
+    assert_eq!(st.latency.max(), Duration::from_millis(21));
+    assert_eq!(s.link_info(a).unwrap().bytes_sent, u.wire_len() as u64);
+}
