@@ -10,7 +10,7 @@
 //!
 //! | piece | what it does |
 //! |---|---|
-//! | [`MediaReader`] / [`MediaWriter`] | open any sample (Ogg Opus, IVF VP8/VP9/AV1, H.264 Annex B, PCM16 WAV) as frames `(timestamp, keyframe, bytes)`; write them back |
+//! | [`MediaReader`] / [`MediaWriter`] | open any sample (Ogg Opus, IVF VP8/VP9/AV1, H.264 Annex B, PCM16 WAV) as frames `(timestamp, keyframe, bytes)`; write them back (G.711 tracks as PCM16 WAV) |
 //! | [`ogg`], [`opus`], [`ivf`], [`annexb`], [`wav`] | the containers, streaming and bounded, with typed [`MediaError`]s |
 //! | [`codec`] | keyframes from each codec's bitstream; Opus packet durations; H.264 access-unit contents |
 //! | [`Packetizer`] / [`Depacketizer`] | frames ↔ [`elara_core::StateUpdate`]s: groups, keyframes, priorities, fragments, reordering, gaps, keyframe gating |
