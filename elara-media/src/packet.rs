@@ -376,7 +376,7 @@ impl Depacketizer {
         self.packets.on_packet(seq, update.timestamp, now);
         if Some(seq) == self.next_seq && self.pending.is_empty() {
             // In order with nothing held: the common case skips the reorder buffer.
-            self.next_seq = Some(seq + 1);
+            self.next_seq = Some(seq.saturating_add(1));
             self.process(update, now);
             return;
         }
@@ -436,7 +436,7 @@ impl Depacketizer {
             let Some(next) = self.next_seq else { return };
             if first == next {
                 if let Some((_, (u, at, delivered))) = self.pending.pop_first() {
-                    self.next_seq = Some(next + 1);
+                    self.next_seq = Some(next.saturating_add(1));
                     if delivered {
                         if let Some(a) = self.assembly.take() {
                             self.drop_frame(a.first.kind);
