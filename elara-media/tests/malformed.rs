@@ -216,3 +216,12 @@ fn huge_granule_positions_are_errors_not_overflows() {
     w.flush_page(FLAG_EOS).unwrap();
     assert!(read_all(&file).is_err());
 }
+
+#[test]
+fn hostile_wav_format_is_rejected_before_allocating() {
+    let mut wav = sample("speech-8k.wav");
+    // fmt chunk: channels at 22, sample rate at 24.
+    wav[22..24].copy_from_slice(&u16::MAX.to_le_bytes());
+    wav[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(read_all(&wav), Err(MediaError::TooLarge { .. })));
+}
