@@ -114,9 +114,9 @@ fn config() -> SessionConfig {
     c
 }
 
-/// Runs the session's timers from `from` to `to` (inclusive), returning the updates sent, each
+/// Runs the session's timers up to `to` (inclusive), returning the updates sent, each
 /// with the time it was sent.
-fn run(s: &mut MediaSession<Recorder>, to: Time) -> Vec<(Time, elara_core::StateUpdate)> {
+fn run<H: MediaHandler>(s: &mut MediaSession<H>, to: Time) -> Vec<(Time, elara_core::StateUpdate)> {
     let mut sent = Vec::new();
     while let Some(t) = s.poll_timeout().filter(|&t| t <= to) {
         s.handle_timeout(t);
@@ -496,4 +496,49 @@ fn handler_can_modify_an_offer_and_an_answer() {
         }
     );
     assert_eq!(s.codec(), Some(Codec::Pcma));
+}
+
+#[test]
+fn a_played_opus_file_arrives_whole_at_a_receiver() {
+    use elara_media::{Delivery, Depacketizer, MediaReader};
+    struct Announcer;
+    impl MediaHandler for Announcer {
+        fn stream_start(&mut self, _id: &str, _d: Direction) -> Vec<MediaAction> {
+            vec![MediaAction::play(sample("speech.opus"))]
+        }
+    }
+    let mut c = config();
+    c.supported = vec![Codec::Opus];
+    let mut s = MediaSession::new("announce", c, Announcer).unwrap();
+    s.receive_offer(
+        ms(5_000),
+        SessionDescription {
+            codecs: vec![Codec::Opus],
+            direction: Direction::Inbound,
+        },
+    )
+    .unwrap();
+    s.start_stream(ms(5_000)).unwrap();
+    let mut d = Depacketizer::new(StateId(3));
+    let mut got = Vec::new();
+    for (at, u) in run(&mut s, ms(60_000)) {
+        d.push(u, at);
+        while let Some(x) = d.poll(at) {
+            if let Delivery::Frame(f) = x {
+                got.push((f.frame.pts, f.frame.data));
+            }
+        }
+    }
+    let original: Vec<_> = MediaReader::open(sample("speech.opus"))
+        .unwrap()
+        .map(|f| f.unwrap())
+        .map(|f| (f.pts, f.data))
+        .collect();
+    assert_eq!(original.len(), 501);
+    assert_eq!(got, original, "every packet, with its granule position");
+    let mut events = Vec::new();
+    while let Some(e) = s.poll_event() {
+        events.push(e);
+    }
+    assert!(events.contains(&SessionEvent::PlayComplete(sample("speech.opus"))));
 }
