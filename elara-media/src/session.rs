@@ -170,7 +170,9 @@ pub enum StreamError {
 }
 
 /// The application's side of a media session: every method has a default, so a handler
-/// implements only what it cares about. The handler value is its own state.
+/// implements only what it cares about. The handler value is its own state: construct it with
+/// its arguments, and [`MediaHandler::init`] runs once when the session is created (the seed's
+/// `init(args)`; an `Err` is its `{:stop, reason}`).
 pub trait MediaHandler {
     /// The session was created. `Err` stops it before it starts.
     fn init(&mut self) -> Result<(), String> {
