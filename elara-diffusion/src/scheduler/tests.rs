@@ -340,7 +340,7 @@ fn feedback_sets_the_rate_and_queue_counts_as_debt() {
     let mut s = PropagationScheduler::new(SchedulerConfig::default());
     let a = s.add_link(t(0), n(1));
     s.link_feedback(t(0), a, rate(1_000_000)).unwrap();
-    let info = s.link_info(a).unwrap();
+    let info = s.link_info(t(0), a).unwrap();
     assert_eq!(info.rate, 1_000_000);
     assert_eq!(info.tokens, 100_000); // 100 ms burst
     let queued = LinkStats {
@@ -348,7 +348,7 @@ fn feedback_sets_the_rate_and_queue_counts_as_debt() {
         ..rate(1_000_000)
     };
     s.link_feedback(t(0), a, queued).unwrap();
-    assert_eq!(s.link_info(a).unwrap().tokens, -50_000);
+    assert_eq!(s.link_info(t(0), a).unwrap().tokens, -50_000);
     let mut out = Vec::new();
     let u = StateUpdate::new(S, n(0), 0, t(0)).with_payload(Bytes::from(vec![0u8; 1000]));
     s.schedule(t(0), &u, [(a, InterestLevel::High)], &mut out);
@@ -440,5 +440,8 @@ fn sends_are_counted_with_latency() {
     assert_eq!(st.scheduled, 1);
     assert_eq!(st.bytes_sent, u.wire_len() as u64);
     assert_eq!(st.latency.max(), Duration::from_millis(21));
-    assert_eq!(s.link_info(a).unwrap().bytes_sent, u.wire_len() as u64);
+    assert_eq!(
+        s.link_info(t(0), a).unwrap().bytes_sent,
+        u.wire_len() as u64
+    );
 }
