@@ -75,10 +75,16 @@ fn message() -> impl Strategy<Value = Message> {
             ttl_ms
         }),
         any::<u64>().prop_map(|s| Message::JoinRequest { state: StateId(s) }),
-        (any::<u64>(), any::<u16>()).prop_map(|(s, depth)| Message::JoinAccept {
-            state: StateId(s),
-            depth
-        }),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            proptest::collection::vec(node(), 0..=elara_core::wire::MAX_PATH)
+        )
+            .prop_map(|(s, depth, path)| Message::JoinAccept {
+                state: StateId(s),
+                depth,
+                path
+            }),
         (
             any::<u64>(),
             proptest::collection::vec(
@@ -110,6 +116,10 @@ fn message() -> impl Strategy<Value = Message> {
             seqs
         }),
         (any::<u64>(), seqs()).prop_map(|(s, seqs)| Message::Pull {
+            state: StateId(s),
+            seqs
+        }),
+        (any::<u64>(), seqs()).prop_map(|(s, seqs)| Message::Unavailable {
             state: StateId(s),
             seqs
         }),
