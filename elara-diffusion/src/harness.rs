@@ -115,6 +115,7 @@ enum Action {
     Close {
         from: NodeId,
         to: NodeId,
+        conn: u64,
     },
     Timeout {
         node: NodeId,
@@ -161,7 +162,9 @@ pub struct Harness {
     default_link: LinkProfile,
     links: BTreeMap<(NodeId, NodeId), LinkProfile>,
     busy_until: BTreeMap<(NodeId, NodeId), Time>,
-    connections: BTreeSet<(NodeId, NodeId)>,
+    /// Open connections, each with a generation so that a late close cannot cut a newer one.
+    connections: BTreeMap<(NodeId, NodeId), u64>,
+    next_conn: u64,
     dirty: BTreeSet<NodeId>,
     in_flight: u64,
     stats: HarnessStats,
@@ -201,7 +204,8 @@ impl Harness {
             default_link,
             links: BTreeMap::new(),
             busy_until: BTreeMap::new(),
-            connections: BTreeSet::new(),
+            connections: BTreeMap::new(),
+            next_conn: 0,
             dirty: BTreeSet::new(),
             in_flight: 0,
             stats: HarnessStats::default(),
@@ -230,7 +234,7 @@ impl Harness {
     /// Puts `msg` on the connection `from -> to` as if `from`'s node had sent it (for tests of
     /// misbehaving peers). Returns false when the two are not connected.
     pub fn inject(&mut self, from: NodeId, to: NodeId, msg: Message) -> bool {
-        if !self.connections.contains(&pair(from, to)) {
+        if !self.connections.contains_key(&pair(from, to)) {
             return false;
         }
         self.send(from, to, msg);
@@ -239,7 +243,7 @@ impl Harness {
 
     /// True when the two nodes have a connection.
     pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
-        self.connections.contains(&pair(a, b))
+        self.connections.contains_key(&pair(a, b))
     }
 
     /// Adds a node, created now; returns its id.
@@ -315,7 +319,7 @@ impl Harness {
     /// two are connected.
     pub fn set_link(&mut self, from: NodeId, to: NodeId, profile: LinkProfile) {
         self.links.insert((from, to), profile);
-        if self.connections.contains(&pair(from, to)) {
+        if self.connections.contains_key(&pair(from, to)) {
             self.feedback(from, to);
         }
     }
@@ -326,7 +330,7 @@ impl Harness {
             s.alive = false;
             s.timeout = None;
         }
-        self.connections.retain(|&(a, b)| a != id && b != id);
+        self.connections.retain(|&(a, b), _| a != id && b != id);
     }
 
     fn profile(&self, from: NodeId, to: NodeId) -> LinkProfile {
@@ -405,7 +409,7 @@ impl Harness {
                     let rtt = self.profile(id, peer).latency + self.profile(peer, id).latency;
                     self.push(now + rtt, Action::Connected { a: id, b: peer });
                 }
-            } else if self.connections.contains(&pair(id, peer)) {
+            } else if let Some(&conn) = self.connections.get(&pair(id, peer)) {
                 // The close follows whatever the node sent before it (a goodbye, say).
                 let lat = self.profile(id, peer).latency;
                 let busy = self
@@ -414,13 +418,20 @@ impl Harness {
                     .copied()
                     .unwrap_or(now)
                     .max(now);
-                self.push(busy + lat, Action::Close { from: id, to: peer });
+                self.push(
+                    busy + lat,
+                    Action::Close {
+                        from: id,
+                        to: peer,
+                        conn,
+                    },
+                );
             }
         }
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        if !self.connections.contains(&pair(from, to)) {
+        if !self.connections.contains_key(&pair(from, to)) {
             self.stats.undeliverable += 1;
             return;
         }
@@ -469,7 +480,7 @@ impl Harness {
         match entry.action {
             Action::Deliver { from, to, msg } => {
                 self.in_flight -= 1;
-                let connected = self.connections.contains(&pair(from, to));
+                let connected = self.connections.contains_key(&pair(from, to));
                 match self.nodes.get_mut(&to) {
                     Some(s) if s.alive && connected => {
                         self.stats.delivered += 1;
@@ -482,7 +493,8 @@ impl Harness {
             Action::Connected { a, b } => {
                 self.in_flight -= 1;
                 if self.is_alive(a) && self.is_alive(b) {
-                    self.connections.insert(pair(a, b));
+                    self.next_conn += 1;
+                    self.connections.insert(pair(a, b), self.next_conn);
                     for (x, y) in [(a, b), (b, a)] {
                         if let Some(s) = self.nodes.get_mut(&x) {
                             s.node.peer_connected(now, y);
@@ -495,8 +507,9 @@ impl Harness {
                     // The dial fails when the node's dial timeout fires.
                 }
             }
-            Action::Close { from, to } => {
-                if self.connections.remove(&pair(from, to))
+            Action::Close { from, to, conn } => {
+                if self.connections.get(&pair(from, to)) == Some(&conn)
+                    && self.connections.remove(&pair(from, to)).is_some()
                     && let Some(s) = self.nodes.get_mut(&to)
                     && s.alive
                 {

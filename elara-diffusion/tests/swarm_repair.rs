@@ -123,6 +123,14 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
                     break;
                 }
             }
+            eprintln!(
+                "chain {:?}",
+                chain.iter().map(|c| c.prefix_u64()).collect::<Vec<_>>()
+            );
+            eprintln!(
+                "killed {:?}",
+                killed.iter().map(|c| c.prefix_u64()).collect::<Vec<_>>()
+            );
             for &c in &chain {
                 eprintln!(
                     "--- node {} reattach {:?}",
@@ -131,10 +139,21 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
                 );
                 for (at, e) in h.timed_events(c) {
                     if *at > t_kill && !matches!(e, Event::Delivered { .. }) {
-                        eprintln!(
-                            "{at:?} {}",
-                            format!("{e:?}").replace("NodeId(00000000)", "N")
-                        );
+                        let who = |n: &NodeId| n.prefix_u64();
+                        let txt = match e {
+                            Event::Connect { peer, .. } => format!("connect {}", who(peer)),
+                            Event::PeerDown { peer, reason } => {
+                                format!("down {} {reason:?}", who(peer))
+                            }
+                            Event::PeerUp { peer, .. } => format!("up {}", who(peer)),
+                            Event::ParentChanged { old, new, .. } => format!(
+                                "parent {:?} -> {:?}",
+                                old.map(|n| who(&n)),
+                                new.map(|n| who(&n))
+                            ),
+                            other => format!("{other:?}"),
+                        };
+                        eprintln!("{at:?} {txt}");
                     }
                 }
             }
@@ -159,8 +178,10 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
         orphans > 0,
         "the kill orphaned nobody: the test would prove nothing"
     );
-    // Most orphans re-attach to their standby grandparent within one round trip (40 ms).
-    assert!(reattach[reattach.len() / 2] <= Duration::from_millis(80));
+    // Orphans re-attach within two round trips (40 ms each) of detecting the failure: their
+    // standby grandparent takes them in a repair slot.
+    let p90 = reattach[reattach.len() * 9 / 10];
+    assert!(p90 <= Duration::from_millis(80), "p90 re-attach {p90:?}");
 }
 
 #[test]

@@ -189,7 +189,10 @@ impl SwarmNode {
             );
             return;
         };
-        if !tree.attached(me) || tree.path.contains(&from) || tree.call.is_some() {
+        // A node re-attaching after its own parent failed still takes children: its subtree
+        // stays together and follows it (path updates) once it is back.
+        let in_tree = tree.attached(me) || (tree.parent_lost_at.is_some() && !tree.path.is_empty());
+        if !in_tree || tree.path.contains(&from) || tree.call.is_some() {
             // Not in the tree (or asked by an ancestor, which must not attach below us): point
             // at what we know of the tree above.
             let candidates = tree
@@ -549,6 +552,37 @@ impl SwarmNode {
         let Some(j) = tree.joining.as_mut() else {
             return;
         };
+        if j.also == Some(from) {
+            // The racing request was redirected: race on with its best candidate.
+            j.redirects = j.redirects.saturating_add(1);
+            let target = j.target;
+            let next = (j.redirects <= max_redirects)
+                .then(|| {
+                    let mut fresh: Vec<&PeerInfo> = candidates
+                        .iter()
+                        .filter(|c| {
+                            c.id != me
+                                && c.id != from
+                                && c.id != target
+                                && !self.failed.contains_key(&c.id)
+                        })
+                        .collect();
+                    fresh.sort_by_key(|c| !self.peers.get(&c.id).is_some_and(|p| p.is_connected()));
+                    fresh.first().map(|c| (c.id, c.addr.clone()))
+                })
+                .flatten();
+            j.also = next.as_ref().map(|(c, _)| *c);
+            j.also_sent = false;
+            if let Some((c, addr)) = next {
+                if self.peers.get(&c).is_some_and(|p| p.is_connected()) {
+                    j.also_sent = true;
+                    self.send_control(c, Message::JoinRequest { state });
+                } else {
+                    self.dial(now, c, addr);
+                }
+            }
+            return;
+        }
         if j.target != from {
             return;
         }

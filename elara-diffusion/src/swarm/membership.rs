@@ -177,10 +177,20 @@ impl SwarmNode {
         }
     }
 
-    /// True when `peer` has a role: bootstrap, call participant, or parent, previous parent,
+    /// True when `peer` has a role: bootstrap (while joining), call participant, or parent,
+    /// previous parent,
     /// grandparent (the standby for fast repair), join target or child in some state.
     pub(crate) fn needed(&self, peer: NodeId) -> bool {
-        if self.cfg.bootstrap.iter().any(|b| b.id == peer) {
+        // A bootstrap peer is needed only while something is still looking for a parent: once
+        // attached, the connection goes (a large swarm would otherwise pile every node's
+        // connection onto the bootstrap peers); a repair dials it again if it must.
+        let me = self.cfg.id;
+        if self.cfg.bootstrap.iter().any(|b| b.id == peer)
+            && self
+                .states
+                .values()
+                .any(|t| t.own.is_interested() && !t.attached(me) && t.call.is_none())
+        {
             return true;
         }
         if self
