@@ -758,8 +758,22 @@ impl SwarmNode {
         let has_children = !tree.children.is_empty();
         // Relays do not pass on deltas whose keyframe they lack: nobody below could use them.
         let decodable = update.is_independent() || tree.recv.received_group == Some(update.group);
+        // A keyframe that arrives after deltas of its group (it was repaired) releases the
+        // deltas this relay held back for want of it.
+        let held_back: Vec<(StateUpdate, u8)> = if has_children && update.keyframe && repair {
+            tree.buffer
+                .after(update.seq)
+                .filter(|(u, _)| u.group == update.group && !u.is_independent())
+                .map(|(u, h)| (u.clone(), *h))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if has_children && decodable {
             self.schedule_for(now, &update, hops, None, except, repair);
+            for (u, h) in &held_back {
+                self.schedule_for(now, u, *h, None, except, true);
+            }
             if !self.timers.is_set(TimerReason::Announce(update.state)) {
                 self.timers
                     .set(TimerReason::Announce(update.state), now + delay);

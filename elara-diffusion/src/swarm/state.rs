@@ -288,6 +288,12 @@ impl RepairBuffer {
             .map(|i| &self.items[i])
     }
 
+    /// Updates held with a sequence number above `seq`, in order.
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &(StateUpdate, u8)> {
+        let start = self.items.partition_point(|(u, _)| u.seq <= seq);
+        self.items.range(start..)
+    }
+
     /// The newest sequence number held.
     pub fn newest(&self) -> Option<u64> {
         self.items.back().map(|(u, _)| u.seq)
