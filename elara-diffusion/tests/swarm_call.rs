@@ -105,7 +105,11 @@ fn eight_participants_hear_and_see_everyone_and_mutes_stop_flows_within_one_rtt(
                 _ => None,
             })
             .collect();
-        assert_eq!(dialled, (p + 1..=8).collect::<Vec<_>>(), "participant {p} dialled");
+        assert_eq!(
+            dialled,
+            (p + 1..=8).collect::<Vec<_>>(),
+            "participant {p} dialled"
+        );
     }
     for seq in 0..30 {
         tick(&mut h, &parts, seq);

@@ -779,8 +779,14 @@ impl SwarmNode {
                     .set(TimerReason::Announce(update.state), now + delay);
             }
         }
-        if let Some(tree) = self.states.get_mut(&update.state) {
-            tree.buffer.insert(update, hops, cap);
+        // Only relays and the authority keep a repair buffer: a leaf has nobody to repair or
+        // to start at a keyframe (if it gains a child, the child starts at the next keyframe).
+        let me = self.cfg.id;
+        let budget = self.cfg.latency_budget;
+        if let Some(tree) = self.states.get_mut(&update.state)
+            && (!tree.children.is_empty() || tree.is_authority(me))
+        {
+            tree.buffer.insert(update, hops, cap, budget);
         }
     }
 

@@ -264,8 +264,10 @@ pub(crate) struct RepairBuffer {
 }
 
 impl RepairBuffer {
-    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`.
-    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize) {
+    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`
+    /// and those more than `max_age` older (by timestamp) than the newest: nothing older can
+    /// be repaired or replayed within the latency budget.
+    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize, max_age: Duration) {
         let seq = update.seq;
         match self.items.back() {
             Some((last, _)) if last.seq >= seq => {
@@ -276,6 +278,14 @@ impl RepairBuffer {
             _ => self.items.push_back((update, hops)),
         }
         while self.items.len() > cap.max(1) {
+            self.items.pop_front();
+        }
+        let newest = self.items.back().map_or(Time::ZERO, |(u, _)| u.timestamp);
+        while self
+            .items
+            .front()
+            .is_some_and(|(u, _)| u.timestamp + max_age < newest)
+        {
             self.items.pop_front();
         }
     }
@@ -506,7 +516,7 @@ mod tests {
     fn buffer_stays_sorted_and_bounded() {
         let mut b = RepairBuffer::default();
         for s in [1u64, 2, 4, 3, 5] {
-            b.insert(held(s).update, 0, 4);
+            b.insert(held(s).update, 0, 4, Duration::from_secs(1));
         }
         assert!(b.get(1).is_none());
         assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));
