@@ -27,10 +27,11 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::Duration;
 
 use elara_core::{Message, NodeId, Time};
+use foldhash::fast::FixedState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -122,29 +123,6 @@ enum Action {
     },
 }
 
-struct Entry {
-    at: Time,
-    order: u64,
-    action: Action,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.order) == (o.at, o.order)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(o.at, o.order))
-    }
-}
-
 struct Slot {
     node: SwarmNode,
     alive: bool,
@@ -157,13 +135,16 @@ pub struct Harness {
     now: Time,
     rng: ChaCha8Rng,
     order: u64,
-    queue: BinaryHeap<Reverse<Entry>>,
+    /// (due, insertion order, slot in `actions`): small keys, so the heap moves little.
+    queue: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    actions: Vec<Option<Action>>,
+    free_actions: Vec<u32>,
     nodes: BTreeMap<NodeId, Slot>,
     default_link: LinkProfile,
     links: BTreeMap<(NodeId, NodeId), LinkProfile>,
-    busy_until: BTreeMap<(NodeId, NodeId), Time>,
+    busy_until: HashMap<(NodeId, NodeId), Time, FixedState>,
     /// Open connections, each with a generation so that a late close cannot cut a newer one.
-    connections: BTreeMap<(NodeId, NodeId), u64>,
+    connections: HashMap<(NodeId, NodeId), u64, FixedState>,
     next_conn: u64,
     dirty: BTreeSet<NodeId>,
     in_flight: u64,
@@ -171,6 +152,8 @@ pub struct Harness {
     record_events: bool,
     record_sends: bool,
     sends: Vec<SentUpdate>,
+    scratch_tx: Vec<crate::swarm::Transmit>,
+    scratch_req: Vec<(bool, NodeId)>,
 }
 
 /// An update message a node put on a link (recorded with [`Harness::record_sends`]).
@@ -200,11 +183,13 @@ impl Harness {
             rng: ChaCha8Rng::seed_from_u64(seed),
             order: 0,
             queue: BinaryHeap::new(),
+            actions: Vec::new(),
+            free_actions: Vec::new(),
             nodes: BTreeMap::new(),
             default_link,
             links: BTreeMap::new(),
-            busy_until: BTreeMap::new(),
-            connections: BTreeMap::new(),
+            busy_until: HashMap::with_hasher(FixedState::with_seed(0)),
+            connections: HashMap::with_hasher(FixedState::with_seed(0)),
             next_conn: 0,
             dirty: BTreeSet::new(),
             in_flight: 0,
@@ -212,6 +197,8 @@ impl Harness {
             record_events: true,
             record_sends: false,
             sends: Vec::new(),
+            scratch_tx: Vec::new(),
+            scratch_req: Vec::new(),
         }
     }
 
@@ -345,11 +332,17 @@ impl Harness {
             self.in_flight += 1;
         }
         self.order += 1;
-        self.queue.push(Reverse(Entry {
-            at,
-            order: self.order,
-            action,
-        }));
+        let slot = match self.free_actions.pop() {
+            Some(i) => {
+                self.actions[i as usize] = Some(action);
+                i
+            }
+            None => {
+                self.actions.push(Some(action));
+                (self.actions.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((at, self.order, slot)));
     }
 
     fn feedback(&mut self, from: NodeId, to: NodeId) {
@@ -378,11 +371,11 @@ impl Harness {
         if !slot.alive {
             return;
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.scratch_tx);
         while let Some(t) = slot.node.poll_transmit(now) {
             out.push(t);
         }
-        let mut requests = Vec::new();
+        let mut requests = std::mem::take(&mut self.scratch_req);
         while let Some(e) = slot.node.poll_event() {
             match &e {
                 Event::Connect { peer, .. } => requests.push((true, *peer)),
@@ -400,10 +393,11 @@ impl Harness {
                 self.push(at.max(now), Action::Timeout { node: id });
             }
         }
-        for t in out {
+        for t in out.drain(..) {
             self.send(id, t.to, t.message);
         }
-        for (connect, peer) in requests {
+        self.scratch_tx = out;
+        for &(connect, peer) in &requests {
             if connect {
                 if self.is_alive(peer) {
                     let rtt = self.profile(id, peer).latency + self.profile(peer, id).latency;
@@ -428,6 +422,8 @@ impl Harness {
                 );
             }
         }
+        requests.clear();
+        self.scratch_req = requests;
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
@@ -472,12 +468,16 @@ impl Harness {
     /// Processes the next queued action; false when nothing is queued.
     pub fn step(&mut self) -> bool {
         self.drain_dirty();
-        let Some(Reverse(entry)) = self.queue.pop() else {
+        let Some(Reverse((at, _, slot))) = self.queue.pop() else {
             return false;
         };
-        self.now = self.now.max(entry.at);
+        let action = self.actions[slot as usize]
+            .take()
+            .expect("every queued slot holds an action");
+        self.free_actions.push(slot);
+        self.now = self.now.max(at);
         let now = self.now;
-        match entry.action {
+        match action {
             Action::Deliver { from, to, msg } => {
                 self.in_flight -= 1;
                 let connected = self.connections.contains_key(&pair(from, to));
@@ -520,7 +520,7 @@ impl Harness {
             Action::Timeout { node } => {
                 if let Some(s) = self.nodes.get_mut(&node)
                     && s.alive
-                    && s.timeout == Some(entry.at)
+                    && s.timeout == Some(at)
                 {
                     s.timeout = None;
                     s.node.handle_timeout(now);
@@ -542,7 +542,7 @@ impl Harness {
         loop {
             self.drain_dirty();
             match self.queue.peek() {
-                Some(Reverse(e)) if e.at <= t => {
+                Some(Reverse((at, _, _))) if *at <= t => {
                     self.step();
                 }
                 _ => break,
@@ -566,7 +566,7 @@ impl Harness {
                 return true;
             }
             match self.queue.peek() {
-                Some(Reverse(e)) if e.at <= limit => {
+                Some(Reverse((at, _, _))) if *at <= limit => {
                     self.step();
                 }
                 _ => {
