@@ -89,10 +89,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         |rx: &mut MediaReceiver, now: Time| -> Result<(), Box<dyn std::error::Error>> {
             while let Some(event) = rx.poll(now) {
                 match event {
-                    ReceiverEvent::Header(h) => {
-                        if writer.is_none() {
-                            writer = Some(MediaWriter::create(&output, &h)?);
-                        }
+                    ReceiverEvent::Header(h) if writer.is_none() => {
+                        writer = Some(MediaWriter::create(&output, &h)?);
                     }
                     ReceiverEvent::Play(Playout::Frame(f)) => {
                         played += 1;

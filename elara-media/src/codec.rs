@@ -348,6 +348,60 @@ pub fn h264_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     out.into_iter()
 }
 
+/// What an H.264 access unit holds.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct H264AccessUnit {
+    /// NAL units in it.
+    pub nal_units: usize,
+    /// Coded slices (types 1–5).
+    pub slices: usize,
+    /// True when a slice is of an IDR picture (type 5): a key frame.
+    pub idr: bool,
+    /// A sequence parameter set is present (type 7).
+    pub sps: bool,
+    /// A picture parameter set is present (type 8).
+    pub pps: bool,
+}
+
+impl H264AccessUnit {
+    /// True when a decoder can start here: an IDR picture with its parameter sets in-band.
+    pub fn is_random_access_point(&self) -> bool {
+        self.idr && self.sps && self.pps
+    }
+}
+
+/// Lists the NAL unit types of an Annex B access unit.
+pub fn h264_access_unit(au: &[u8]) -> Result<H264AccessUnit> {
+    let mut info = H264AccessUnit::default();
+    for unit in h264_nal_units(au) {
+        let h = *unit.first().ok_or(MediaError::Truncated {
+            what: "h264 nal header",
+        })?;
+        if h & 0x80 != 0 {
+            return Err(MediaError::Invalid {
+                what: "h264 forbidden_zero_bit",
+                value: 1,
+            });
+        }
+        info.nal_units += 1;
+        match h & 0x1f {
+            nal::SLICE..=nal::IDR => {
+                info.slices += 1;
+                info.idr |= h & 0x1f == nal::IDR;
+            }
+            nal::SPS => info.sps = true,
+            nal::PPS => info.pps = true,
+            _ => {}
+        }
+    }
+    if info.nal_units == 0 {
+        return Err(MediaError::Truncated {
+            what: "h264 access unit",
+        });
+    }
+    Ok(info)
+}
+
 /// H.264: an access unit is a key frame when it holds a coded slice of an IDR picture (NAL unit
 /// type 5).
 pub fn h264_is_keyframe(au: &[u8]) -> Result<bool> {

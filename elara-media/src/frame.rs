@@ -34,6 +34,12 @@ impl Timebase {
 
     /// Ticks → microseconds, rounded to nearest (saturating).
     pub fn to_time(self, ticks: u64) -> Time {
+        let den = u64::from(self.den);
+        if let Some(p) = ticks.checked_mul(u64::from(self.num) * 1_000_000)
+            && let Some(p) = p.checked_add(den / 2)
+        {
+            return Time::from_micros(p / den);
+        }
         let us = (u128::from(ticks) * u128::from(self.num) * 1_000_000 + u128::from(self.den) / 2)
             / u128::from(self.den);
         Time::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
@@ -42,9 +48,49 @@ impl Timebase {
     /// Microseconds → ticks, rounded to nearest (saturating). Exact inverse of
     /// [`Timebase::to_time`] whenever a tick lasts at least one microsecond.
     pub fn to_ticks(self, time: Time) -> u64 {
+        // Fast path in 64 bits when nothing can overflow (any realistic stream).
+        let scale64 = u64::from(self.num) * 1_000_000;
+        if let Some(p) = time.as_micros().checked_mul(u64::from(self.den))
+            && let Some(p) = p.checked_add(scale64 / 2)
+        {
+            return p / scale64;
+        }
         let scale = u128::from(self.num) * 1_000_000;
         let ticks = (u128::from(time.as_micros()) * u128::from(self.den) + scale / 2) / scale;
         u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ticks_round_trip_through_microseconds(ticks in any::<u64>(), den in 1..=1_000_000u32) {
+            let tb = Timebase::new(1, den).unwrap();
+            let t = tb.to_time(ticks);
+            if t != Time::MAX {
+                prop_assert_eq!(tb.to_ticks(t), ticks);
+            }
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        let tb = Timebase::new(1, 30).unwrap();
+        assert_eq!(tb.to_time(60), Time::from_secs(2));
+        assert_eq!(tb.to_time(1), Time::from_micros(33_333));
+        assert_eq!(tb.to_ticks(Time::from_micros(33_333)), 1);
+        let opus = Timebase::new(1, 48_000).unwrap();
+        assert_eq!(opus.to_time(960), Time::from_millis(20));
+        // Saturates instead of overflowing.
+        assert_eq!(Timebase::new(1, 1).unwrap().to_time(u64::MAX), Time::MAX);
+        assert_eq!(
+            Timebase::new(1, 1_000_000).unwrap().to_ticks(Time::MAX),
+            u64::MAX
+        );
     }
 }
 

@@ -47,26 +47,29 @@ const fn build_alaw_decode() -> [i16; 256] {
 static ULAW_DECODE: [i16; 256] = build_ulaw_decode();
 static ALAW_DECODE: [i16; 256] = build_alaw_decode();
 
-/// Encodes one 16-bit linear sample as μ-law.
-#[inline]
-pub fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32635;
-    let s = i32::from(sample);
-    let sign = if s < 0 { 0x80 } else { 0 };
-    let magnitude = s.unsigned_abs().min(CLIP as u32) as i32 + BIAS;
+/// μ-law code of one sample, by the recommendation's segment rule (14-bit magnitude, bias 33).
+const fn ulaw_code(sample: i16) -> u8 {
+    const BIAS: u32 = 0x84;
+    const CLIP: u32 = 32635;
+    let sign = if sample < 0 { 0x80 } else { 0 };
+    let mut magnitude = sample.unsigned_abs() as u32;
+    if magnitude > CLIP {
+        magnitude = CLIP;
+    }
+    magnitude += BIAS;
     // Segment = position of the highest set bit above bit 7 (0..=7).
-    let exponent = (31 - (magnitude as u32 | 0x80).leading_zeros()) as i32 - 7;
+    let exponent = (31 - (magnitude | 0x80).leading_zeros()) - 7;
     let mantissa = (magnitude >> (exponent + 3)) & 0x0f;
     !((sign | (exponent << 4) | mantissa) as u8)
 }
 
-/// Encodes one 16-bit linear sample as A-law.
-#[inline]
-pub fn linear_to_alaw(sample: i16) -> u8 {
-    let s = i32::from(sample) >> 3; // 13-bit
-    let (sign, magnitude) = if s >= 0 { (0x80, s) } else { (0x00, -s - 1) };
-    let magnitude = magnitude.min(0x0fff);
+/// A-law code of one sample (13-bit magnitude, even bits inverted with 0x55).
+const fn alaw_code(sample: i16) -> u8 {
+    let s = (sample as i32) >> 3;
+    let (sign, mut magnitude) = if s >= 0 { (0x80, s) } else { (0x00, -s - 1) };
+    if magnitude > 0x0fff {
+        magnitude = 0x0fff;
+    }
     let code = if magnitude < 32 {
         magnitude >> 1
     } else {
@@ -74,6 +77,38 @@ pub fn linear_to_alaw(sample: i16) -> u8 {
         (exponent << 4) | ((magnitude >> exponent) & 0x0f)
     };
     ((sign | code) as u8) ^ 0x55
+}
+
+const fn build_encode(alaw: bool) -> [u8; 65536] {
+    let mut t = [0u8; 65536];
+    let mut i = 0;
+    while i < 65536 {
+        let sample = i as u16 as i16;
+        t[i] = if alaw {
+            alaw_code(sample)
+        } else {
+            ulaw_code(sample)
+        };
+        i += 1;
+    }
+    t
+}
+
+/// Encoding tables, indexed by the sample's bits: one load per sample (64 KiB each, built at
+/// compile time from the segment rules above).
+static ULAW_ENCODE: [u8; 65536] = build_encode(false);
+static ALAW_ENCODE: [u8; 65536] = build_encode(true);
+
+/// Encodes one 16-bit linear sample as μ-law.
+#[inline]
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    ULAW_ENCODE[usize::from(sample as u16)]
+}
+
+/// Encodes one 16-bit linear sample as A-law.
+#[inline]
+pub fn linear_to_alaw(sample: i16) -> u8 {
+    ALAW_ENCODE[usize::from(sample as u16)]
 }
 
 /// Decodes one μ-law byte.
@@ -135,6 +170,14 @@ mod tests {
         assert_eq!(alaw_to_linear(0x55), -8);
         assert_eq!(alaw_to_linear(0xaa), 32256);
         assert_eq!(alaw_to_linear(0x2a), -32256);
+    }
+
+    #[test]
+    fn tables_match_the_segment_rules() {
+        for s in i16::MIN..=i16::MAX {
+            assert_eq!(linear_to_ulaw(s), ulaw_code(s));
+            assert_eq!(linear_to_alaw(s), alaw_code(s));
+        }
     }
 
     #[test]

@@ -159,19 +159,18 @@ impl JitterBuffer {
     /// The next thing to play at `now`, if any is due.
     pub fn poll(&mut self, now: Time) -> Option<Playout> {
         let first = self.frames.first_key_value().map(|(&ts, _)| ts);
-        if let Some((slot, interval)) = self.next_slot() {
-            if self
+        if let Some((slot, interval)) = self.next_slot()
+            && self
                 .conceal_due(first, slot, interval)
                 .is_some_and(|t| now >= t)
-            {
-                self.last_played = Some(slot);
-                self.concealed += 1;
-                self.conceal_run += 1;
-                return Some(Playout::Conceal {
-                    timestamp: slot,
-                    duration: interval,
-                });
-            }
+        {
+            self.last_played = Some(slot);
+            self.concealed += 1;
+            self.conceal_run += 1;
+            return Some(Playout::Conceal {
+                timestamp: slot,
+                duration: interval,
+            });
         }
         let ts = first?;
         if now < self.playout_time(ts)? {

@@ -52,7 +52,7 @@ pub struct PacketStats {
     max_seq: u64,
     received: u64,
     duplicate: u64,
-    last_transit: Option<i128>,
+    last_transit: Option<i64>,
     jitter_us: f64,
 }
 
@@ -76,9 +76,11 @@ impl PacketStats {
             }
         }
         self.received += 1;
-        let transit = i128::from(arrival.as_micros()) - i128::from(timestamp.as_micros());
+        // Microsecond clocks fit i64 for 292 000 years; wrapping keeps absurd peer timestamps
+        // from panicking.
+        let transit = (arrival.as_micros() as i64).wrapping_sub(timestamp.as_micros() as i64);
         if let Some(prev) = self.last_transit {
-            let d = (transit - prev).unsigned_abs() as f64;
+            let d = transit.wrapping_sub(prev).unsigned_abs() as f64;
             self.jitter_us += (d - self.jitter_us) / 16.0;
         }
         self.last_transit = Some(transit);

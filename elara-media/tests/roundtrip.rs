@@ -253,3 +253,21 @@ fn tiny_reads_give_the_same_frames() {
         assert_eq!(whole, trickled, "{name}");
     }
 }
+
+#[test]
+fn every_h264_keyframe_carries_its_parameter_sets() {
+    let mut keys = 0;
+    for f in MediaReader::open(sample("testsrc.h264")).unwrap() {
+        let f = f.unwrap();
+        let au = elara_media::codec::h264_access_unit(&f.data).unwrap();
+        assert_eq!(au.slices, 1, "one slice per picture");
+        assert_eq!(f.keyframe, au.idr);
+        if f.keyframe {
+            keys += 1;
+            assert!(au.is_random_access_point());
+        } else {
+            assert!(!au.sps && !au.pps);
+        }
+    }
+    assert_eq!(keys, 5);
+}
