@@ -13,14 +13,19 @@
 //!   ordered by interest, rate-limited per link from congestion feedback, quality-degraded
 //!   (lower layer, fewer frames, keyframes only) when a link cannot carry everything, and never
 //!   sending a delta whose keyframe the target did not get; allocation-free in steady state;
-//! * [`PropagationStats`]: sends, drops by [`DropReason`], bytes, latency percentiles.
+//! * [`PropagationStats`]: sends, drops by [`DropReason`], bytes, latency percentiles;
+//! * [`BandwidthAllocator`]: per-receiver allocation of a link's estimated bandwidth with
+//!   decrease negotiation, force-lowering by priority and probing (after Membrane's
+//!   `ConnectionAllocator`).
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod interest;
 pub mod scheduler;
 pub mod stats;
 pub mod topology;
 
+pub use allocator::{AllocatorEvent, BandwidthAllocator};
 pub use interest::{InterestChange, InterestError, InterestMap};
 pub use scheduler::{
     Decision, LinkId, LinkStats, PropagationScheduler, Quality, SchedulerConfig, StateConfig,
