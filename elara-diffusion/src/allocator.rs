@@ -34,6 +34,7 @@
 //!
 //! ```text
 //! allocator -> receiver A : DecreaseRequested
+//! (allocator -> transport : ProbeStart, while demand exceeds the estimate)
 //! receiver A -> allocator : decrease_response(Accept)
 //! receiver A -> allocator : request_allocation(lower)
 //! allocator -> receiver A : Granted(lower)
@@ -58,10 +59,13 @@
 //! // The high-priority receiver wants 500 kb/s: only 100 kb/s are free, so the low one is asked.
 //! alloc.request_allocation(now, high, 500_000).unwrap();
 //! assert_eq!(alloc.poll_event(), Some(AllocatorEvent::DecreaseRequested { receiver: low }));
+//! // Meanwhile demand (1.4 Mb/s) exceeds the estimate, so the link is probed.
+//! assert!(matches!(alloc.poll_event(), Some(AllocatorEvent::ProbeStart { .. })));
 //! alloc.decrease_response(now, low, DecreaseResponse::Accept).unwrap();
 //! alloc.request_allocation(now, low, 500_000).unwrap();
 //! assert_eq!(alloc.poll_event(), Some(AllocatorEvent::Granted { receiver: low, bitrate: 500_000, forced: false }));
 //! assert_eq!(alloc.poll_event(), Some(AllocatorEvent::Granted { receiver: high, bitrate: 500_000, forced: false }));
+//! assert_eq!(alloc.poll_event(), Some(AllocatorEvent::ProbeStop));
 //! ```
 //!
 //! # Bad input
