@@ -1114,8 +1114,10 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     let group = ctx.group;
     let inv_remaining = ctx.inv_remaining;
     let (layer_limit, delta_limit, drop_above) = (lv.layer_limit, lv.delta_limit, lv.drop_above);
-    let (up_inv, up_tau) = (up.inv_rate, up.tau);
-    let mut up_tat = up.tat;
+    // The uplink's end time and the pacing it imposes change only when something is sent.
+    let up_step = cost * up.inv_rate;
+    let mut up_end = fmax(up.tat, now) + up_step;
+    let mut up_floor = fmax(up_end - up.tau - now, 0.0);
     let (key_mask, cut_mask) = (ctx.key_mask, ctx.cut_mask);
     for (d, &link) in out.iter_mut().zip(list) {
         d.link = link;
@@ -1126,15 +1128,12 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             drops[DropReason::UnknownLink as usize] += 1;
             continue;
         }
-        let (Some(p), Some(t)) = (hot.get_mut(i), tracks.get_mut(i)) else {
-            d.quality = Quality::KeyframesOnly;
-            d.verdict = Verdict::Drop(DropReason::UnknownLink);
-            drops[DropReason::UnknownLink as usize] += 1;
-            continue;
-        };
+        // In bounds: a live link (checked above, or registered, hence live) has a pacer and
+        // a track in every state.
+        let p = &mut hot[i];
+        let t = &mut tracks[i];
         let end = fmax(p.tat, now) + cost * p.inv_rate;
-        let up_end = fmax(up_tat, now) + cost * up_inv;
-        let delay = fmax(fmax(end - p.tau, up_end - up_tau) - now, 0.0);
+        let delay = fmax(end - p.tau - now, up_floor);
         let pressure = delay * inv_remaining;
         let flags = t.flags;
         let same_group = t.group == group;
@@ -1159,7 +1158,8 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             && (end + ctx.key_reserve * p.inv_rate - p.tau - now) * inv_remaining > 1.0;
         if decodable & (pressure <= drop_above) & !starves_key {
             p.tat = end;
-            up_tat = up_end;
+            up_end += up_step;
+            up_floor = fmax(up_end - up.tau - now, 0.0);
             if KIND == KIND_START {
                 t.group = group;
                 t.flags = VALID | HAS_KEY;
@@ -1174,7 +1174,8 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             d.verdict = Verdict::Drop(reason);
         }
     }
-    up.tat = up_tat;
+    // `up_end` ran one step ahead of what was charged.
+    up.tat = up_end - up_step;
 }
 
 /// The other half of [`decide_level`]: why the update is dropped, and what that does to the
