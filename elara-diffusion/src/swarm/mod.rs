@@ -192,7 +192,21 @@ pub(crate) struct Call {
     pub tracks: Vec<TrackInfo>,
 }
 
-/// The swarm node state machine. See the [module documentation](self) for the driving contract.
+/// The swarm node state machine: membership, one diffusion tree per state, forwarding through
+/// the scheduler, repair and group calls, as a plain value with no I/O.
+///
+/// **Feed it** with [`SwarmNode::peer_connected`] / [`SwarmNode::connection_lost`],
+/// [`SwarmNode::handle_message`], [`SwarmNode::handle_timeout`] (once the deadline from
+/// [`SwarmNode::poll_timeout`] has passed), [`SwarmNode::link_feedback`], and the application's
+/// [`SwarmNode::publish`], [`SwarmNode::declare_interest`], [`SwarmNode::join_call`],
+/// [`SwarmNode::set_muted`], [`SwarmNode::leave`].
+///
+/// **Drain it** after every feeding call: [`SwarmNode::poll_transmit`] until `None` (send each
+/// message to its peer), [`SwarmNode::poll_event`] until `None` (open or close connections on
+/// [`Event::Connect`] / [`Event::Disconnect`], hand the rest to the application), then
+/// [`SwarmNode::poll_timeout`] for the next wake-up. Every call takes `now`; nothing reads a
+/// clock, and the same seed with the same inputs gives the same outputs. See the
+/// [module documentation](self) for the loop and the protocol.
 #[derive(Debug)]
 pub struct SwarmNode {
     cfg: SwarmConfig,
