@@ -15,6 +15,10 @@ const REDIRECT_FANOUT: usize = 3;
 const MAX_PULL_ROUNDS: u8 = 6;
 /// Most sequence numbers asked for in one pull.
 const PULL_BATCH: usize = 64;
+/// Ancestors above the parent kept connected as standbys for fast repair. One (the
+/// grandparent) measured best: with two, great-grandparents fill their repair slots with
+/// grandchildren's children and single failures re-attach more slowly.
+pub(crate) const STANDBYS: usize = 1;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
 
@@ -502,15 +506,23 @@ impl SwarmNode {
         );
     }
 
-    /// Our path changed: tell the children, keep a standby connection to the grandparent (so a
-    /// parent failure is repaired without a handshake), and drop connections with no role.
+    /// Our path changed: tell the children, keep standby connections to the nearest ancestors
+    /// above the parent ([`STANDBYS`]; so that a parent failure is repaired without a
+    /// handshake), and drop connections with no role.
     fn after_path_change(&mut self, now: Time, state: StateId) {
         let me = self.cfg.id;
         let Some(tree) = self.states.get(&state) else {
             return;
         };
         let children: Vec<NodeId> = tree.children.keys().copied().collect();
-        let grandparent = (tree.path.len() >= 2).then(|| tree.path[tree.path.len() - 2]);
+        let standbys: Vec<NodeId> = tree
+            .path
+            .iter()
+            .rev()
+            .skip(1)
+            .take(STANDBYS)
+            .copied()
+            .collect();
         let depth = tree.depth();
         let path = tree.own_path(me);
         for c in children {
@@ -523,8 +535,8 @@ impl SwarmNode {
                 },
             );
         }
-        if let Some(gp) = grandparent {
-            self.dial(now, gp, Bytes::new());
+        for a in standbys {
+            self.dial(now, a, Bytes::new());
         }
         self.schedule_prunes(now);
     }
