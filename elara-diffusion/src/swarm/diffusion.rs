@@ -791,14 +791,20 @@ impl SwarmNode {
                     .set(TimerReason::Announce(update.state), now + delay);
             }
         }
-        // Only relays and the authority keep a repair buffer: a leaf has nobody to repair or
-        // to start at a keyframe (if it gains a child, the child starts at the next keyframe).
+        // Relays and the authority keep the latency budget's worth of updates (for pulls and to
+        // start new children at a keyframe). A leaf has nobody to repair: of a video stream it
+        // keeps only the current group, so that a child it takes (a repair, say) can start at
+        // once; of other streams nothing.
         let me = self.cfg.id;
         let budget = self.cfg.latency_budget;
-        if let Some(tree) = self.states.get_mut(&update.state)
-            && (!tree.children.is_empty() || tree.is_authority(me))
-        {
-            tree.buffer.insert(update, hops, cap, budget);
+        if let Some(tree) = self.states.get_mut(&update.state) {
+            let relay = !tree.children.is_empty() || tree.is_authority(me);
+            if relay || update.kind == elara_core::UpdateKind::Video {
+                if !relay && update.keyframe && update.layer == 0 {
+                    tree.buffer.clear();
+                }
+                tree.buffer.insert(update, hops, cap, budget);
+            }
         }
     }
 

@@ -290,6 +290,11 @@ impl RepairBuffer {
         }
     }
 
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
     /// The update with sequence number `seq`, if still held.
     pub fn get(&self, seq: u64) -> Option<&(StateUpdate, u8)> {
         self.items
