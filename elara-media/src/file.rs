@@ -10,10 +10,11 @@ use crate::annexb::{AnnexBReader, AnnexBWriter};
 use crate::codec::{Codec, opus_packet_samples};
 use crate::error::{MediaError, Result};
 use crate::frame::{MediaFrame, Timebase};
+use crate::g711;
 use crate::ivf::{IvfReader, IvfWriter};
 use crate::opus::{OPUS_TIMEBASE, OpusReader, OpusWriter};
 use crate::track::{ContainerConfig, TrackHeader};
-use crate::wav::WavReader;
+use crate::wav::{WavReader, WavWriter};
 
 /// Choices for containers that leave timing open.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -196,9 +197,11 @@ enum Sink<W: Write> {
     Opus(OpusWriter<W>),
     Ivf(IvfWriter<W>),
     AnnexB(AnnexBWriter<W>),
+    Wav(WavWriter<W>, Codec),
 }
 
-/// Writes frames into the container described by a [`TrackHeader`] (Ogg Opus, IVF, Annex B).
+/// Writes frames into the container described by a [`TrackHeader`]: Ogg Opus, IVF, Annex B, or
+/// WAV (PCM16 as it is; PCMU and PCMA decoded to PCM16).
 #[derive(Debug)]
 pub struct MediaWriter<W: Write> {
     sink: Sink<W>,
@@ -220,11 +223,16 @@ impl<W: Write> MediaWriter<W> {
             }
             ContainerConfig::Ivf(h) => Sink::Ivf(IvfWriter::new(inner, h)?),
             ContainerConfig::AnnexB => Sink::AnnexB(AnnexBWriter::new(inner)),
-            ContainerConfig::Wav(_) => {
-                return Err(MediaError::Unsupported {
-                    what: "writing wav files",
-                });
-            }
+            ContainerConfig::Wav(format) => match header.codec {
+                c @ (Codec::Pcm16 | Codec::Pcmu | Codec::Pcma) => {
+                    Sink::Wav(WavWriter::new(inner, *format), c)
+                }
+                _ => {
+                    return Err(MediaError::Unsupported {
+                        what: "codec in a wav file",
+                    });
+                }
+            },
         };
         Ok(MediaWriter { sink })
     }
@@ -243,6 +251,21 @@ impl<W: Write> MediaWriter<W> {
             }
             Sink::Ivf(w) => w.write_frame(frame.pts, &frame.data),
             Sink::AnnexB(w) => w.write_access_unit(&frame.data),
+            Sink::Wav(w, Codec::Pcmu) => w.write_samples(
+                &frame
+                    .data
+                    .iter()
+                    .map(|&c| g711::ulaw_to_linear(c))
+                    .collect::<Vec<_>>(),
+            ),
+            Sink::Wav(w, Codec::Pcma) => w.write_samples(
+                &frame
+                    .data
+                    .iter()
+                    .map(|&c| g711::alaw_to_linear(c))
+                    .collect::<Vec<_>>(),
+            ),
+            Sink::Wav(w, _) => w.write_pcm(&frame.data),
         }
     }
 
@@ -253,6 +276,7 @@ impl<W: Write> MediaWriter<W> {
             Sink::Opus(w) => w.finish(end_pts),
             Sink::Ivf(w) => w.finish(),
             Sink::AnnexB(w) => w.finish(),
+            Sink::Wav(w, _) => w.finish(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Frames ↔ [`StateUpdate`]s.
 //!
-//! The [`Packetizer`] turns each frame into one update, or several when it exceeds the payload
-//! size (numbered with [`Fragment`]), and marks every update with its group (the GOP: a video
+//! The [`Packetizer`] turns each frame into one update, or — video only — several when it
+//! exceeds the payload size (numbered with [`Fragment`]), and marks every update with its group (the GOP: a video
 //! keyframe starts one; audio groups are runs of frames), keyframe flag, timestamp, layer, kind
 //! and priority (audio and keyframes [`Priority::High`], video deltas [`Priority::Normal`]). One
 //! track carries one media type. A small control update carrying the [`TrackHeader`] precedes the
@@ -35,7 +35,8 @@ pub struct PacketizerConfig {
     pub state: StateId,
     /// The track's authority (this node).
     pub source: NodeId,
-    /// Largest payload per update; larger frames are fragmented. Default 1200 bytes.
+    /// Largest payload per update; larger video frames are fragmented (audio frames never
+    /// are). Default 1200 bytes.
     pub max_payload: usize,
     /// Scalability layer written on every update. Default 0.
     pub layer: u8,
@@ -110,14 +111,23 @@ impl Packetizer {
     }
 
     /// Appends the updates carrying `frame` to `out` (and a header update when the frame starts
-    /// a group). Fails only when the frame needs more than `u16::MAX` fragments.
+    /// a group). Fails only when a video frame needs more than `u16::MAX` fragments or an audio
+    /// frame exceeds the wire's payload cap.
     pub fn push(&mut self, frame: &MediaFrame, out: &mut Vec<StateUpdate>) -> Result<()> {
-        let max = self.config.max_payload.max(1);
+        let video = self.kind == UpdateKind::Video;
+        // Audio frames are never cut: one frame, one update (bounded by the wire's payload cap).
+        let max = if video {
+            self.config.max_payload.max(1)
+        } else {
+            elara_core::wire::MAX_PAYLOAD
+        };
+        if !video && frame.data.len() > max {
+            return Err(MediaError::too_large("audio frame", frame.data.len(), max));
+        }
         let count = frame.data.len().div_ceil(max).max(1);
         let count = u16::try_from(count).map_err(|_| {
             MediaError::too_large("frame size", frame.data.len(), max * usize::from(u16::MAX))
         })?;
-        let video = self.kind == UpdateKind::Video;
         let starts_group = if video {
             frame.keyframe
         } else {
@@ -242,7 +252,6 @@ pub enum Delivery {
 struct Assembly {
     first: StateUpdate,
     next: u16,
-    buf: BytesMut,
 }
 
 /// Most updates the reorder buffer holds before declaring the oldest gap lost.
@@ -269,6 +278,7 @@ pub struct Depacketizer {
     pending: BTreeMap<u64, (StateUpdate, Time, bool)>,
     lost: BTreeSet<u64>,
     assembly: Option<Assembly>,
+    scratch: BytesMut,
     waiting_keyframe: bool,
     current_group: Option<GroupId>,
     header: Option<TrackHeader>,
@@ -290,6 +300,7 @@ impl Depacketizer {
             pending: BTreeMap::new(),
             lost: BTreeSet::new(),
             assembly: None,
+            scratch: BytesMut::new(),
             waiting_keyframe: true,
             current_group: None,
             header: None,
@@ -486,13 +497,17 @@ impl Depacketizer {
                 let payload = u.payload.clone();
                 self.complete(u, payload, arrival);
             } else {
-                let mut buf = BytesMut::with_capacity(u.payload.len() * usize::from(count));
-                buf.extend_from_slice(&u.payload);
-                self.assembly = Some(Assembly {
-                    first: u,
-                    next: 1,
-                    buf,
-                });
+                // One reassembly buffer, reused: once the previous frame's bytes are dropped,
+                // `reserve` reclaims its allocation instead of allocating anew.
+                let expected = u
+                    .payload
+                    .len()
+                    .saturating_mul(usize::from(count))
+                    .min(MAX_FRAME);
+                self.scratch.clear();
+                self.scratch.reserve(expected);
+                self.scratch.extend_from_slice(&u.payload);
+                self.assembly = Some(Assembly { first: u, next: 1 });
             }
             return;
         }
@@ -505,15 +520,15 @@ impl Depacketizer {
             || count != f.fragment.count
             || u.timestamp != f.timestamp
             || u.kind != f.kind
-            || a.buf.len() + u.payload.len() > MAX_FRAME
+            || self.scratch.len() + u.payload.len() > MAX_FRAME
         {
             self.drop_frame(f.kind);
             return;
         }
-        a.buf.extend_from_slice(&u.payload);
+        self.scratch.extend_from_slice(&u.payload);
         a.next += 1;
         if a.next == count {
-            let data = a.buf.freeze();
+            let data = self.scratch.split().freeze();
             self.complete(a.first, data, arrival);
         } else {
             self.assembly = Some(a);

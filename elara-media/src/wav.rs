@@ -194,3 +194,75 @@ pub fn pcm16_samples(bytes: &[u8]) -> impl Iterator<Item = i16> + '_ {
         .chunks_exact(2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
 }
+
+/// Most PCM bytes a [`WavWriter`] holds before [`WavWriter::finish`] (64 MiB: over an hour of
+/// 8 kHz mono).
+pub const MAX_WAV_WRITE: usize = 64 << 20;
+
+/// Writes a PCM16 WAV file. The RIFF header states the data length, which a plain
+/// [`std::io::Write`] cannot patch afterwards, so the samples are held (up to
+/// [`MAX_WAV_WRITE`] bytes) and written by [`WavWriter::finish`].
+#[derive(Debug)]
+pub struct WavWriter<W> {
+    inner: W,
+    format: WavFormat,
+    data: Vec<u8>,
+}
+
+impl<W: std::io::Write> WavWriter<W> {
+    /// A writer for PCM16 audio in `format`.
+    pub fn new(inner: W, format: WavFormat) -> Self {
+        WavWriter {
+            inner,
+            format,
+            data: Vec::new(),
+        }
+    }
+
+    /// Appends interleaved PCM16 little-endian bytes.
+    pub fn write_pcm(&mut self, pcm: &[u8]) -> Result<()> {
+        if self.data.len() + pcm.len() > MAX_WAV_WRITE {
+            return Err(MediaError::too_large(
+                "wav data",
+                self.data.len() + pcm.len(),
+                MAX_WAV_WRITE,
+            ));
+        }
+        self.data.extend_from_slice(pcm);
+        Ok(())
+    }
+
+    /// Appends samples.
+    pub fn write_samples(&mut self, samples: &[i16]) -> Result<()> {
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        self.write_pcm(&bytes)
+    }
+
+    /// Writes the header and the samples; returns the underlying writer.
+    pub fn finish(mut self) -> Result<W> {
+        let len = self.data.len() as u32;
+        let channels = self.format.channels;
+        let rate = self.format.sample_rate;
+        let block = channels * 2;
+        let mut h = Vec::with_capacity(44);
+        h.extend_from_slice(b"RIFF");
+        h.extend_from_slice(&(36 + len + (len & 1)).to_le_bytes());
+        h.extend_from_slice(b"WAVEfmt ");
+        h.extend_from_slice(&16u32.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&channels.to_le_bytes());
+        h.extend_from_slice(&rate.to_le_bytes());
+        h.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+        h.extend_from_slice(&block.to_le_bytes());
+        h.extend_from_slice(&16u16.to_le_bytes());
+        h.extend_from_slice(b"data");
+        h.extend_from_slice(&len.to_le_bytes());
+        self.inner.write_all(&h)?;
+        self.inner.write_all(&self.data)?;
+        if len & 1 == 1 {
+            self.inner.write_all(&[0])?;
+        }
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}

@@ -10,6 +10,7 @@ use elara_media::{
     Codec, ContainerConfig, Delivery, Depacketizer, MediaFrame, Packetizer, PacketizerConfig,
     Timebase, TrackHeader,
 };
+use proptest::test_runner::TestCaseError;
 
 const STATE: StateId = StateId(5);
 
@@ -109,17 +110,30 @@ fn audio_gets_one_frame_per_update_high_priority() {
         };
         p.push(&f, &mut out).unwrap();
     }
+    // A 2000-byte audio frame stays whole even with 1200-byte payloads.
+    p.push(
+        &MediaFrame {
+            pts: 640,
+            timestamp: Time::from_millis(80),
+            duration: 160,
+            keyframe: true,
+            data: Bytes::from(vec![0x55; 2000]),
+        },
+        &mut out,
+    )
+    .unwrap();
     let media: Vec<_> = out.iter().filter(|u| u.kind == UpdateKind::Audio).collect();
-    assert_eq!(media.len(), 4);
+    assert_eq!(media.len(), 5);
+    assert_eq!(media[4].payload.len(), 2000);
     assert!(
         media
             .iter()
             .all(|u| u.priority == Priority::High && u.fragment == Fragment::WHOLE)
     );
     let groups: Vec<u64> = media.iter().map(|u| u.group.0).collect();
-    assert_eq!(groups, [0, 0, 1, 1]);
+    assert_eq!(groups, [0, 0, 1, 1, 2]);
     let keys: Vec<bool> = media.iter().map(|u| u.keyframe).collect();
-    assert_eq!(keys, [true, false, true, false]);
+    assert_eq!(keys, [true, false, true, false, true]);
 }
 
 #[test]
@@ -300,4 +314,166 @@ fn receiver_plays_out_with_stats_on_a_hand_computed_audio_sequence() {
         j += (d - j) / 16.0;
     }
     assert!((s.jitter_us - j).abs() < 1e-6, "{} vs {}", s.jitter_us, j);
+}
+
+#[test]
+fn hostile_fragment_counts_are_bounded() {
+    // A first fragment claiming 65535 fragments of 1 MiB must not reserve 64 GiB, and frames
+    // beyond the reassembly cap are dropped.
+    let mut d = Depacketizer::new(STATE);
+    let big = Bytes::from(vec![0u8; 1 << 20]);
+    for i in 0..20u16 {
+        let u = StateUpdate::new(STATE, NodeId::from_u64(1), u64::from(i), Time::ZERO)
+            .with_kind(UpdateKind::Video)
+            .with_fragment(Fragment {
+                index: i,
+                count: u16::MAX,
+            })
+            .with_payload(big.clone())
+            .keyframe();
+        d.push(u, Time::ZERO);
+    }
+    assert!(d.poll(Time::MAX).is_none());
+    assert_eq!(d.stats().frames_dropped, 1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Whatever the path does (drop, duplicate, delay), what comes out is a subsequence of what
+    /// went in, byte for byte, in order, and every delta comes after its own group's keyframe
+    /// with no frame of that group missing before it.
+    #[test]
+    fn depacketizer_emits_only_complete_decodable_frames_in_order(
+        drops in proptest::collection::vec(proptest::bool::weighted(0.05), 200),
+        dups in proptest::collection::vec(proptest::bool::weighted(0.05), 200),
+        delays in proptest::collection::vec(0..40u64, 200),
+        payload in 200..3000usize,
+    ) {
+        let frames = video_frames(40, 10, 2500);
+        let updates = packetize(&frames, payload);
+        let mut arrivals = Vec::new();
+        for (i, u) in updates.iter().enumerate() {
+            let k = i % 200;
+            if drops[k] {
+                continue;
+            }
+            let at = u.timestamp.as_millis() + delays[k];
+            arrivals.push((at, i, u.clone()));
+            if dups[k] {
+                arrivals.push((at + 3, i, u.clone()));
+            }
+        }
+        arrivals.sort_by_key(|(at, i, _)| (*at, *i));
+        let mut d = Depacketizer::new(STATE).with_reorder(64, Duration::from_millis(30));
+        let mut got = Vec::new();
+        for (at, _, u) in arrivals {
+            let now = Time::from_millis(at);
+            d.push(u, now);
+            while let Some(x) = d.poll(now) {
+                if let Delivery::Frame(f) = x {
+                    got.push(f);
+                }
+            }
+        }
+        while let Some(x) = d.poll(Time::MAX) {
+            if let Delivery::Frame(f) = x {
+                got.push(f);
+            }
+        }
+        let mut last: Option<u64> = None;
+        let tb = Timebase::new(1, 30).unwrap();
+        for f in &got {
+            // (`pts` is in microseconds until a header arrived; the timestamp always works.)
+            let i = tb.to_ticks(f.frame.timestamp);
+            let original = &frames[i as usize];
+            proptest::prop_assert_eq!(&f.frame.data, &original.data);
+            proptest::prop_assert_eq!(f.frame.keyframe, original.keyframe);
+            proptest::prop_assert!(last.is_none_or(|l| i > l), "out of order");
+            if !original.keyframe {
+                // The previous frame of the same group was delivered just before it.
+                proptest::prop_assert_eq!(last, Some(i - 1), "delta {} without its predecessor", i);
+            }
+            last = Some(i);
+        }
+        let s = d.stats();
+        proptest::prop_assert_eq!(s.packets_lost, s.packets_expected - s.packets_received);
+        if !drops.iter().any(|&x| x) {
+            proptest::prop_assert_eq!(got.len(), frames.len());
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// The receiver's timers always make progress: polling at `poll_timeout` never leaves the
+    /// same deadline in place, so a driver loop cannot spin.
+    #[test]
+    fn receiver_timers_always_progress(
+        drops in proptest::collection::vec(proptest::bool::weighted(0.1), 128),
+        delays in proptest::collection::vec(0..80u64, 128),
+        target in 0..100u64,
+        audio in proptest::bool::ANY,
+    ) {
+        let updates = if audio {
+            let header = TrackHeader {
+                codec: Codec::Pcmu,
+                timebase: Timebase::new(1, 8000).unwrap(),
+                container: ContainerConfig::AnnexB,
+            };
+            let mut p = Packetizer::new(PacketizerConfig::new(STATE, NodeId::from_u64(1)), header);
+            let mut out = Vec::new();
+            for i in 0..100u64 {
+                let f = MediaFrame {
+                    pts: i * 160,
+                    timestamp: Time::from_millis(i * 20),
+                    duration: 160,
+                    keyframe: true,
+                    data: Bytes::from(vec![1; 160]),
+                };
+                p.push(&f, &mut out).unwrap();
+            }
+            p.finish(&mut out);
+            out
+        } else {
+            let mut p = Packetizer::new(PacketizerConfig::new(STATE, NodeId::from_u64(1)), video_header());
+            let mut out = Vec::new();
+            for f in video_frames(60, 15, 2000) {
+                p.push(&f, &mut out).unwrap();
+            }
+            p.finish(&mut out);
+            out
+        };
+        let mut arrivals: Vec<(u64, StateUpdate)> = updates
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !drops[i % 128])
+            .map(|(i, u)| (u.timestamp.as_millis() + delays[i % 128], u))
+            .collect();
+        arrivals.sort_by_key(|(at, u)| (*at, u.seq));
+        let config = JitterConfig {
+            target_delay: Duration::from_millis(target),
+            ..JitterConfig::default()
+        };
+        let mut rx = MediaReceiver::new(STATE, config);
+        let mut steps = 0u32;
+        let mut drive = |rx: &mut MediaReceiver, until: Time| -> Result<(), TestCaseError> {
+            while let Some(t) = rx.poll_timeout().filter(|&t| t <= until) {
+                while rx.poll(t).is_some() {}
+                let again = rx.poll_timeout();
+                proptest::prop_assert!(again != Some(t), "timer at {:?} made no progress", t);
+                steps += 1;
+                proptest::prop_assert!(steps < 100_000);
+            }
+            Ok(())
+        };
+        for (at, u) in arrivals {
+            let now = Time::from_millis(at);
+            drive(&mut rx, now)?;
+            rx.push(u, now);
+            while rx.poll(now).is_some() {}
+        }
+        drive(&mut rx, Time::from_secs(3600))?;
+    }
 }

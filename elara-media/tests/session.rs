@@ -457,3 +457,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn handler_can_modify_an_offer_and_an_answer() {
+    struct Narrow;
+    impl MediaHandler for Narrow {
+        fn offer(&mut self, offer: &SessionDescription, _d: Direction) -> Negotiation {
+            // Strip PCMU from what the peer offers.
+            let codecs = offer
+                .codecs
+                .iter()
+                .copied()
+                .filter(|&c| c != Codec::Pcmu)
+                .collect();
+            Negotiation::Modify(SessionDescription {
+                codecs,
+                direction: offer.direction,
+            })
+        }
+        fn answer(&mut self, answer: &SessionDescription, _d: Direction) -> Negotiation {
+            Negotiation::Modify(SessionDescription {
+                codecs: answer.codecs.clone(),
+                direction: Direction::Inbound,
+            })
+        }
+    }
+    let mut s = MediaSession::new("m", config(), Narrow).unwrap();
+    let offer = SessionDescription {
+        codecs: vec![Codec::Pcmu, Codec::Pcma],
+        direction: Direction::Bidirectional,
+    };
+    let answer = s.receive_offer(ms(0), offer).unwrap();
+    assert_eq!(
+        answer,
+        SessionDescription {
+            codecs: vec![Codec::Pcma],
+            direction: Direction::Inbound
+        }
+    );
+    assert_eq!(s.codec(), Some(Codec::Pcma));
+}

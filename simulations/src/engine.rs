@@ -31,12 +31,28 @@ static ZEROS: [u8; wire::MAX_PAYLOAD] = [0; wire::MAX_PAYLOAD];
 
 enum Ev {
     Publish(u32),
-    Arrive { to: u32, from: u32, bytes: Bytes },
-    Deliver { to: u32, from: u32, bytes: Bytes },
+    Arrive {
+        to: u32,
+        from: u32,
+        bytes: Bytes,
+    },
+    Deliver {
+        to: u32,
+        from: u32,
+        bytes: Bytes,
+    },
     Timer(u32),
     Feedback(u32),
-    Connected { node: u32, peer: u32 },
-    PeerLost { node: u32, peer: u32 },
+    Connected {
+        node: u32,
+        peer: u32,
+    },
+    /// `node` learns that its connection to `peer` opened at or before `opened_by` is gone.
+    PeerLost {
+        node: u32,
+        peer: u32,
+        opened_by: u64,
+    },
     Join(u32),
     Leave(u32),
     PartitionStart(u32),
@@ -64,6 +80,8 @@ impl Hasher for IndexHasher {
 #[derive(Clone, Copy)]
 struct Link {
     peer: u32,
+    /// When this connection was opened (a loss decided earlier concerns an older one).
+    opened: u64,
     ready_at: u64,
     period_bytes: u64,
     period_packets: u32,
@@ -151,6 +169,7 @@ pub struct Engine<'w, K: ProtocolKind> {
     up_queue: Vec<u64>,
     down_queue: Vec<u64>,
     feedback_us: u64,
+    stream_bps: f64,
 }
 
 impl<'w, K: ProtocolKind> Engine<'w, K> {
@@ -187,6 +206,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             up_queue: world.nodes.iter().map(|p| q(p.up_bps)).collect(),
             down_queue: world.nodes.iter().map(|p| q(p.down_bps)).collect(),
             feedback_us: (world.scenario.feedback_ms * 1000.0) as u64,
+            stream_bps: world.stream_rate_bps(),
         };
         for (i, plan) in world.nodes.iter().enumerate() {
             e.queue.push(plan.join_us, Ev::Join(i as u32));
@@ -222,6 +242,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.dispatch(ev);
         }
         progress(end, self.events);
+        for p in self.nodes.iter().flatten() {
+            p.diagnostics(&mut self.metrics.protocol);
+        }
         self.metrics
             .finish(self.world, self.kind.name(), self.events)
     }
@@ -246,8 +269,16 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                     self.after(node);
                 }
             }
-            Ev::PeerLost { node, peer } => {
-                if self.alive[node as usize] && self.links[node as usize].remove(peer) {
+            Ev::PeerLost {
+                node,
+                peer,
+                opened_by,
+            } => {
+                let table = &mut self.links[node as usize];
+                let current = table
+                    .find(peer)
+                    .is_some_and(|i| table.links[i].opened <= opened_by);
+                if self.alive[node as usize] && current && table.remove(peer) {
                     let now = self.time();
                     if let Some(p) = self.nodes[node as usize].as_mut() {
                         p.peer_lost(now, node_id(peer));
@@ -276,7 +307,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             caps: Capabilities {
                 upload_kbps: (plan.up_bps / 1000) as u32,
                 download_kbps: (plan.down_bps / 1000) as u32,
-                max_children: 8,
+                // What an application configures from its uplink and the stream's rate: the
+                // children it can feed at full rate with a 20% margin (16 at most).
+                max_children: ((plan.up_bps as f64 * 0.8 / self.stream_bps.max(1.0)) as u16)
+                    .min(16),
                 codecs: 0,
                 max_payload: wire::MAX_PAYLOAD as u32,
             },
@@ -318,7 +352,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             0
         };
         self.alive[n as usize] = false;
-        self.nodes[n as usize] = None;
+        if let Some(p) = self.nodes[n as usize].take() {
+            p.diagnostics(&mut self.metrics.protocol);
+        }
         let links = std::mem::take(&mut self.links[n as usize]);
         for l in links.links {
             let delay = if detect > 0 {
@@ -331,6 +367,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 Ev::PeerLost {
                     node: l.peer,
                     peer: n,
+                    opened_by: self.now,
                 },
             );
         }
@@ -352,6 +389,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                         Ev::PeerLost {
                             node: n as u32,
                             peer: l.peer,
+                            opened_by: self.now,
                         },
                     );
                 }
@@ -435,35 +473,17 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         if active.is_empty() {
             return;
         }
+        // What each link could carry now: the uplink capacity left over by the other links at
+        // their current rates, at least an equal share, at most the receiver's downlink.
         let cap = plan.up_bps as f64 / 8.0;
         let total: f64 = active.iter().map(|a| a.1).sum();
-        let share = if total < cap {
-            None
-        } else {
-            let mut rates: Vec<f64> = active.iter().map(|a| a.1).collect();
-            rates.sort_by(f64::total_cmp);
-            let mut left = cap;
-            let mut level = cap / rates.len() as f64;
-            for (k, r) in rates.iter().enumerate() {
-                let fair = left / (rates.len() - k) as f64;
-                if *r <= fair {
-                    left -= r;
-                } else {
-                    level = fair;
-                    break;
-                }
-            }
-            Some(level)
-        };
-        let spare = (cap - total).max(0.0) / active.len() as f64;
+        let equal = cap / active.len() as f64;
         let mut stats = Vec::with_capacity(active.len());
         let period_total: f64 = total.max(1.0);
         for (i, rate) in active {
             let l = table.links[i];
-            let est = match share {
-                None => rate + spare,
-                Some(level) => rate.min(level).max(level),
-            };
+            let down = self.world.nodes[l.peer as usize].down_bps as f64 / 8.0;
+            let est = (cap - (total - rate)).max(equal).min(down);
             stats.push((
                 l.peer,
                 LinkStats {
@@ -548,7 +568,14 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                     && self.links[n as usize].remove(p)
                 {
                     let at = self.now + self.one_way(n, p);
-                    self.queue.push(at, Ev::PeerLost { node: p, peer: n });
+                    self.queue.push(
+                        at,
+                        Ev::PeerLost {
+                            node: p,
+                            peer: n,
+                            opened_by: self.now,
+                        },
+                    );
                 }
             }
             ProtocolEvent::ParentChanged { .. } => {}
@@ -575,8 +602,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     fn open_link(&mut self, from: u32, to: u32) -> usize {
         let reachable = self.alive[to as usize] && !self.cut(from, to);
         let rtt = 2 * self.one_way(from, to);
+        let now = self.now;
         let fresh = |peer: u32, ready_at: u64| Link {
             peer,
+            opened: now,
             ready_at,
             period_bytes: 0,
             period_packets: 0,
@@ -584,16 +613,20 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         };
         let i = self.links[from as usize].insert(fresh(to, self.now + rtt));
         if reachable {
-            if self.links[to as usize].find(from).is_none() {
-                self.links[to as usize].insert(fresh(from, self.now + rtt / 2));
-                self.queue.push(
-                    self.now + rtt / 2,
-                    Ev::Connected {
-                        node: to,
-                        peer: from,
-                    },
-                );
+            // A new connection replaces whatever the acceptor still held.
+            match self.links[to as usize].find(from) {
+                Some(j) => self.links[to as usize].links[j] = fresh(from, self.now + rtt / 2),
+                None => {
+                    self.links[to as usize].insert(fresh(from, self.now + rtt / 2));
+                }
             }
+            self.queue.push(
+                self.now + rtt / 2,
+                Ev::Connected {
+                    node: to,
+                    peer: from,
+                },
+            );
             self.queue.push(
                 self.now + rtt,
                 Ev::Connected {
@@ -607,6 +640,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 Ev::PeerLost {
                     node: from,
                     peer: to,
+                    opened_by: self.now,
                 },
             );
         }
@@ -724,6 +758,11 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
 
     fn deliver(&mut self, to: u32, from: u32, bytes: Bytes) {
         if !self.alive[to as usize] {
+            return;
+        }
+        if self.links[to as usize].find(from).is_none() {
+            // The receiver closed this connection: what was in flight is discarded.
+            self.metrics.counters.closed_connection += 1;
             return;
         }
         let message = match wire::decode(&bytes) {
