@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod allocator;
+mod hash;
 pub mod interest;
 pub mod scheduler;
 pub mod stats;

@@ -96,8 +96,8 @@ use std::fmt;
 use std::time::Duration;
 
 use elara_core::{InterestLevel, NodeId, Priority, StateId, StateUpdate, Time, UpdateKind};
-use foldhash::fast::FixedState;
 
+use crate::hash::IdHashBuilder;
 use crate::stats::{DropReason, PropagationStats};
 
 /// A handle on one link (one neighbour connection) of a [`PropagationScheduler`]. Stale handles
@@ -446,9 +446,9 @@ pub struct PropagationScheduler {
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
     free_links: Vec<u32>,
-    peers: HashMap<NodeId, LinkId, FixedState>,
+    peers: HashMap<NodeId, LinkId, IdHashBuilder>,
     states: Vec<StateSlot>,
-    state_slots: HashMap<StateId, u32, FixedState>,
+    state_slots: HashMap<StateId, u32, IdHashBuilder>,
     uplink: Option<Pacer>,
     stats: PropagationStats,
     /// Targets of a [`PropagationScheduler::schedule`] call, as given.
@@ -466,9 +466,9 @@ impl PropagationScheduler {
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
-            peers: HashMap::with_hasher(FixedState::with_seed(0)),
+            peers: HashMap::with_hasher(IdHashBuilder::new(0)),
             states: Vec::new(),
-            state_slots: HashMap::with_hasher(FixedState::with_seed(0)),
+            state_slots: HashMap::with_hasher(IdHashBuilder::new(0)),
             uplink: config
                 .uplink_rate
                 .map(|r| Pacer::new(Time::ZERO, r, &config)),
