@@ -16,7 +16,9 @@
 //!   of the latency budget. As it rises, a target first loses enhancement layers (layer > 0:
 //!   [`Quality::BaseLayer`]), then deltas — the first skipped delta cuts the rest of its group,
 //!   so the target gets fewer frames ([`Quality::ReducedFrames`]), or only keyframes when no delta
-//!   of the group got through ([`Quality::KeyframesOnly`]). The pressure thresholds are lower
+//!   of the group got through ([`Quality::KeyframesOnly`]). A delta is also dropped when, after
+//!   it, a keyframe as large as the state's last one could no longer arrive within the budget:
+//!   deltas never starve the next keyframe. The pressure thresholds are lower
 //!   for lower interest, so Low viewers step down first and Critical ones last; keyframes, audio,
 //!   control and data go as long as they can arrive within the budget at all.
 //! * **Never a broken stream.** Per (link, state) the scheduler tracks the group whose keyframe
@@ -49,7 +51,11 @@
 //! # API for the swarm node
 //!
 //! Keep one scheduler per node and one [`LinkId`] per peer connection (`link_id(peer)` maps back
-//! from a [`NodeId`]). Keep one `Vec<Decision>` and pass it to every `schedule` call. Decisions
+//! from a [`NodeId`]). Keep one `Vec<Decision>` and pass it to every `schedule` call. A node with
+//! many children registers their aggregated interest with
+//! [`PropagationScheduler::set_target`] as it changes and calls
+//! [`PropagationScheduler::schedule_registered`] per update (the fast path); a retransmission
+//! a child asked for goes through [`PropagationScheduler::schedule_repair`]. Decisions
 //! carry `priority` and `interest`, so a node that batches several updates can order its transmit
 //! queue by `(priority, interest)`. Read [`PropagationScheduler::stats`] for metrics and
 //! [`PropagationScheduler::link_info`] for per-link rate, RTT, loss and queue.
@@ -385,6 +391,8 @@ struct Track {
 struct StateSlot {
     config: StateConfig,
     newest_group: u64,
+    /// Wire bytes of the state's last keyframe: deltas leave room for the next one.
+    key_bytes: f64,
     tracks: Vec<Track>,
     /// Per link slot: position in the registered target list of its level.
     positions: Vec<u32>,
@@ -413,6 +421,10 @@ struct UpdateCtx {
     cut_mask: u8,
     /// Starts a group (keyframe, first fragment, base layer).
     starts_group: bool,
+    /// For deltas: bytes of the state's last keyframe. A delta is dropped when, with it, a
+    /// keyframe that size could no longer arrive within the budget: deltas never starve the
+    /// next keyframe.
+    key_reserve: f64,
     keyframe_base: bool,
 }
 
@@ -642,6 +654,7 @@ impl PropagationScheduler {
                 latency_budget: self.config.default_latency_budget,
             },
             newest_group: 0,
+            key_bytes: 0.0,
             tracks: vec![Track::default(); self.hot.len()],
             positions: vec![0; self.hot.len()],
             targets: Default::default(),
@@ -837,6 +850,7 @@ impl PropagationScheduler {
         }
         if update.keyframe && update.fragment.index == 0 && update.layer == 0 {
             self.states[s].newest_group = group;
+            self.states[s].key_bytes = update.wire_len() as f64 * f64::from(update.fragment.count);
         }
         let remaining = (budget - age).as_micros() as f64;
         let keyframe_base = update.keyframe && update.layer == 0;
@@ -865,6 +879,7 @@ impl PropagationScheduler {
             },
             starts_group: keyframe_base && update.fragment.index == 0,
             keyframe_base,
+            key_reserve: if delta { self.states[s].key_bytes } else { 0.0 },
         };
         let mut up = match &self.uplink {
             Some(p) => Uplink {
@@ -955,6 +970,65 @@ impl PropagationScheduler {
         self.stats.scheduled += u64::from(summary.send);
         self.stats.scheduled_bytes += u64::from(summary.send) * ctx.cost as u64;
         summary
+    }
+
+    /// Decides whether a *repair* of `update` (a retransmission the target asked for, or an
+    /// update the sender itself only just recovered) fits on `link`. Unlike
+    /// [`PropagationScheduler::schedule`] it does not apply group bookkeeping: the target
+    /// already holds the update's group (it is repairing a hole in it), so an older group is
+    /// not "superseded" for it. The latency budget and the link's rate still apply: a repair
+    /// that is stale or cannot arrive within the budget is dropped.
+    pub fn schedule_repair(
+        &mut self,
+        now: Time,
+        update: &StateUpdate,
+        link: LinkId,
+        interest: InterestLevel,
+    ) -> Decision {
+        let s = self.state_slot(update.state);
+        let cost = update.wire_len() as f64;
+        let budget = self.states[s].config.latency_budget;
+        let age = now - update.timestamp;
+        let mut decision = Decision {
+            link,
+            interest,
+            priority: priority_of(update),
+            quality: Quality::Full,
+            verdict: Verdict::Drop(DropReason::Stale),
+            delay_micros: 0,
+        };
+        if age > budget {
+            self.stats.record_drops(DropReason::Stale, 1);
+            return decision;
+        }
+        if !self.is_live(link) {
+            decision.verdict = Verdict::Drop(DropReason::UnknownLink);
+            self.stats.record_drops(DropReason::UnknownLink, 1);
+            return decision;
+        }
+        let now_us = now.as_micros() as f64;
+        let p = &mut self.hot[link.index as usize];
+        let end = fmax(p.tat, now_us) + cost * p.inv_rate;
+        let mut delay = fmax(end - p.tau - now_us, 0.0);
+        let up_end = self.uplink.as_ref().map(|u| {
+            let e = fmax(u.tat, now_us) + cost * u.inv_rate;
+            delay = fmax(delay, e - u.tau - now_us);
+            e
+        });
+        if delay > (budget - age).as_micros() as f64 {
+            decision.verdict = Verdict::Drop(DropReason::RateLimited);
+            self.stats.record_drops(DropReason::RateLimited, 1);
+            return decision;
+        }
+        p.tat = end;
+        if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
+            u.tat = e;
+        }
+        self.stats.scheduled += 1;
+        self.stats.scheduled_bytes += cost as u64;
+        decision.verdict = Verdict::Send;
+        decision.delay_micros = delay.min(f64::from(u32::MAX)) as u32;
+        decision
     }
 
     /// The driver sent `update` on `link` at `now`: counts it and its latency.
@@ -1084,7 +1158,11 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             !((flags & VALID != 0) & (group < t.group))
                 & !(same_group & (flags & cut_mask == cut_mask))
         };
-        if decodable & (pressure <= drop_above) {
+        // Deltas also keep room for the next keyframe (see `UpdateCtx::key_reserve`).
+        let starves_key = KIND == KIND_DELTA
+            && ctx.key_reserve > 0.0
+            && (end + ctx.key_reserve * p.inv_rate - p.tau - now) * inv_remaining > 1.0;
+        if decodable & (pressure <= drop_above) & !starves_key {
             p.tat = end;
             up_end += up_step;
             up_floor = fmax(up_end - up.tau - now, 0.0);
