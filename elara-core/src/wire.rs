@@ -37,6 +37,8 @@ pub const MAX_CANDIDATES: usize = 16;
 pub const MAX_TRACKS: usize = 32;
 /// Longest opaque transport address in a [`PeerInfo`].
 pub const MAX_ADDR: usize = 64;
+/// Most ancestors in the path of a [`Message::JoinAccept`]: the deepest tree a node will join.
+pub const MAX_PATH: usize = 32;
 /// Fixed bytes of an update frame besides its payload (header included).
 pub const UPDATE_OVERHEAD: usize = HEADER_LEN + 1 + 8 + 32 + 8 + 8 + 8 + 1 + 1 + 1 + 1 + 2 + 2 + 4;
 
@@ -121,12 +123,17 @@ pub enum Message {
         /// The state.
         state: StateId,
     },
-    /// Accepts a [`Message::JoinRequest`].
+    /// Accepts a [`Message::JoinRequest`]; sent again, unsolicited, to every child whenever the
+    /// sender's own position in the tree changes.
     JoinAccept {
         /// The state.
         state: StateId,
         /// The accepting node's depth (the authority is 0).
         depth: u16,
+        /// The accepting node's ancestors from the state's authority down to and including the
+        /// accepting node itself (at most [`MAX_PATH`]); `path[0]` is the authority. A node never
+        /// attaches below a parent whose path contains itself, which keeps the tree loop-free.
+        path: Vec<NodeId>,
     },
     /// Declines a [`Message::JoinRequest`] and suggests better parents.
     JoinRedirect {
@@ -156,6 +163,14 @@ pub enum Message {
         /// The state.
         state: StateId,
         /// Sequence numbers wanted (at most [`MAX_SEQS`]).
+        seqs: Vec<u64>,
+    },
+    /// Lazy repair: answer to a [`Message::Pull`] for updates the sender cannot provide and
+    /// never will (it gave up on them itself, or they are stale); the receiver stops waiting.
+    Unavailable {
+        /// The state.
+        state: StateId,
+        /// Sequence numbers that will not come (at most [`MAX_SEQS`]).
         seqs: Vec<u64>,
     },
     /// Allocation negotiation: what the sender wants of a state on this link.
@@ -190,6 +205,7 @@ mod tag {
     pub const UPDATE: u8 = 0x20;
     pub const ANNOUNCE: u8 = 0x21;
     pub const PULL: u8 = 0x22;
+    pub const UNAVAILABLE: u8 = 0x23;
     pub const QUALITY_REQUEST: u8 = 0x30;
     pub const CALL_OFFER: u8 = 0x40;
 }
@@ -209,6 +225,7 @@ impl Message {
             Message::Update { .. } => tag::UPDATE,
             Message::Announce { .. } => tag::ANNOUNCE,
             Message::Pull { .. } => tag::PULL,
+            Message::Unavailable { .. } => tag::UNAVAILABLE,
             Message::QualityRequest { .. } => tag::QUALITY_REQUEST,
             Message::CallOffer { .. } => tag::CALL_OFFER,
         }
@@ -226,7 +243,7 @@ impl Message {
             Message::Leave { .. } => 1,
             Message::Interest { .. } => 8 + 1 + 4,
             Message::JoinRequest { .. } => 8,
-            Message::JoinAccept { .. } => 8 + 2,
+            Message::JoinAccept { path, .. } => 8 + 2 + 1 + 32 * path.len(),
             Message::JoinRedirect { candidates, .. } => {
                 8 + 1
                     + candidates
@@ -236,7 +253,9 @@ impl Message {
             }
             Message::Update { update, .. } => update.wire_len() - HEADER_LEN,
             Message::Announce { seqs, .. } => 8 + 32 + 2 + 8 * seqs.len(),
-            Message::Pull { seqs, .. } => 8 + 2 + 8 * seqs.len(),
+            Message::Pull { seqs, .. } | Message::Unavailable { seqs, .. } => {
+                8 + 2 + 8 * seqs.len()
+            }
             Message::QualityRequest { .. } => 8 + 1 + 1 + 4,
             Message::CallOffer { tracks, .. } => 8 + 1 + tracks.len() * (8 + 1 + 1 + 1),
         }
@@ -272,9 +291,14 @@ impl Message {
                 out.put_u32_le(*ttl_ms);
             }
             Message::JoinRequest { state } => out.put_u64_le(state.0),
-            Message::JoinAccept { state, depth } => {
+            Message::JoinAccept { state, depth, path } => {
                 out.put_u64_le(state.0);
                 out.put_u16_le(*depth);
+                let n = capped(path.len(), MAX_PATH);
+                out.put_u8(n as u8);
+                for id in &path[..n] {
+                    out.put_slice(id.as_bytes());
+                }
             }
             Message::JoinRedirect { state, candidates } => {
                 out.put_u64_le(state.0);
@@ -299,7 +323,7 @@ impl Message {
                 out.put_slice(source.as_bytes());
                 put_seqs(seqs, out);
             }
-            Message::Pull { state, seqs } => {
+            Message::Pull { state, seqs } | Message::Unavailable { state, seqs } => {
                 out.put_u64_le(state.0);
                 put_seqs(seqs, out);
             }
@@ -346,8 +370,11 @@ impl Message {
                         .sum::<usize>()
             }
             Message::Announce { seqs, .. } => 8 + 32 + 2 + 8 * seqs.len().min(MAX_SEQS),
-            Message::Pull { seqs, .. } => 8 + 2 + 8 * seqs.len().min(MAX_SEQS),
+            Message::Pull { seqs, .. } | Message::Unavailable { seqs, .. } => {
+                8 + 2 + 8 * seqs.len().min(MAX_SEQS)
+            }
             Message::CallOffer { tracks, .. } => 8 + 1 + tracks.len().min(MAX_TRACKS) * 11,
+            Message::JoinAccept { path, .. } => 8 + 2 + 1 + 32 * path.len().min(MAX_PATH),
             Message::Update { update, .. } => {
                 UPDATE_OVERHEAD - HEADER_LEN + update.payload.len().min(MAX_PAYLOAD)
             }
@@ -547,10 +574,17 @@ fn decode_body(ty: u8, buf: Bytes) -> Result<Message, DecodeError> {
         tag::JOIN_REQUEST => Message::JoinRequest {
             state: StateId(b.u64()?),
         },
-        tag::JOIN_ACCEPT => Message::JoinAccept {
-            state: StateId(b.u64()?),
-            depth: b.u16()?,
-        },
+        tag::JOIN_ACCEPT => {
+            let state = StateId(b.u64()?);
+            let depth = b.u16()?;
+            let n = b.count(false, "ancestor path", MAX_PATH)?;
+            b.need(n * 32)?;
+            let mut path = Vec::with_capacity(n);
+            for _ in 0..n {
+                path.push(b.node()?);
+            }
+            Message::JoinAccept { state, depth, path }
+        }
         tag::JOIN_REDIRECT => {
             let state = StateId(b.u64()?);
             let n = b.count(false, "candidate list", MAX_CANDIDATES)?;
@@ -619,6 +653,10 @@ fn decode_body(ty: u8, buf: Bytes) -> Result<Message, DecodeError> {
             seqs: b.seqs()?,
         },
         tag::PULL => Message::Pull {
+            state: StateId(b.u64()?),
+            seqs: b.seqs()?,
+        },
+        tag::UNAVAILABLE => Message::Unavailable {
             state: StateId(b.u64()?),
             seqs: b.seqs()?,
         },
@@ -699,6 +737,147 @@ impl FrameDecoder {
             }
             Err(DecodeError::Incomplete { .. }) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Message> {
+        let update = StateUpdate::new(StateId(3), NodeId::from_u64(9), 17, Time::from_millis(5))
+            .with_payload(Bytes::from_static(b"abc"))
+            .keyframe();
+        vec![
+            Message::Hello {
+                node: NodeId::from_u64(1),
+                caps: Capabilities {
+                    upload_kbps: 1,
+                    download_kbps: 2,
+                    max_children: 3,
+                    codecs: 4,
+                    max_payload: 5,
+                },
+            },
+            Message::Ping { nonce: 7 },
+            Message::Pong { nonce: 8 },
+            Message::Leave { reason: 2 },
+            Message::Interest {
+                state: StateId(1),
+                level: InterestLevel::High,
+                ttl_ms: 0,
+            },
+            Message::JoinRequest { state: StateId(1) },
+            Message::JoinAccept {
+                state: StateId(1),
+                depth: 2,
+                path: vec![
+                    NodeId::from_u64(1),
+                    NodeId::from_u64(5),
+                    NodeId::from_u64(6),
+                ],
+            },
+            Message::JoinAccept {
+                state: StateId(1),
+                depth: 0,
+                path: Vec::new(),
+            },
+            Message::JoinRedirect {
+                state: StateId(1),
+                candidates: vec![PeerInfo {
+                    id: NodeId::from_u64(4),
+                    addr: Bytes::from_static(b"10.0.0.1:4433"),
+                    spare_kbps: 900,
+                    depth: 1,
+                }],
+            },
+            Message::Update { hops: 3, update },
+            Message::Announce {
+                state: StateId(1),
+                source: NodeId::from_u64(1),
+                seqs: vec![1, 2, 3],
+            },
+            Message::Pull {
+                state: StateId(1),
+                seqs: vec![4],
+            },
+            Message::Unavailable {
+                state: StateId(1),
+                seqs: vec![5, 6],
+            },
+            Message::QualityRequest {
+                state: StateId(1),
+                max_layer: 0,
+                keyframes_only: true,
+                rate_kbps: 300,
+            },
+            Message::CallOffer {
+                call: 77,
+                tracks: vec![TrackInfo {
+                    state: StateId(2),
+                    kind: UpdateKind::Audio,
+                    codec: 1,
+                    priority: Priority::High,
+                }],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_with_its_declared_length() {
+        for msg in samples() {
+            let bytes = msg.to_bytes();
+            assert_eq!(bytes.len(), msg.encoded_len(), "{msg:?}");
+            let (back, used) = decode(&bytes).unwrap();
+            assert_eq!(back, msg);
+            assert_eq!(used, bytes.len());
+        }
+    }
+
+    #[test]
+    fn join_accept_path_above_cap_is_rejected() {
+        let mut raw = BytesMut::new();
+        raw.put_u8(VERSION);
+        raw.put_u8(tag::JOIN_ACCEPT);
+        raw.put_u32_le(11);
+        raw.put_u64_le(1);
+        raw.put_u16_le(0);
+        raw.put_u8(MAX_PATH as u8 + 1);
+        assert!(matches!(
+            decode(&raw.freeze()),
+            Err(DecodeError::TooLarge {
+                what: "ancestor path",
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn truncated_or_mutated_frames_never_panic(
+            pick in 0usize..15,
+            cut in 0usize..64,
+            flip in proptest::collection::vec((0usize..128, any::<u8>()), 0..4),
+        ) {
+            let msgs = samples();
+            let mut raw = BytesMut::from(&msgs[pick % msgs.len()].to_bytes()[..]);
+            for (at, v) in flip {
+                let len = raw.len();
+                raw[at % len] = v;
+            }
+            let len = raw.len();
+            let raw = raw.freeze().slice(..len.saturating_sub(cut % 8));
+            let _ = decode(&raw);
+            let mut dec = FrameDecoder::new();
+            dec.push(&raw);
+            let _ = dec.next_message();
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&Bytes::from(bytes));
         }
     }
 }

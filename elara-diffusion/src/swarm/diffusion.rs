@@ -1,0 +1,1271 @@
+//! Diffusion per state: joining a tree (request, accept, redirect), interest aggregation,
+//! forwarding through the scheduler, in-order delivery, lazy repair and tree repair.
+
+use bytes::Bytes;
+use elara_core::wire::{MAX_CANDIDATES, MAX_PATH, MAX_SEQS};
+use elara_core::{InterestLevel, Message, NodeId, PeerInfo, StateId, StateUpdate, Time};
+
+use super::state::{Arrival, Child, Held, Joining};
+use super::{Event, SwarmNode, TimerReason};
+use crate::scheduler::Verdict;
+
+/// Candidates listed in one redirect.
+const REDIRECT_FANOUT: usize = 3;
+/// Most pull rounds for one gap.
+const MAX_PULL_ROUNDS: u8 = 6;
+/// Most sequence numbers asked for in one pull.
+const PULL_BATCH: usize = 64;
+/// Loss on the link to a parent above which the node looks for a better parent.
+const PARENT_LOSS_LIMIT: f32 = 0.3;
+
+impl SwarmNode {
+    // ----- joining -------------------------------------------------------------------------
+
+    /// Starts (or restarts) joining `state`'s tree through `candidates`, best first. A current
+    /// parent, if any, is kept until the new one accepts (make-before-break).
+    pub(crate) fn start_join(&mut self, now: Time, state: StateId, candidates: Vec<NodeId>) {
+        let me = self.cfg.id;
+        let mut list: Vec<(NodeId, Bytes)> = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let parent = self.states.get(&state).and_then(|t| t.parent);
+            if c != me
+                && Some(c) != parent
+                && !self.failed.contains_key(&c)
+                && !list.iter().any(|(x, _)| *x == c)
+            {
+                let addr = self.bootstrap_addr(c);
+                list.push((c, addr));
+            }
+        }
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if list.is_empty() {
+            tree.joining = None;
+            self.timers
+                .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
+            return;
+        }
+        let (target, addr) = list.remove(0);
+        tree.joining = Some(Joining {
+            target,
+            sent: false,
+            candidates: list,
+            redirects: 0,
+            also: None,
+            also_sent: false,
+        });
+        self.contact_join_target(now, state, addr);
+    }
+
+    fn bootstrap_addr(&self, id: NodeId) -> Bytes {
+        self.cfg
+            .bootstrap
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.addr.clone())
+            .unwrap_or_default()
+    }
+
+    /// Sends the join request now if the target is connected, or dials it first.
+    fn contact_join_target(&mut self, now: Time, state: StateId, addr: Bytes) {
+        let Some(j) = self.states.get_mut(&state).and_then(|t| t.joining.as_mut()) else {
+            return;
+        };
+        let target = j.target;
+        let connected = self.peers.get(&target).is_some_and(|p| p.is_connected());
+        if connected {
+            j.sent = true;
+            self.send_control(target, Message::JoinRequest { state });
+            self.timers
+                .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
+        } else {
+            self.dial(now, target, addr);
+            self.timers.set(
+                TimerReason::JoinRetry(state),
+                now + self.cfg.dial_timeout + self.cfg.join_timeout,
+            );
+        }
+    }
+
+    /// Sends join requests that waited for the connection to `peer`.
+    pub(crate) fn flush_pending_joins(&mut self, now: Time, peer: NodeId) {
+        let mut due = Vec::new();
+        for (&s, t) in &mut self.states {
+            if let Some(j) = t.joining.as_mut() {
+                if j.target == peer && !j.sent {
+                    j.sent = true;
+                    due.push(s);
+                } else if j.also == Some(peer) && !j.also_sent {
+                    j.also_sent = true;
+                    due.push(s);
+                }
+            }
+        }
+        for s in due {
+            self.send_control(peer, Message::JoinRequest { state: s });
+            self.timers
+                .set(TimerReason::JoinRetry(s), now + self.cfg.join_timeout);
+        }
+    }
+
+    /// Moves a join attempt to its next candidate, or schedules a fresh attempt.
+    fn next_candidate(&mut self, now: Time, state: StateId) {
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        let Some(j) = tree.joining.as_mut() else {
+            return;
+        };
+        while !j.candidates.is_empty() {
+            let (c, addr) = j.candidates.remove(0);
+            if self.failed.contains_key(&c) {
+                continue;
+            }
+            j.target = c;
+            j.sent = false;
+            self.contact_join_target(now, state, addr);
+            return;
+        }
+        tree.joining = None;
+        self.timers
+            .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
+    }
+
+    /// Repair: asks the next candidate too, at the same time as the first (the first accept
+    /// wins; a later accept is declined), so that a dead or full first candidate costs nothing.
+    fn race_next_candidate(&mut self, now: Time, state: StateId) {
+        let Some(j) = self.states.get_mut(&state).and_then(|t| t.joining.as_mut()) else {
+            return;
+        };
+        if j.candidates.is_empty() {
+            return;
+        }
+        let (c, addr) = j.candidates.remove(0);
+        j.also = Some(c);
+        if self.peers.get(&c).is_some_and(|p| p.is_connected()) {
+            j.also_sent = true;
+            self.send_control(c, Message::JoinRequest { state });
+        } else {
+            self.dial(now, c, addr);
+        }
+    }
+
+    /// Fallback parents for a state: the ancestors (closest first), the authority, then the
+    /// bootstrap peers.
+    fn fallback_candidates(&self, state: StateId) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        if let Some(t) = self.states.get(&state) {
+            out.extend(t.path.iter().rev().copied());
+            out.extend(t.authority);
+        }
+        out.extend(self.cfg.bootstrap.iter().map(|b| b.id));
+        out
+    }
+
+    pub(crate) fn on_join_retry(&mut self, now: Time, state: StateId) {
+        let me = self.cfg.id;
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        if tree.joining.is_some() {
+            self.next_candidate(now, state);
+        } else if tree.aggregated().is_interested() && !tree.attached(me) && tree.call.is_none() {
+            let candidates = self.fallback_candidates(state);
+            self.start_join(now, state, candidates);
+        }
+    }
+
+    pub(crate) fn on_join_request(&mut self, now: Time, from: NodeId, state: StateId) {
+        let me = self.cfg.id;
+        let capacity = usize::from(self.cfg.caps.max_children);
+        let Some(tree) = self.states.get(&state) else {
+            self.send_control(
+                from,
+                Message::JoinRedirect {
+                    state,
+                    candidates: Vec::new(),
+                },
+            );
+            return;
+        };
+        // A node re-attaching after its own parent failed still takes children: its subtree
+        // stays together and follows it (path updates) once it is back.
+        let in_tree = tree.attached(me) || (tree.parent_lost_at.is_some() && !tree.path.is_empty());
+        if !in_tree || tree.path.contains(&from) || tree.call.is_some() {
+            // Not in the tree (or asked by an ancestor, which must not attach below us): point
+            // at what we know of the tree above.
+            let candidates = tree
+                .path
+                .iter()
+                .rev()
+                .chain(tree.authority.iter())
+                .filter(|&&c| c != from && c != me)
+                .take(MAX_CANDIDATES)
+                .map(|&id| self.peer_info(id, 0))
+                .collect();
+            self.send_control(from, Message::JoinRedirect { state, candidates });
+            return;
+        }
+        if tree.children.contains_key(&from) {
+            self.send_accept(from, state);
+            return;
+        }
+        if tree.children.len() < capacity {
+            self.accept_child(now, from, state);
+            return;
+        }
+        // Repair slots: a peer connected to us for a while is a standby (a grandchild whose
+        // parent failed). Taking it at once re-attaches it within one round trip; it is moved
+        // down a level later, when the tree has settled (make-before-break).
+        let standby = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| now - p.since >= self.cfg.keepalive_interval);
+        if standby && tree.children.len() < 2 * capacity + 1 {
+            self.accept_child(now, from, state);
+            self.timers.set_if_earlier(
+                TimerReason::Rebalance(state),
+                now + self.cfg.idle_timeout * 2,
+            );
+            return;
+        }
+        // Full. A joiner that can relay much more than our weakest child takes its place, and
+        // that child is asked to move below the joiner once the joiner is attached.
+        let joiner_cap = self.peers.get(&from).map_or(0, |p| p.caps.max_children);
+        let weakest = tree
+            .children
+            .keys()
+            .map(|&c| (self.peers.get(&c).map_or(0, |p| p.caps.max_children), c))
+            .min();
+        if let Some((weak_cap, weak)) = weakest
+            && tree.children.len() == capacity
+            && joiner_cap > weak_cap.saturating_add(1)
+            && tree.pending_move.is_none()
+        {
+            self.accept_child(now, from, state);
+            if let Some(t) = self.states.get_mut(&state) {
+                t.pending_move = Some((weak, from));
+            }
+            return;
+        }
+        self.redirect(from, state);
+    }
+
+    fn peer_info(&self, id: NodeId, depth: u16) -> PeerInfo {
+        let p = self.peers.get(&id);
+        PeerInfo {
+            id,
+            addr: p.map(|p| p.addr.clone()).unwrap_or_default(),
+            spare_kbps: p.map_or(0, |p| p.caps.upload_kbps),
+            depth,
+        }
+    }
+
+    /// Points a joiner at a few of our children, rotating so that subtrees fill evenly (which
+    /// keeps the depth logarithmic), lowest RTT first among them.
+    fn redirect(&mut self, from: NodeId, state: StateId) {
+        let initial_rtt = self.cfg.initial_rtt;
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        let depth = tree.depth() + 1;
+        let relays: Vec<NodeId> = tree
+            .children
+            .keys()
+            .copied()
+            .filter(|c| *c != from)
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.caps.max_children > 0))
+            .collect();
+        let mut picked = Vec::with_capacity(REDIRECT_FANOUT);
+        if !relays.is_empty() {
+            let start = tree.redirect_cursor % relays.len();
+            tree.redirect_cursor = tree.redirect_cursor.wrapping_add(1);
+            for i in 0..relays.len().min(REDIRECT_FANOUT) {
+                picked.push(relays[(start + i) % relays.len()]);
+            }
+        }
+        // The first pick keeps the rotation; the others are fallbacks ordered by RTT.
+        if picked.len() > 2 {
+            picked[1..].sort_by_key(|c| {
+                self.peers
+                    .get(c)
+                    .map_or(initial_rtt, |p| p.rtt_or(initial_rtt))
+            });
+        }
+        let candidates = picked.iter().map(|&c| self.peer_info(c, depth)).collect();
+        self.send_control(from, Message::JoinRedirect { state, candidates });
+    }
+
+    fn send_accept(&mut self, to: NodeId, state: StateId) {
+        let me = self.cfg.id;
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        let path = tree.own_path(me);
+        self.send_control(
+            to,
+            Message::JoinAccept {
+                state,
+                depth: tree.depth(),
+                path,
+            },
+        );
+    }
+
+    /// Takes `child` as a child: accept, then start it at the newest keyframe.
+    fn accept_child(&mut self, now: Time, child: NodeId, state: StateId) {
+        self.timers.cancel(TimerReason::Prune(child));
+        if let Some(tree) = self.states.get_mut(&state) {
+            tree.children
+                .insert(child, Child::new(InterestLevel::Medium, now));
+        }
+        self.send_accept(child, state);
+        self.start_child_at_keyframe(now, child, state);
+        self.propagate_interest(now, state);
+    }
+
+    /// Queues, for a new child, the buffered updates from the newest keyframe on that are
+    /// still inside the latency budget, so it starts with a decodable group.
+    fn start_child_at_keyframe(&mut self, now: Time, child: NodeId, state: StateId) {
+        let since = now.saturating_sub(self.cfg.latency_budget);
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        let replay: Vec<(StateUpdate, u8)> = tree
+            .buffer
+            .since_last_keyframe(since)
+            .map(|(u, h)| (u.clone(), *h))
+            .collect();
+        for (u, h) in replay {
+            self.schedule_for(now, &u, h, Some(child), None, false);
+        }
+    }
+
+    /// Moves the newest child above capacity down to another child (it joins there first and
+    /// leaves us at a group boundary), one per call, until the node is back at capacity.
+    pub(crate) fn on_rebalance(&mut self, now: Time, state: StateId) {
+        let capacity = usize::from(self.cfg.caps.max_children);
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        if tree.children.len() <= capacity || tree.pending_move.is_some() {
+            return;
+        }
+        let Some((&mover, _)) = tree.children.iter().max_by_key(|(id, c)| (c.since, **id)) else {
+            return;
+        };
+        let relays: Vec<NodeId> = tree
+            .children
+            .keys()
+            .copied()
+            .filter(|&c| c != mover)
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.caps.max_children > 0))
+            .collect();
+        if !relays.is_empty() {
+            let tree = self.states.get_mut(&state).expect("exists");
+            let target = relays[tree.redirect_cursor % relays.len()];
+            tree.redirect_cursor = tree.redirect_cursor.wrapping_add(1);
+            let depth = tree.depth() + 1;
+            let info = self.peer_info(target, depth);
+            self.send_control(
+                mover,
+                Message::JoinRedirect {
+                    state,
+                    candidates: vec![info],
+                },
+            );
+        }
+        self.timers.set(
+            TimerReason::Rebalance(state),
+            now + self.cfg.join_timeout * 2,
+        );
+    }
+
+    pub(crate) fn on_join_accept(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        state: StateId,
+        path: Vec<NodeId>,
+    ) {
+        let me = self.cfg.id;
+        let Some(tree) = self.states.get_mut(&state) else {
+            self.counters.unexpected += 1;
+            self.send_interest(from, state, InterestLevel::None);
+            return;
+        };
+        if path.contains(&me) {
+            // Attaching here would close a loop (stale paths during a repair).
+            let was_parent = tree.parent == Some(from);
+            self.counters.loops_broken += 1;
+            self.send_interest(from, state, InterestLevel::None);
+            if was_parent {
+                self.detach(now, state);
+                let candidates: Vec<NodeId> = self
+                    .states
+                    .get(&state)
+                    .and_then(|t| t.authority)
+                    .into_iter()
+                    .collect();
+                self.start_join(now, state, candidates);
+            }
+            return;
+        }
+        if path.last() != Some(&from) || path.len() >= MAX_PATH {
+            self.counters.unexpected += 1;
+            return;
+        }
+        if tree.parent == Some(from) {
+            if tree.path != path {
+                tree.authority = Some(path[0]);
+                tree.path = path;
+                self.after_path_change(now, state);
+            }
+            return;
+        }
+        if tree
+            .joining
+            .as_ref()
+            .is_none_or(|j| j.target != from && j.also != Some(from))
+        {
+            // An accept nobody asked for: make sure the sender does not count us as its child.
+            self.counters.unexpected += 1;
+            self.send_interest(from, state, InterestLevel::None);
+            return;
+        }
+        let old = tree.parent;
+        if old.is_some() {
+            self.timers.set(
+                TimerReason::SwitchDeadline(state),
+                now + self.cfg.latency_budget,
+            );
+        }
+        let tree = self.states.get_mut(&state).expect("checked above");
+        if let Some(old) = old {
+            // Make-before-break: the old parent keeps feeding us until the new one delivers a
+            // group boundary (see on_update).
+            if let Some(prev) = tree.prev_parent.replace(old)
+                && prev != old
+            {
+                self.control_interest_none(prev, state);
+            }
+        }
+        let tree = self.states.get_mut(&state).expect("checked above");
+        tree.parent = Some(from);
+        tree.authority = Some(path[0]);
+        tree.path = path;
+        tree.joining = None;
+        tree.metrics.parent_changes += 1;
+        tree.resync = tree.recv.floor.is_some();
+        tree.detached_since = None;
+        if let Some(since) = tree.parent_lost_at.take() {
+            tree.reattach_max = tree.reattach_max.max(now - since);
+        }
+        tree.sent_interest = InterestLevel::None;
+        self.timers.cancel(TimerReason::JoinRetry(state));
+        self.events.push_back(Event::ParentChanged {
+            state,
+            old,
+            new: Some(from),
+        });
+        self.health_dirty = true;
+        self.propagate_interest(now, state);
+        self.after_path_change(now, state);
+    }
+
+    /// Ends a make-before-break switch: leaves the previous parent.
+    pub(crate) fn finish_switch(&mut self, now: Time, state: StateId) {
+        self.timers.cancel(TimerReason::SwitchDeadline(state));
+        if let Some(prev) = self
+            .states
+            .get_mut(&state)
+            .and_then(|t| t.prev_parent.take())
+        {
+            self.send_interest(prev, state, InterestLevel::None);
+            self.schedule_prunes(now);
+        }
+    }
+
+    fn control_interest_none(&mut self, to: NodeId, state: StateId) {
+        self.send_interest(to, state, InterestLevel::None);
+    }
+
+    fn send_interest(&mut self, to: NodeId, state: StateId, level: InterestLevel) {
+        self.send_control(
+            to,
+            Message::Interest {
+                state,
+                level,
+                ttl_ms: 0,
+            },
+        );
+    }
+
+    /// Our path changed: tell the children, keep a standby connection to the grandparent (so a
+    /// parent failure is repaired without a handshake), and drop connections with no role.
+    fn after_path_change(&mut self, now: Time, state: StateId) {
+        let me = self.cfg.id;
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        let children: Vec<NodeId> = tree.children.keys().copied().collect();
+        let grandparent = (tree.path.len() >= 2).then(|| tree.path[tree.path.len() - 2]);
+        let depth = tree.depth();
+        let path = tree.own_path(me);
+        for c in children {
+            self.send_control(
+                c,
+                Message::JoinAccept {
+                    state,
+                    depth,
+                    path: path.clone(),
+                },
+            );
+        }
+        if let Some(gp) = grandparent {
+            self.dial(now, gp, Bytes::new());
+        }
+        self.schedule_prunes(now);
+    }
+
+    pub(crate) fn on_join_redirect(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        state: StateId,
+        candidates: &[PeerInfo],
+    ) {
+        let me = self.cfg.id;
+        let max_redirects = self.cfg.max_redirects;
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if tree.parent == Some(from) && tree.joining.is_none() {
+            // Our parent asks us to move (a stronger relay took our place): join there first.
+            if let Some(c) = candidates.iter().find(|c| c.id != me) {
+                tree.last_switch = Some(now);
+                self.start_join(now, state, vec![c.id]);
+            }
+            return;
+        }
+        let Some(j) = tree.joining.as_mut() else {
+            return;
+        };
+        if j.also == Some(from) {
+            // The racing request was redirected: race on with its best candidate.
+            j.redirects = j.redirects.saturating_add(1);
+            let target = j.target;
+            let next = (j.redirects <= max_redirects)
+                .then(|| {
+                    let mut fresh: Vec<&PeerInfo> = candidates
+                        .iter()
+                        .filter(|c| {
+                            c.id != me
+                                && c.id != from
+                                && c.id != target
+                                && !self.failed.contains_key(&c.id)
+                        })
+                        .collect();
+                    fresh.sort_by_key(|c| !self.peers.get(&c.id).is_some_and(|p| p.is_connected()));
+                    fresh.first().map(|c| (c.id, c.addr.clone()))
+                })
+                .flatten();
+            j.also = next.as_ref().map(|(c, _)| *c);
+            j.also_sent = false;
+            if let Some((c, addr)) = next {
+                if self.peers.get(&c).is_some_and(|p| p.is_connected()) {
+                    j.also_sent = true;
+                    self.send_control(c, Message::JoinRequest { state });
+                } else {
+                    self.dial(now, c, addr);
+                }
+            }
+            return;
+        }
+        if j.target != from {
+            return;
+        }
+        j.redirects = j.redirects.saturating_add(1);
+        if j.redirects > max_redirects {
+            tree.joining = None;
+            self.timers
+                .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
+            return;
+        }
+        let mut fresh: Vec<(NodeId, Bytes)> = candidates
+            .iter()
+            .filter(|c| c.id != me && c.id != from && !self.failed.contains_key(&c.id))
+            .map(|c| (c.id, c.addr.clone()))
+            .collect();
+        // A candidate we are already connected to saves a handshake.
+        fresh.sort_by_key(|(c, _)| !self.peers.get(c).is_some_and(|p| p.is_connected()));
+        let Some(j) = self.states.get_mut(&state).and_then(|t| t.joining.as_mut()) else {
+            return;
+        };
+        if fresh.is_empty() {
+            self.next_candidate(now, state);
+            return;
+        }
+        let (target, addr) = fresh.remove(0);
+        fresh.append(&mut j.candidates);
+        j.candidates = fresh;
+        j.target = target;
+        j.sent = false;
+        self.contact_join_target(now, state, addr);
+    }
+
+    // ----- interest --------------------------------------------------------------------------
+
+    pub(crate) fn on_interest(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        state: StateId,
+        level: InterestLevel,
+        _ttl_ms: u32,
+    ) {
+        let me = self.cfg.id;
+        let in_call = self
+            .call
+            .as_ref()
+            .is_some_and(|c| c.participants.contains(&from));
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if let Some(child) = tree.children.get_mut(&from) {
+            if level.is_interested() {
+                child.interest = level;
+            } else {
+                tree.children.remove(&from);
+                self.schedule_prunes(now);
+            }
+        } else if level.is_interested() {
+            if tree.call.is_some() && tree.is_authority(me) && in_call {
+                tree.children.insert(from, Child::new(level, now));
+                self.start_child_at_keyframe(now, from, state);
+            } else {
+                self.counters.unexpected += 1;
+                return;
+            }
+        }
+        let tree = self.states.get_mut(&state).expect("exists");
+        if let Some((weak, joiner)) = tree.pending_move
+            && joiner == from
+        {
+            tree.pending_move = None;
+            if tree.children.contains_key(&weak) {
+                let info = self.peer_info(joiner, 0);
+                self.send_control(
+                    weak,
+                    Message::JoinRedirect {
+                        state,
+                        candidates: vec![info],
+                    },
+                );
+            }
+        }
+        self.propagate_interest(now, state);
+    }
+
+    /// Tells the parent when the aggregated interest changed; leaves the tree when nobody here
+    /// or below cares any more.
+    pub(crate) fn propagate_interest(&mut self, now: Time, state: StateId) {
+        let me = self.cfg.id;
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if tree.is_authority(me) {
+            return;
+        }
+        let agg = tree.aggregated();
+        if !agg.is_interested() {
+            tree.joining = None;
+        }
+        let Some(parent) = tree.parent else {
+            return;
+        };
+        let call = tree.call;
+        if agg != tree.sent_interest {
+            tree.sent_interest = agg;
+            self.send_interest(parent, state, agg);
+        }
+        if !agg.is_interested() && call.is_none() {
+            self.detach(now, state);
+            self.schedule_prunes(now);
+        }
+    }
+
+    /// Leaves the parent (without telling it: callers do).
+    fn detach(&mut self, now: Time, state: StateId) {
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        let old = tree.parent.take();
+        if let Some(prev) = tree.prev_parent.take() {
+            self.send_interest(prev, state, InterestLevel::None);
+        }
+        let tree = self.states.get_mut(&state).expect("exists");
+        tree.sent_interest = InterestLevel::None;
+        if old.is_some() {
+            tree.detached_since = Some(now);
+            self.events.push_back(Event::ParentChanged {
+                state,
+                old,
+                new: None,
+            });
+        }
+        self.health_dirty = true;
+    }
+
+    pub(crate) fn on_quality_request(
+        &mut self,
+        from: NodeId,
+        state: StateId,
+        max_layer: u8,
+        keyframes_only: bool,
+    ) {
+        if let Some(c) = self
+            .states
+            .get_mut(&state)
+            .and_then(|t| t.children.get_mut(&from))
+        {
+            c.max_layer = max_layer;
+            c.keyframes_only = keyframes_only;
+        } else {
+            self.counters.unexpected += 1;
+        }
+    }
+
+    // ----- forwarding ------------------------------------------------------------------------
+
+    /// Buffers `update` and schedules it for every child (but `except`) whose subtree wants it.
+    /// `hops` is the value the outgoing messages carry.
+    pub(crate) fn forward(
+        &mut self,
+        now: Time,
+        update: StateUpdate,
+        hops: u8,
+        except: Option<NodeId>,
+        repair: bool,
+    ) {
+        let cap = self.cfg.repair_buffer;
+        let delay = self.cfg.announce_delay;
+        let Some(tree) = self.states.get_mut(&update.state) else {
+            return;
+        };
+        tree.last_forward = now;
+        let has_children = !tree.children.is_empty();
+        // Relays do not pass on deltas whose keyframe they lack: nobody below could use them.
+        let decodable = update.is_independent() || tree.recv.received_group == Some(update.group);
+        // A keyframe that arrives after deltas of its group (it was repaired) releases the
+        // deltas this relay held back for want of it.
+        let held_back: Vec<(StateUpdate, u8)> = if has_children && update.keyframe && repair {
+            tree.buffer
+                .after(update.seq)
+                .filter(|(u, _)| u.group == update.group && !u.is_independent())
+                .map(|(u, h)| (u.clone(), *h))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if has_children && decodable {
+            self.schedule_for(now, &update, hops, None, except, repair);
+            for (u, h) in &held_back {
+                self.schedule_for(now, u, *h, None, except, true);
+            }
+            if !self.timers.is_set(TimerReason::Announce(update.state)) {
+                self.timers
+                    .set(TimerReason::Announce(update.state), now + delay);
+            }
+        }
+        // Only relays and the authority keep a repair buffer: a leaf has nobody to repair or
+        // to start at a keyframe (if it gains a child, the child starts at the next keyframe).
+        let me = self.cfg.id;
+        let budget = self.cfg.latency_budget;
+        if let Some(tree) = self.states.get_mut(&update.state)
+            && (!tree.children.is_empty() || tree.is_authority(me))
+        {
+            tree.buffer.insert(update, hops, cap, budget);
+        }
+    }
+
+    /// Runs the scheduler for `update` over the children that want it (only `only`, when
+    /// given; never `except`) and queues the sends it decides. A `repair` (a pulled update, or
+    /// one this node only just recovered) is judged by budget and rate alone.
+    fn schedule_for(
+        &mut self,
+        now: Time,
+        update: &StateUpdate,
+        hops: u8,
+        only: Option<NodeId>,
+        except: Option<NodeId>,
+        repair: bool,
+    ) {
+        let Some(tree) = self.states.get(&update.state) else {
+            return;
+        };
+        let unregistered: Vec<NodeId> = tree
+            .children
+            .keys()
+            .copied()
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.link_id.is_none()))
+            .collect();
+        for c in unregistered {
+            self.link_for(now, c);
+        }
+        let (Some(tree), Some(sched)) = (
+            self.states.get_mut(&update.state),
+            self.scheduler.as_deref_mut(),
+        ) else {
+            return;
+        };
+        let peers = &self.peers;
+        let targets = tree
+            .children
+            .iter()
+            .filter(|(c, _)| only.is_none_or(|o| o == **c) && Some(**c) != except)
+            .filter(|(_, child)| child.wants(update))
+            .filter_map(|(c, child)| {
+                let link = peers.get(c)?.link_id?;
+                Some((link, child.interest))
+            });
+        let mut decisions = std::mem::take(&mut self.decisions);
+        if repair {
+            decisions.clear();
+            for (link, interest) in targets {
+                let d = sched.schedule_repair(now, update, link, interest);
+                decisions.push(d);
+            }
+        } else {
+            sched.schedule(now, update, targets, &mut decisions);
+        }
+        for d in &decisions {
+            let Some(to) = sched.peer(d.link) else {
+                continue;
+            };
+            if let Some(child) = tree.children.get_mut(&to)
+                && !repair
+                && child.quality != d.quality
+            {
+                child.quality = d.quality;
+                self.events.push_back(Event::QualityChanged {
+                    state: update.state,
+                    peer: to,
+                    quality: d.quality,
+                });
+                self.health_dirty = true;
+            }
+            if d.verdict == Verdict::Send {
+                tree.metrics.forwarded += 1;
+                self.pacing
+                    .push(now + d.delay(), to, d.link, hops, update.clone());
+            }
+        }
+        self.decisions = decisions;
+    }
+
+    /// True when a paced update may still go to `to` (the child still wants the state and the
+    /// track is not muted).
+    pub(crate) fn still_wanted(&self, to: NodeId, update: &StateUpdate) -> bool {
+        self.states
+            .get(&update.state)
+            .is_some_and(|t| !t.muted && t.children.get(&to).is_some_and(|c| c.wants(update)))
+    }
+
+    // ----- receiving -------------------------------------------------------------------------
+
+    pub(crate) fn on_update(&mut self, now: Time, from: NodeId, hops: u8, update: StateUpdate) {
+        let me = self.cfg.id;
+        let state = update.state;
+        let Some(tree) = self.states.get_mut(&state) else {
+            self.counters.unknown_state += 1;
+            return;
+        };
+        if tree.authority != Some(update.source) || tree.is_authority(me) {
+            tree.metrics.non_authority += 1;
+            return;
+        }
+        if tree.parent != Some(from) && tree.prev_parent != Some(from) {
+            tree.metrics.not_from_parent += 1;
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.link.updates_received += 1;
+        }
+        let tree = self.states.get_mut(&state).expect("exists");
+        if tree.prev_parent.is_some() && tree.parent == Some(from) && update.is_independent() {
+            // The new parent reached a group boundary: break with the old one.
+            self.finish_switch(now, state);
+        }
+        let tree = self.states.get_mut(&state).expect("exists");
+        match tree.recv.classify(update.seq) {
+            Arrival::Duplicate => {
+                tree.metrics.duplicates += 1;
+                return;
+            }
+            Arrival::Late => {
+                tree.metrics.late += 1;
+                return;
+            }
+            Arrival::New => {}
+        }
+        if tree.recv.floor.is_none() && !update.is_independent() {
+            // The first update is a delta: its keyframe went missing. Look back for it (the
+            // pull below asks for it) and resynchronise on it when it comes.
+            tree.recv.floor = Some(update.seq.saturating_sub(PULL_BATCH as u64));
+            tree.resync = true;
+        }
+        if update.keyframe {
+            tree.recv.received_group = Some(update.group);
+            if tree.resync && tree.parent == Some(from) {
+                tree.resync = false;
+                if update.kind == elara_core::UpdateKind::Video {
+                    let skipped = tree.recv.skip_before(update.seq);
+                    if skipped > 0 {
+                        tree.metrics.skipped += skipped;
+                        tree.last_skip = Some(now);
+                    }
+                }
+            }
+        }
+        let links = hops.saturating_add(1);
+        let repair = tree.recv.highest.is_some_and(|h| update.seq < h);
+        let mut ready = std::mem::take(&mut self.scratch);
+        tree.recv.accept(
+            Held {
+                update: update.clone(),
+                hops: links,
+                arrived: now,
+            },
+            &mut |h| ready.push(h),
+        );
+        self.forward(now, update, links, Some(from), repair);
+        self.deliver_ready(now, state, &mut ready);
+        self.scratch = ready;
+        self.after_arrival(now, state);
+    }
+
+    /// Hands deliverable updates to the application, refusing deltas without their keyframe.
+    fn deliver_ready(&mut self, now: Time, state: StateId, ready: &mut Vec<Held>) {
+        let Some(tree) = self.states.get_mut(&state) else {
+            ready.clear();
+            return;
+        };
+        for h in ready.drain(..) {
+            if !tree.own.is_interested() {
+                continue;
+            }
+            let u = h.update;
+            if !u.is_independent() && tree.recv.delivered_group != Some(u.group) {
+                tree.metrics.undecodable += 1;
+                continue;
+            }
+            if u.keyframe {
+                tree.recv.delivered_group = Some(u.group);
+            }
+            let latency = now - u.timestamp;
+            tree.metrics.delivered += 1;
+            tree.metrics.record_latency(latency);
+            self.events.push_back(Event::Delivered {
+                update: u,
+                hops: h.hops,
+                latency,
+            });
+        }
+    }
+
+    /// After an arrival: skip gaps that are filtering (keyframes-only subtrees), otherwise
+    /// wait for them a reorder window and pull what is missing.
+    fn after_arrival(&mut self, now: Time, state: StateId) {
+        let window = self.cfg.reorder_window;
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if !tree.recv.has_gap() {
+            let mut missing = Vec::new();
+            tree.recv.missing(1, &mut missing);
+            if missing.is_empty() {
+                tree.pull_rounds = 0;
+            }
+            return;
+        }
+        if !tree.expects_all() {
+            let mut ready = std::mem::take(&mut self.scratch);
+            tree.recv.skip_gap(&mut |h| ready.push(h));
+            self.deliver_ready(now, state, &mut ready);
+            self.scratch = ready;
+            return;
+        }
+        if let Some(oldest) = tree.recv.oldest_held() {
+            self.timers
+                .set_if_earlier(TimerReason::Reorder(state), oldest + window);
+        }
+        if !self.timers.is_set(TimerReason::PullRetry(state)) {
+            self.request_repair(now, state);
+        }
+    }
+
+    pub(crate) fn on_reorder(&mut self, now: Time, state: StateId) {
+        let window = self.cfg.reorder_window;
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        let Some(oldest) = tree.recv.oldest_held() else {
+            return;
+        };
+        if oldest + window > now {
+            self.timers
+                .set(TimerReason::Reorder(state), oldest + window);
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.scratch);
+        let skipped = tree.recv.skip_gap(&mut |h| ready.push(h));
+        tree.metrics.skipped += skipped;
+        tree.last_skip = Some(now);
+        tree.pull_rounds = 0;
+        self.health_dirty = true;
+        self.deliver_ready(now, state, &mut ready);
+        self.scratch = ready;
+        if let Some(next) = self.states.get(&state).and_then(|t| t.recv.oldest_held()) {
+            self.timers.set(TimerReason::Reorder(state), next + window);
+        }
+    }
+
+    /// Pulls missing sequence numbers from the parent, and arms a retry.
+    pub(crate) fn request_repair(&mut self, now: Time, state: StateId) {
+        let initial_rtt = self.cfg.initial_rtt;
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        let Some(parent) = tree.parent else {
+            return;
+        };
+        if !tree.expects_all() || tree.pull_rounds >= MAX_PULL_ROUNDS {
+            return;
+        }
+        let mut seqs = Vec::new();
+        tree.recv.missing(PULL_BATCH, &mut seqs);
+        if seqs.is_empty() {
+            tree.pull_rounds = 0;
+            return;
+        }
+        tree.pull_rounds += 1;
+        tree.metrics.pulled += seqs.len() as u64;
+        let rtt = self
+            .peers
+            .get(&parent)
+            .map_or(initial_rtt, |p| p.rtt_or(initial_rtt));
+        let retry = (rtt * 3 / 2).max(std::time::Duration::from_millis(5));
+        self.timers.set(TimerReason::PullRetry(state), now + retry);
+        self.send_control(parent, Message::Pull { state, seqs });
+    }
+
+    pub(crate) fn on_pull(&mut self, now: Time, from: NodeId, state: StateId, seqs: &[u64]) {
+        let me = self.cfg.id;
+        let budget = self.cfg.latency_budget;
+        let Some(tree) = self.states.get(&state) else {
+            self.counters.unexpected += 1;
+            return;
+        };
+        let Some(child) = tree.children.get(&from) else {
+            self.counters.unexpected += 1;
+            return;
+        };
+        let mut found: Vec<(StateUpdate, u8)> = Vec::new();
+        let mut unavailable = Vec::new();
+        for &s in seqs.iter().take(MAX_SEQS) {
+            match tree.buffer.get(s) {
+                Some((u, h)) if now - u.timestamp <= budget && child.wants(u) => {
+                    found.push((u.clone(), *h));
+                }
+                Some(_) => unavailable.push(s),
+                // Not held: gone for good if we are past it (or are the authority), otherwise
+                // we are still repairing it ourselves and will forward it when it comes.
+                None if tree.is_authority(me) || tree.recv.floor.is_some_and(|f| s < f) => {
+                    unavailable.push(s)
+                }
+                None => {}
+            }
+        }
+        for (u, h) in found {
+            if let Some(t) = self.states.get_mut(&state) {
+                t.metrics.repaired += 1;
+            }
+            self.schedule_for(now, &u, h, Some(from), None, true);
+        }
+        if !unavailable.is_empty() {
+            self.send_control(
+                from,
+                Message::Unavailable {
+                    state,
+                    seqs: unavailable,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_unavailable(&mut self, now: Time, from: NodeId, state: StateId, seqs: &[u64]) {
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if tree.parent != Some(from) && tree.prev_parent != Some(from) {
+            self.counters.unexpected += 1;
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.scratch);
+        let skipped = tree
+            .recv
+            .give_up(&seqs[..seqs.len().min(MAX_SEQS)], &mut |h| ready.push(h));
+        if skipped > 0 {
+            tree.metrics.skipped += skipped;
+            tree.last_skip = Some(now);
+            self.health_dirty = true;
+        }
+        self.deliver_ready(now, state, &mut ready);
+        self.scratch = ready;
+    }
+
+    pub(crate) fn on_announce(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        state: StateId,
+        source: NodeId,
+        seqs: &[u64],
+    ) {
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if tree.parent != Some(from) || tree.authority != Some(source) {
+            self.counters.unexpected += 1;
+            return;
+        }
+        if tree.recv.floor.is_none() {
+            return;
+        }
+        for &s in seqs.iter().take(MAX_SEQS) {
+            tree.recv.saw(s);
+        }
+        if !self.timers.is_set(TimerReason::PullRetry(state)) {
+            self.request_repair(now, state);
+        }
+    }
+
+    /// When a state's stream went quiet, tells children its newest sequence number so that
+    /// they notice a lost tail and pull it.
+    pub(crate) fn on_announce_timer(&mut self, now: Time, state: StateId) {
+        let delay = self.cfg.announce_delay;
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if tree.last_forward + delay > now {
+            self.timers
+                .set(TimerReason::Announce(state), tree.last_forward + delay);
+            return;
+        }
+        let (Some(newest), Some(source)) = (tree.buffer.newest(), tree.authority) else {
+            return;
+        };
+        if tree.announced.is_some_and(|a| a >= newest) {
+            return;
+        }
+        tree.announced = Some(newest);
+        let children: Vec<NodeId> = tree
+            .children
+            .iter()
+            .filter(|(_, c)| c.interest >= InterestLevel::Medium)
+            .map(|(id, _)| *id)
+            .collect();
+        for c in children {
+            self.send_control(
+                c,
+                Message::Announce {
+                    state,
+                    source,
+                    seqs: vec![newest],
+                },
+            );
+        }
+    }
+
+    // ----- repair ----------------------------------------------------------------------------
+
+    /// Repairs every tree that depended on `peer`, which is gone.
+    pub(crate) fn repair_after_loss(&mut self, now: Time, peer: NodeId) {
+        let ids: Vec<StateId> = self.states.keys().copied().collect();
+        for s in ids {
+            let tree = self.states.get_mut(&s).expect("listed");
+            let was_child = tree.children.remove(&peer).is_some();
+            if tree.prev_parent == Some(peer) {
+                tree.prev_parent = None;
+            }
+            if tree
+                .pending_move
+                .is_some_and(|(w, j)| w == peer || j == peer)
+            {
+                tree.pending_move = None;
+            }
+            if let Some(j) = tree.joining.as_mut()
+                && j.also == Some(peer)
+            {
+                j.also = None;
+            }
+            let joining_it = tree.joining.as_ref().is_some_and(|j| j.target == peer);
+            if tree.parent == Some(peer) {
+                tree.parent = None;
+                tree.sent_interest = InterestLevel::None;
+                tree.detached_since = Some(now);
+                tree.parent_lost_at = Some(now);
+                self.events.push_back(Event::ParentChanged {
+                    state: s,
+                    old: Some(peer),
+                    new: None,
+                });
+                let tree = self.states.get(&s).expect("listed");
+                if tree.call.is_none() && tree.aggregated().is_interested() {
+                    let mut candidates = self.fallback_candidates(s);
+                    candidates.retain(|c| *c != peer);
+                    self.start_join(now, s, candidates);
+                    self.race_next_candidate(now, s);
+                }
+            } else if joining_it {
+                self.next_candidate(now, s);
+            }
+            if was_child {
+                self.propagate_interest(now, s);
+            }
+        }
+    }
+
+    /// A parent link losing too much makes the node look for a better parent, keeping the old
+    /// one until the new one delivers a group boundary.
+    pub(crate) fn check_parent_quality(&mut self, now: Time, peer: NodeId) {
+        let Some(loss) = self.peers.get(&peer).map(|p| p.link.loss) else {
+            return;
+        };
+        if loss <= PARENT_LOSS_LIMIT {
+            return;
+        }
+        let hold = self.cfg.idle_timeout * 4;
+        let due: Vec<StateId> = self
+            .states
+            .iter()
+            .filter(|(_, t)| {
+                t.parent == Some(peer)
+                    && t.call.is_none()
+                    && t.joining.is_none()
+                    && t.last_switch.is_none_or(|l| now - l > hold)
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for s in due {
+            let mut candidates = self.fallback_candidates(s);
+            candidates.retain(|c| *c != peer);
+            if let Some(t) = self.states.get_mut(&s) {
+                t.last_switch = Some(now);
+            }
+            self.start_join(now, s, candidates);
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! Per-state bookkeeping of a swarm node: its place in the state's tree, its receive window
+//! (duplicate suppression, in-order delivery, gap detection) and its repair buffer.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use elara_core::{GroupId, InterestLevel, NodeId, StateUpdate, Time, UpdateKind};
+
+use crate::scheduler::Quality;
+
+/// Counters and a latency histogram for one state at one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateMetrics {
+    /// Updates handed to the application.
+    pub delivered: u64,
+    /// Updates received that were already held or delivered.
+    pub duplicates: u64,
+    /// Updates that arrived after their gap had been skipped.
+    pub late: u64,
+    /// Sequence numbers given up on (never received within the reorder window).
+    pub skipped: u64,
+    /// Updates dropped because their source is not the state's authority.
+    pub non_authority: u64,
+    /// Updates dropped because they came from a peer that is not our parent.
+    pub not_from_parent: u64,
+    /// Video deltas not delivered because their group's keyframe was never received.
+    pub undecodable: u64,
+    /// Updates this node published (authority only).
+    pub published: u64,
+    /// Updates handed to the scheduler for a child.
+    pub forwarded: u64,
+    /// Sequence numbers this node asked its parent for.
+    pub pulled: u64,
+    /// Updates sent in answer to a child's pull.
+    pub repaired: u64,
+    /// Times this node's parent changed.
+    pub parent_changes: u64,
+    /// Delivery latency histogram: bucket `i` counts latencies below `LATENCY_BUCKETS_MS[i]`
+    /// (and at or above the previous bound); the last bucket counts everything larger.
+    pub latency_hist: [u64; LATENCY_BUCKETS_MS.len() + 1],
+}
+
+/// Upper bounds (ms) of the delivery latency histogram buckets in [`StateMetrics`].
+pub const LATENCY_BUCKETS_MS: [u64; 12] =
+    [10, 20, 50, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000];
+
+impl StateMetrics {
+    pub(crate) fn record_latency(&mut self, latency: Duration) {
+        let ms = latency.as_millis() as u64;
+        let i = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&b| ms < b)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency_hist[i] += 1;
+    }
+}
+
+/// Most updates held behind gaps per state.
+const MAX_HELD: usize = 512;
+
+/// What became of an arriving sequence number.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Arrival {
+    /// Never seen: forward and (in order) deliver.
+    New,
+    /// Already held or delivered.
+    Duplicate,
+    /// Its gap was skipped already.
+    Late,
+}
+
+/// An update waiting for an earlier gap to fill.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub update: StateUpdate,
+    pub hops: u8,
+    pub arrived: Time,
+}
+
+/// Duplicate suppression and in-order delivery for one state.
+#[derive(Debug, Default)]
+pub(crate) struct ReceiveWindow {
+    /// Next sequence number to deliver; `None` before the first update.
+    pub floor: Option<u64>,
+    /// Bit `i` set: `floor - 1 - i` was delivered (for duplicate vs late accounting).
+    pub below: u64,
+    /// Updates received above a gap.
+    pub held: BTreeMap<u64, Held>,
+    /// Highest sequence number known to exist (received or announced).
+    pub highest: Option<u64>,
+    /// The group whose keyframe was last delivered to the application.
+    pub delivered_group: Option<GroupId>,
+    /// The group whose keyframe was last received (relays forward deltas of this group only).
+    pub received_group: Option<GroupId>,
+    /// Sequence numbers at or above the floor that the parent said will never come.
+    pub gone: BTreeSet<u64>,
+}
+
+impl ReceiveWindow {
+    /// Classifies `seq` without changing anything.
+    pub fn classify(&self, seq: u64) -> Arrival {
+        let Some(floor) = self.floor else {
+            return Arrival::New;
+        };
+        if seq >= floor {
+            if self.held.contains_key(&seq) {
+                Arrival::Duplicate
+            } else {
+                Arrival::New
+            }
+        } else {
+            let back = floor - 1 - seq;
+            if back < 64 && self.below & (1 << back) != 0 {
+                Arrival::Duplicate
+            } else {
+                Arrival::Late
+            }
+        }
+    }
+
+    /// Notes that `seq` exists (from an update or an announce).
+    pub fn saw(&mut self, seq: u64) {
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+    }
+
+    /// Advances the floor past `seq`, which was delivered (`delivered`) or skipped.
+    fn advance(&mut self, delivered: bool) {
+        let floor = self.floor.unwrap_or(0);
+        self.below = (self.below << 1) | u64::from(delivered);
+        self.floor = Some(floor.saturating_add(1));
+    }
+
+    /// Gives up on every sequence number below `target`, discarding held updates below it;
+    /// returns how many were given up. Constant time for long jumps.
+    fn jump_to(&mut self, target: u64) -> u64 {
+        let Some(floor) = self.floor else {
+            return 0;
+        };
+        if target <= floor {
+            return 0;
+        }
+        let n = target - floor;
+        if n >= 64 {
+            self.below = 0;
+            self.floor = Some(target);
+        } else {
+            for _ in 0..n {
+                self.advance(false);
+            }
+        }
+        while self
+            .held
+            .first_key_value()
+            .is_some_and(|(&s, _)| s < target)
+        {
+            self.held.pop_first();
+        }
+        n
+    }
+
+    /// Accepts a new in-order or out-of-order update; returns the updates now deliverable, in
+    /// order, through `out`.
+    pub fn accept(&mut self, held: Held, out: &mut impl FnMut(Held)) {
+        let seq = held.update.seq;
+        self.saw(seq);
+        let floor = *self.floor.get_or_insert(seq);
+        if seq == floor {
+            self.advance(true);
+            out(held);
+            self.drain(out);
+        } else {
+            self.held.insert(seq, held);
+            if self.held.len() > MAX_HELD {
+                // Bounded memory whatever a parent sends: the furthest update goes.
+                self.held.pop_last();
+            }
+        }
+    }
+
+    /// Delivers held updates that have become contiguous with the floor, stepping over
+    /// sequence numbers known to be gone.
+    fn drain(&mut self, out: &mut impl FnMut(Held)) {
+        while let Some(floor) = self.floor {
+            match self.held.first_key_value() {
+                Some((&s, _)) if s == floor => {
+                    let (_, h) = self.held.pop_first().expect("checked non-empty");
+                    self.advance(true);
+                    out(h);
+                }
+                _ if self.gone.remove(&floor) => self.advance(false),
+                _ => break,
+            }
+        }
+    }
+
+    /// The parent said these sequence numbers will never come: stop waiting for them. Returns
+    /// how many were given up at once (others are stepped over when the floor reaches them).
+    pub fn give_up(&mut self, seqs: &[u64], out: &mut impl FnMut(Held)) -> u64 {
+        let Some(floor) = self.floor else {
+            return 0;
+        };
+        for &s in seqs {
+            if s >= floor && !self.held.contains_key(&s) && self.gone.len() < MAX_HELD {
+                self.gone.insert(s);
+            }
+        }
+        let before = self.floor;
+        self.drain(out);
+        let after = self.floor;
+        match (before, after) {
+            (Some(b), Some(a)) => a - b,
+            _ => 0,
+        }
+    }
+
+    /// Gives up on the gap(s) below the first held update; returns how many seqs were skipped.
+    pub fn skip_gap(&mut self, out: &mut impl FnMut(Held)) -> u64 {
+        let Some(&first) = self.held.keys().next() else {
+            return 0;
+        };
+        let skipped = self.jump_to(first);
+        self.drain(out);
+        skipped
+    }
+
+    /// Gives up on everything below `seq` (held updates below it are discarded); returns how
+    /// many sequence numbers were given up.
+    pub fn skip_before(&mut self, seq: u64) -> u64 {
+        self.jump_to(seq)
+    }
+
+    /// True when updates are held behind a gap.
+    pub fn has_gap(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Arrival time of the oldest held update.
+    pub fn oldest_held(&self) -> Option<Time> {
+        self.held.values().map(|h| h.arrived).min()
+    }
+
+    /// Up to `max` sequence numbers known to exist but not received, oldest first.
+    pub fn missing(&self, max: usize, out: &mut Vec<u64>) {
+        let (Some(floor), Some(highest)) = (self.floor, self.highest) else {
+            return;
+        };
+        let mut s = floor;
+        while s <= highest && out.len() < max {
+            if !self.held.contains_key(&s) && !self.gone.contains(&s) {
+                out.push(s);
+            }
+            let Some(next) = s.checked_add(1) else {
+                break;
+            };
+            s = next;
+        }
+    }
+}
+
+/// Recent updates of a state, ordered by sequence number, bounded in count.
+#[derive(Debug, Default)]
+pub(crate) struct RepairBuffer {
+    items: VecDeque<(StateUpdate, u8)>,
+}
+
+impl RepairBuffer {
+    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`
+    /// and those more than `max_age` older (by timestamp) than the newest: nothing older can
+    /// be repaired or replayed within the latency budget.
+    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize, max_age: Duration) {
+        let seq = update.seq;
+        match self.items.back() {
+            Some((last, _)) if last.seq >= seq => {
+                if let Err(i) = self.items.binary_search_by_key(&seq, |(u, _)| u.seq) {
+                    self.items.insert(i, (update, hops));
+                }
+            }
+            _ => self.items.push_back((update, hops)),
+        }
+        while self.items.len() > cap.max(1) {
+            self.items.pop_front();
+        }
+        let newest = self.items.back().map_or(Time::ZERO, |(u, _)| u.timestamp);
+        while self
+            .items
+            .front()
+            .is_some_and(|(u, _)| u.timestamp + max_age < newest)
+        {
+            self.items.pop_front();
+        }
+    }
+
+    /// The update with sequence number `seq`, if still held.
+    pub fn get(&self, seq: u64) -> Option<&(StateUpdate, u8)> {
+        self.items
+            .binary_search_by_key(&seq, |(u, _)| u.seq)
+            .ok()
+            .map(|i| &self.items[i])
+    }
+
+    /// Updates held with a sequence number above `seq`, in order.
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &(StateUpdate, u8)> {
+        let start = self.items.partition_point(|(u, _)| u.seq <= seq);
+        self.items.range(start..)
+    }
+
+    /// The newest sequence number held.
+    pub fn newest(&self) -> Option<u64> {
+        self.items.back().map(|(u, _)| u.seq)
+    }
+
+    /// Updates from the newest keyframe on (or the whole buffer for streams without keyframes),
+    /// not older than `since`.
+    pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = &(StateUpdate, u8)> {
+        let start = self
+            .items
+            .iter()
+            .rposition(|(u, _)| u.keyframe)
+            .unwrap_or_else(|| {
+                if self.items.iter().any(|(u, _)| u.kind == UpdateKind::Video) {
+                    self.items.len()
+                } else {
+                    0
+                }
+            });
+        self.items
+            .range(start..)
+            .filter(move |(u, _)| u.timestamp >= since)
+    }
+}
+
+/// A child in a state's tree.
+#[derive(Clone, Debug)]
+pub(crate) struct Child {
+    /// The strongest interest in the child's subtree.
+    pub interest: InterestLevel,
+    /// Highest layer the child asked for.
+    pub max_layer: u8,
+    /// The child asked for keyframes only.
+    pub keyframes_only: bool,
+    /// Quality last reported for this child.
+    pub quality: Quality,
+    /// When the child was accepted.
+    pub since: Time,
+}
+
+impl Child {
+    pub fn new(interest: InterestLevel, since: Time) -> Self {
+        Child {
+            since,
+            interest,
+            max_layer: u8::MAX,
+            keyframes_only: false,
+            quality: Quality::Full,
+        }
+    }
+
+    /// True when this child's subtree wants `update` at all (Low interest: keyframes and the
+    /// base layer only).
+    pub fn wants(&self, update: &StateUpdate) -> bool {
+        if !self.interest.is_interested() || update.layer > self.max_layer {
+            return false;
+        }
+        let keyframes_only = self.keyframes_only || self.interest == InterestLevel::Low;
+        !keyframes_only || (update.layer == 0 && update.is_independent())
+    }
+}
+
+/// A join in progress.
+#[derive(Clone, Debug)]
+pub(crate) struct Joining {
+    /// The peer asked (or about to be asked once connected).
+    pub target: NodeId,
+    /// Whether the request has been sent.
+    pub sent: bool,
+    /// Further candidates (id, transport address), best first.
+    pub candidates: Vec<(NodeId, bytes::Bytes)>,
+    /// Redirects followed so far.
+    pub redirects: u8,
+    /// A second candidate asked at the same time when repairing (first accept wins).
+    pub also: Option<NodeId>,
+    /// Whether the second request has been sent.
+    pub also_sent: bool,
+}
+
+/// This node's view of one state's tree.
+#[derive(Debug, Default)]
+pub(crate) struct StateTree {
+    /// The state's authority, once known.
+    pub authority: Option<NodeId>,
+    /// This node's own interest.
+    pub own: InterestLevel,
+    /// Current parent.
+    pub parent: Option<NodeId>,
+    /// The previous parent kept during a make-before-break switch until a group boundary.
+    pub prev_parent: Option<NodeId>,
+    /// Ancestors from the authority down to and including the parent (empty at the authority).
+    pub path: Vec<NodeId>,
+    /// A join in progress.
+    pub joining: Option<Joining>,
+    /// Children and their interest.
+    pub children: BTreeMap<NodeId, Child>,
+    /// Aggregated interest last told to the parent.
+    pub sent_interest: InterestLevel,
+    /// Rotates redirect candidates across children.
+    pub redirect_cursor: usize,
+    /// Duplicate suppression and ordering.
+    pub recv: ReceiveWindow,
+    /// Recent updates for repair.
+    pub buffer: RepairBuffer,
+    /// Counters.
+    pub metrics: StateMetrics,
+    /// Own track muted (publishing suppressed).
+    pub muted: bool,
+    /// The call this state is a track of (group mode).
+    pub call: Option<u64>,
+    /// When an update was last forwarded or published.
+    pub last_forward: Time,
+    /// Newest seq announced to children.
+    pub announced: Option<u64>,
+    /// When the node lost its parent (for health and the re-attach metric).
+    pub detached_since: Option<Time>,
+    /// When updates were last skipped (for health).
+    pub last_skip: Option<Time>,
+    /// Pulls sent for the current gap.
+    pub pull_rounds: u8,
+    /// When the last make-before-break switch was started (rate limit).
+    pub last_switch: Option<Time>,
+    /// A child asked to move below a stronger joiner once that joiner is attached: (child,
+    /// joiner).
+    pub pending_move: Option<(NodeId, NodeId)>,
+    /// Set when a new parent accepted us while we were already receiving: the first new
+    /// keyframe from it resynchronises the window (the outage's gap is an older group, which the
+    /// new parent's scheduler would drop as superseded anyway).
+    pub resync: bool,
+    /// When the parent was found gone (for the re-attach metric).
+    pub parent_lost_at: Option<Time>,
+    /// Longest re-attach observed (detection to accept).
+    pub reattach_max: Duration,
+}
+
+impl StateTree {
+    /// True when this node is the state's authority.
+    pub fn is_authority(&self, me: NodeId) -> bool {
+        self.authority == Some(me)
+    }
+
+    /// True when the node has a live path to the authority (or is it).
+    pub fn attached(&self, me: NodeId) -> bool {
+        self.is_authority(me) || self.parent.is_some()
+    }
+
+    /// The strongest interest here and below.
+    pub fn aggregated(&self) -> InterestLevel {
+        self.children
+            .values()
+            .map(|c| c.interest)
+            .fold(self.own, InterestLevel::max)
+    }
+
+    /// Depth of this node (the authority is 0).
+    pub fn depth(&self) -> u16 {
+        self.path.len() as u16
+    }
+
+    /// This node's path (ancestors then itself).
+    pub fn own_path(&self, me: NodeId) -> Vec<NodeId> {
+        let mut p = Vec::with_capacity(self.path.len() + 1);
+        p.extend_from_slice(&self.path);
+        p.push(me);
+        p
+    }
+
+    /// True when the own interest expects every update (so gaps are losses, not filtering).
+    pub fn expects_all(&self) -> bool {
+        self.aggregated() >= InterestLevel::Medium
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elara_core::StateId;
+
+    fn held(seq: u64) -> Held {
+        Held {
+            update: StateUpdate::new(StateId(1), NodeId::from_u64(1), seq, Time::ZERO),
+            hops: 1,
+            arrived: Time::ZERO,
+        }
+    }
+
+    #[test]
+    fn window_delivers_in_order_and_classifies_duplicates_and_late() {
+        let mut w = ReceiveWindow::default();
+        let mut got = Vec::new();
+        let mut out = |h: Held| got.push(h.update.seq);
+        w.accept(held(10), &mut out);
+        assert_eq!(w.classify(10), Arrival::Duplicate);
+        w.accept(held(12), &mut out);
+        assert_eq!(w.classify(12), Arrival::Duplicate);
+        assert!(w.has_gap());
+        let mut miss = Vec::new();
+        w.missing(8, &mut miss);
+        assert_eq!(miss, vec![11]);
+        w.accept(held(11), &mut out);
+        w.accept(held(14), &mut out);
+        assert_eq!(w.skip_gap(&mut out), 1);
+        assert_eq!(w.classify(13), Arrival::Late);
+        assert_eq!(w.classify(9), Arrival::Late);
+        assert_eq!(w.classify(14), Arrival::Duplicate);
+        assert_eq!(got, vec![10, 11, 12, 14]);
+    }
+
+    #[test]
+    fn buffer_stays_sorted_and_bounded() {
+        let mut b = RepairBuffer::default();
+        for s in [1u64, 2, 4, 3, 5] {
+            b.insert(held(s).update, 0, 4, Duration::from_secs(1));
+        }
+        assert!(b.get(1).is_none());
+        assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));
+        assert_eq!(b.newest(), Some(5));
+    }
+}

@@ -1,0 +1,172 @@
+//! Shared helpers for the swarm harness tests: node configs, a synthetic video stream, and
+//! readers of what nodes delivered.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use elara_core::{
+    Capabilities, GroupId, InterestLevel, NodeId, Priority, StateId, StateUpdate, Time, UpdateKind,
+};
+use elara_diffusion::harness::Harness;
+use elara_diffusion::swarm::{Event, SwarmConfig};
+
+/// Capabilities of a relay accepting `k` children.
+pub fn caps(k: u16) -> Capabilities {
+    Capabilities {
+        upload_kbps: 20_000,
+        download_kbps: 20_000,
+        max_children: k,
+        codecs: 1,
+        max_payload: 1 << 20,
+    }
+}
+
+/// A node config with test timers (keep-alive `ka` ms, idle timeout 3.5 × `ka`).
+pub fn config(id: u64, k: u16, bootstrap: Option<u64>, ka_ms: u64) -> SwarmConfig {
+    let mut c = SwarmConfig::new(NodeId::from_u64(id), caps(k))
+        .with_seed(id.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .with_keepalive(
+            Duration::from_millis(ka_ms),
+            Duration::from_millis(ka_ms * 7 / 2),
+        );
+    c.join_timeout = Duration::from_millis(300);
+    c.dial_timeout = Duration::from_millis(400);
+    if let Some(b) = bootstrap {
+        c = c.with_bootstrap(NodeId::from_u64(b));
+    }
+    c
+}
+
+/// A synthetic video track: a keyframe every `gop` frames, each frame one update.
+pub struct Stream {
+    pub state: StateId,
+    pub source: NodeId,
+    pub gop: u64,
+    pub key_bytes: usize,
+    pub delta_bytes: usize,
+    pub next: u64,
+}
+
+impl Stream {
+    pub fn video(state: u64, source: u64) -> Self {
+        Stream {
+            state: StateId(state),
+            source: NodeId::from_u64(source),
+            gop: 15,
+            key_bytes: 3_000,
+            delta_bytes: 800,
+            next: 0,
+        }
+    }
+
+    pub fn frame(&mut self, now: Time) -> StateUpdate {
+        let seq = self.next;
+        self.next += 1;
+        let key = seq.is_multiple_of(self.gop);
+        let len = if key {
+            self.key_bytes
+        } else {
+            self.delta_bytes
+        };
+        let mut u = StateUpdate::new(self.state, self.source, seq, now)
+            .with_kind(UpdateKind::Video)
+            .with_group(GroupId(seq / self.gop))
+            .with_priority(if key {
+                Priority::High
+            } else {
+                Priority::Normal
+            })
+            .with_payload(Bytes::from(vec![(seq % 251) as u8; len]));
+        if key {
+            u = u.keyframe();
+        }
+        u
+    }
+}
+
+/// Publishes `n` frames `interval` apart, running the harness in between.
+pub fn stream_frames(h: &mut Harness, stream: &mut Stream, n: u64, interval: Duration) {
+    for _ in 0..n {
+        let now = h.now();
+        let f = stream.frame(now);
+        h.node_mut(stream.source)
+            .publish(now, f)
+            .expect("authority publishes");
+        h.run_for(interval);
+    }
+}
+
+/// One delivered update as a test sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Got {
+    pub seq: u64,
+    pub hops: u8,
+    pub latency: Duration,
+    pub keyframe: bool,
+    pub group: GroupId,
+    pub at: Time,
+}
+
+/// What `id` delivered of `state`, in delivery order.
+pub fn delivered(h: &Harness, id: NodeId, state: StateId) -> Vec<Got> {
+    h.timed_events(id)
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::Delivered {
+                update,
+                hops,
+                latency,
+            } if update.state == state => Some(Got {
+                seq: update.seq,
+                hops: *hops,
+                latency: *latency,
+                keyframe: update.keyframe,
+                group: update.group,
+                at: *at,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that no delivered video delta came before its group's keyframe.
+pub fn assert_decodable(got: &[Got], who: NodeId) {
+    let mut group_with_key = None;
+    for g in got {
+        if g.keyframe {
+            group_with_key = Some(g.group);
+        } else {
+            assert_eq!(
+                group_with_key,
+                Some(g.group),
+                "{who} was handed delta {} of {:?} without its keyframe",
+                g.seq,
+                g.group
+            );
+        }
+    }
+}
+
+/// Builds a livestream: node 1 publishes, nodes 2..=n+1 join through it with `level`.
+pub fn livestream(
+    seed: u64,
+    link: elara_diffusion::harness::LinkProfile,
+    n: u64,
+    k: u16,
+    ka_ms: u64,
+    level: InterestLevel,
+) -> (Harness, Stream) {
+    let mut h = Harness::new(seed, link);
+    h.add_node(config(1, k, None, ka_ms));
+    let stream = Stream::video(7, 1);
+    h.node_mut(NodeId::from_u64(1))
+        .create_state(stream.state)
+        .expect("fresh state");
+    for i in 2..=n + 1 {
+        h.add_node(config(i, k, Some(1), ka_ms));
+        h.node_mut(NodeId::from_u64(i))
+            .declare_interest(Time::ZERO, stream.state, level);
+    }
+    (h, stream)
+}

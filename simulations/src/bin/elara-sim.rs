@@ -1,0 +1,199 @@
+//! `elara-sim`: run ELARA scenarios, compare reports, list the bundled scenarios.
+//!
+//! ```text
+//! elara-sim run SCENARIO.toml [--seed N] [--json FILE] [--plots DIR] [--set key=value ...]
+//! elara-sim compare A.json B.json [--fail-on-worse]
+//! elara-sim list
+//! ```
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use elara_simulations::report::{Report, compare};
+use elara_simulations::scenario::Scenario;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "elara-sim",
+    version,
+    about = "ELARA's deterministic swarm network simulator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario (a path, or the name of a bundled scenario).
+    Run {
+        /// Scenario file or bundled scenario name.
+        scenario: PathBuf,
+        /// Seed (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write SVG plots into this directory.
+        #[arg(long)]
+        plots: Option<PathBuf>,
+        /// Override a scenario field, e.g. `--set viewers=100000 --set network.loss=0.02`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Compare two JSON reports: what got better or worse from A to B.
+    Compare {
+        /// The reference report.
+        a: PathBuf,
+        /// The new report.
+        b: PathBuf,
+        /// Exit with status 1 if any metric got worse.
+        #[arg(long)]
+        fail_on_worse: bool,
+    },
+    /// List the bundled scenarios.
+    List,
+}
+
+fn scenario_dir() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    if here.is_dir() {
+        here
+    } else {
+        PathBuf::from("simulations/scenarios")
+    }
+}
+
+fn resolve(p: &Path) -> PathBuf {
+    if p.exists() {
+        return p.to_owned();
+    }
+    let named = scenario_dir().join(p).with_extension("toml");
+    if named.exists() { named } else { p.to_owned() }
+}
+
+fn read_report(p: &Path) -> Result<Report, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not an elara-sim report: {e}", p.display()))
+}
+
+fn run(
+    scenario: &Path,
+    seed: Option<u64>,
+    json: Option<&Path>,
+    plots: Option<&Path>,
+    set: Vec<String>,
+) -> Result<(), String> {
+    let path = resolve(scenario);
+    let s = Scenario::load(&path, &set).map_err(|e| e.to_string())?;
+    let seed = seed.unwrap_or(s.seed);
+    let protocols = s.protocols.len() as u64;
+    let end_us = ((s.duration_s + s.drain_s) * 1e6) as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(end_us * protocols), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<12} [{bar:40}] {percent:>3}% ETA {eta}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let names: Vec<String> = s.protocols.clone();
+    let mut last_events = 0u64;
+    let mut report = elara_simulations::run(s, seed, set, &mut |name, t, ev| {
+        let i = names.iter().position(|n| n == name).unwrap_or(0) as u64;
+        bar.set_message(name.to_owned());
+        bar.set_position(i * end_us + t.min(end_us));
+        last_events = ev;
+    })
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    bar.finish_and_clear();
+    let _ = last_events;
+    let wall = started.elapsed().as_secs_f64();
+    let events: u64 = report.runs.iter().map(|r| r.counters.events).sum();
+    print!("{}", report.table());
+    eprintln!(
+        "{events} events in {wall:.1} s wall: {:.2} M events/s",
+        events as f64 / wall.max(1e-9) / 1e6
+    );
+    if let Some(j) = json {
+        report.overrides.sort();
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(j, text + "\n").map_err(|e| format!("{}: {e}", j.display()))?;
+    }
+    if let Some(d) = plots {
+        let files = elara_simulations::plot::write_plots(&report, d)
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn list() -> Result<(), String> {
+    let dir = scenario_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for f in files {
+        match Scenario::load(&f, &[]) {
+            Ok(s) => println!(
+                "{:<22} {}",
+                f.file_stem()
+                    .map(|x| x.to_string_lossy())
+                    .unwrap_or_default(),
+                s.description
+            ),
+            Err(e) => println!("{e}"),
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            scenario,
+            seed,
+            json,
+            plots,
+            set,
+        } => run(&scenario, seed, json.as_deref(), plots.as_deref(), set),
+        Command::Compare {
+            a,
+            b,
+            fail_on_worse,
+        } => (|| {
+            let ra = read_report(&a)?;
+            let rb = read_report(&b)?;
+            let (text, worse) = compare(&ra, &rb);
+            print!("{text}");
+            println!("{worse} metric(s) got worse");
+            if fail_on_worse && worse > 0 {
+                return Err(format!("{worse} metric(s) got worse"));
+            }
+            Ok(())
+        })(),
+        Command::List => list(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("elara-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,797 @@
+//! The discrete-event engine: drives one [`ProtocolKind`]'s nodes through the planned
+//! [`World`] over the modelled network.
+//!
+//! Messages are encoded with `elara_core::wire` when they leave a node and decoded when they
+//! arrive, as over QUIC. The same encoded [`Bytes`] is shared by every recipient of an identical
+//! message (a fan-out costs one encode and reference-count clones).
+//!
+//! Per message the engine schedules two events: arrival at the receiver's downlink after the
+//! sender's uplink FIFO, the core latency and jitter (and loss recovery), then delivery after the
+//! downlink FIFO. Queues are finite: a message that does not fit is dropped.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use elara_core::{Capabilities, Message, NodeId, StateUpdate, Time, wire};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::metrics::Collector;
+use crate::network::{self, LinkModel, MAX_ATTEMPTS, PACKET_BYTES};
+use crate::protocol::{LinkStats, NodeSetup, Protocol, ProtocolEvent, ProtocolKind, Transmit};
+use crate::report::RunReport;
+use crate::scenario::Recovery;
+use crate::world::{FaultPlan, World, node_id, node_index};
+
+/// A zero buffer every synthetic payload is a slice of (payload content is irrelevant; sizes are
+/// what the network sees).
+static ZEROS: [u8; wire::MAX_PAYLOAD] = [0; wire::MAX_PAYLOAD];
+
+enum Ev {
+    Publish(u32),
+    Arrive {
+        to: u32,
+        from: u32,
+        bytes: Bytes,
+    },
+    Deliver {
+        to: u32,
+        from: u32,
+        bytes: Bytes,
+    },
+    Timer(u32),
+    Feedback(u32),
+    Connected {
+        node: u32,
+        peer: u32,
+    },
+    /// `node` learns that its connection to `peer` opened at or before `opened_by` is gone.
+    PeerLost {
+        node: u32,
+        peer: u32,
+        opened_by: u64,
+    },
+    Join(u32),
+    Leave(u32),
+    PartitionStart(u32),
+    PartitionHeal,
+}
+
+/// Identity hasher for u32 keys (the keys are node indices, already well spread).
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Link {
+    peer: u32,
+    /// When this connection was opened (a loss decided earlier concerns an older one).
+    opened: u64,
+    ready_at: u64,
+    period_bytes: u64,
+    period_packets: u32,
+    period_lost: u32,
+}
+
+/// A node's connections, in creation order (iteration never depends on hashing).
+#[derive(Default)]
+struct LinkTable {
+    links: Vec<Link>,
+    index: Option<HashMap<u32, u32, BuildHasherDefault<IndexHasher>>>,
+}
+
+const INDEX_FROM: usize = 24;
+
+impl LinkTable {
+    fn find(&self, peer: u32) -> Option<usize> {
+        match &self.index {
+            Some(map) => map.get(&peer).map(|&i| i as usize),
+            None => self.links.iter().position(|l| l.peer == peer),
+        }
+    }
+
+    fn insert(&mut self, link: Link) -> usize {
+        let i = self.links.len();
+        self.links.push(link);
+        if let Some(map) = &mut self.index {
+            map.insert(link.peer, i as u32);
+        } else if self.links.len() > INDEX_FROM {
+            self.index = Some(
+                self.links
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.peer, i as u32))
+                    .collect(),
+            );
+        }
+        i
+    }
+
+    fn remove(&mut self, peer: u32) -> bool {
+        let Some(i) = self.find(peer) else {
+            return false;
+        };
+        self.links.swap_remove(i);
+        if let Some(map) = &mut self.index {
+            map.remove(&peer);
+            if let Some(moved) = self.links.get(i) {
+                map.insert(moved.peer, i as u32);
+            }
+        }
+        true
+    }
+}
+
+struct Access {
+    up_busy: u64,
+    down_busy: u64,
+    bad: bool,
+}
+
+/// Progress callback: simulated µs so far, events so far.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Drives one protocol through a world.
+pub struct Engine<'w, K: ProtocolKind> {
+    world: &'w World,
+    kind: &'w K,
+    link: &'w LinkModel,
+    now: u64,
+    queue: crate::queue::EventQueue<Ev>,
+    nodes: Vec<Option<K::Node>>,
+    timer_at: Vec<u64>,
+    access: Vec<Access>,
+    links: Vec<LinkTable>,
+    alive: Vec<bool>,
+    partition: Option<usize>,
+    rng: ChaCha8Rng,
+    metrics: Collector,
+    next_frame: usize,
+    tx: Vec<Transmit>,
+    evs: Vec<ProtocolEvent>,
+    cache: Option<(u32, u8, u64, u64, usize, usize, Bytes)>,
+    events: u64,
+    up_queue: Vec<u64>,
+    down_queue: Vec<u64>,
+    feedback_us: u64,
+    stream_bps: f64,
+}
+
+impl<'w, K: ProtocolKind> Engine<'w, K> {
+    /// Prepares a run of `kind` over `world`.
+    pub fn new(world: &'w World, kind: &'w K) -> Self {
+        let n = world.nodes.len();
+        let link = &world.link;
+        let q = |bps: u64| ((bps as f64 * link.queue_us / 8e6) as u64).max(64 * 1024);
+        let mut e = Engine {
+            world,
+            kind,
+            link,
+            now: 0,
+            queue: crate::queue::EventQueue::new(),
+            nodes: (0..n).map(|_| None).collect(),
+            timer_at: vec![u64::MAX; n],
+            access: (0..n)
+                .map(|_| Access {
+                    up_busy: 0,
+                    down_busy: 0,
+                    bad: false,
+                })
+                .collect(),
+            links: (0..n).map(|_| LinkTable::default()).collect(),
+            alive: vec![false; n],
+            partition: None,
+            rng: ChaCha8Rng::seed_from_u64(world.seed ^ 0x000e_1a2a_00e7),
+            metrics: Collector::new(world),
+            next_frame: 0,
+            tx: Vec::new(),
+            evs: Vec::new(),
+            cache: None,
+            events: 0,
+            up_queue: world.nodes.iter().map(|p| q(p.up_bps)).collect(),
+            down_queue: world.nodes.iter().map(|p| q(p.down_bps)).collect(),
+            feedback_us: (world.scenario.feedback_ms * 1000.0) as u64,
+            stream_bps: world.stream_rate_bps(),
+        };
+        for (i, plan) in world.nodes.iter().enumerate() {
+            e.queue.push(plan.join_us, Ev::Join(i as u32));
+            if plan.leave_us != u64::MAX {
+                e.queue.push(plan.leave_us, Ev::Leave(i as u32));
+            }
+        }
+        for (j, f) in world.faults.iter().enumerate() {
+            if let FaultPlan::Partition { at_us, heal_us, .. } = f {
+                e.queue.push(*at_us, Ev::PartitionStart(j as u32));
+                e.queue.push(*heal_us, Ev::PartitionHeal);
+            }
+        }
+        if let Some(f) = world.frames.frames.first() {
+            e.queue.push(f.time_us, Ev::Publish(0));
+        }
+        e
+    }
+
+    /// Runs to the end and summarises.
+    pub fn run(mut self, progress: Progress<'_>) -> RunReport {
+        let end = self.world.end_us;
+        while let Some(t) = self.queue.peek_time() {
+            if t > end {
+                break;
+            }
+            let (t, ev) = self.queue.pop().expect("peeked");
+            self.now = t;
+            self.events += 1;
+            if self.events & 0xFFFF == 0 {
+                progress(t, self.events);
+            }
+            self.dispatch(ev);
+        }
+        progress(end, self.events);
+        for p in self.nodes.iter().flatten() {
+            p.diagnostics(&mut self.metrics.protocol);
+        }
+        self.metrics
+            .finish(self.world, self.kind.name(), self.events)
+    }
+
+    fn time(&self) -> Time {
+        Time::from_micros(self.now)
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Publish(i) => self.publish(i),
+            Ev::Arrive { to, from, bytes } => self.arrive(to, from, bytes),
+            Ev::Deliver { to, from, bytes } => self.deliver(to, from, bytes),
+            Ev::Timer(n) => self.timer(n),
+            Ev::Feedback(n) => self.feedback(n),
+            Ev::Connected { node, peer } => {
+                if self.alive[node as usize] && self.links[node as usize].find(peer).is_some() {
+                    let now = self.time();
+                    if let Some(p) = self.nodes[node as usize].as_mut() {
+                        p.peer_connected(now, node_id(peer));
+                    }
+                    self.after(node);
+                }
+            }
+            Ev::PeerLost {
+                node,
+                peer,
+                opened_by,
+            } => {
+                let table = &mut self.links[node as usize];
+                let current = table
+                    .find(peer)
+                    .is_some_and(|i| table.links[i].opened <= opened_by);
+                if self.alive[node as usize] && current && table.remove(peer) {
+                    let now = self.time();
+                    if let Some(p) = self.nodes[node as usize].as_mut() {
+                        p.peer_lost(now, node_id(peer));
+                    }
+                    self.after(node);
+                }
+            }
+            Ev::Join(n) => self.join(n),
+            Ev::Leave(n) => self.leave(n),
+            Ev::PartitionStart(j) => self.partition_start(j as usize),
+            Ev::PartitionHeal => self.partition = None,
+        }
+    }
+
+    fn join(&mut self, n: u32) {
+        let plan = &self.world.nodes[n as usize];
+        let setup = NodeSetup {
+            id: node_id(n),
+            role: plan.role,
+            bootstrap: vec![
+                self.world
+                    .directory
+                    .first()
+                    .map_or(node_id(0), |t| t.authority),
+            ],
+            caps: Capabilities {
+                upload_kbps: (plan.up_bps / 1000) as u32,
+                download_kbps: (plan.down_bps / 1000) as u32,
+                // What an application configures from its uplink and the stream's rate: the
+                // children it can feed at full rate with a 20% margin (16 at most).
+                max_children: ((plan.up_bps as f64 * 0.8 / self.stream_bps.max(1.0)) as u16)
+                    .min(16),
+                codecs: 0,
+                max_payload: wire::MAX_PAYLOAD as u32,
+            },
+            seed: splitmix(self.world.seed ^ (u64::from(n) << 20)),
+            latency_budget: Duration::from_micros(
+                (self.world.scenario.playout.deadline_ms * 1000.0) as u64,
+            ),
+        };
+        let now = self.time();
+        let mut node = self.kind.create(&setup, now);
+        node.start(now, &self.world.directory);
+        for (t, track) in self.world.directory.iter().enumerate() {
+            let l = self.world.level(n, t);
+            if l.is_interested() {
+                node.declare_interest(now, track.state, l);
+            }
+        }
+        self.nodes[n as usize] = Some(node);
+        self.alive[n as usize] = true;
+        self.after(n);
+        let phase = self.feedback_us * u64::from(n % 97) / 97;
+        self.queue
+            .push(self.now + self.feedback_us + phase, Ev::Feedback(n));
+    }
+
+    fn leave(&mut self, n: u32) {
+        if !self.alive[n as usize] {
+            return;
+        }
+        let plan = self.world.nodes[n as usize];
+        let detect = if plan.crash {
+            self.link.detect_us
+        } else {
+            let now = self.time();
+            if let Some(p) = self.nodes[n as usize].as_mut() {
+                p.leave(now);
+            }
+            self.after(n);
+            0
+        };
+        self.alive[n as usize] = false;
+        if let Some(p) = self.nodes[n as usize].take() {
+            p.diagnostics(&mut self.metrics.protocol);
+        }
+        let links = std::mem::take(&mut self.links[n as usize]);
+        for l in links.links {
+            let delay = if detect > 0 {
+                detect
+            } else {
+                self.one_way(n, l.peer)
+            };
+            self.queue.push(
+                self.now + delay,
+                Ev::PeerLost {
+                    node: l.peer,
+                    peer: n,
+                    opened_by: self.now,
+                },
+            );
+        }
+    }
+
+    fn partition_start(&mut self, j: usize) {
+        let FaultPlan::Partition { side, .. } = &self.world.faults[j] else {
+            return;
+        };
+        self.partition = Some(j);
+        for n in 0..self.nodes.len() {
+            if !self.alive[n] {
+                continue;
+            }
+            for l in &self.links[n].links {
+                if side[n] != side[l.peer as usize] {
+                    self.queue.push(
+                        self.now + self.link.detect_us,
+                        Ev::PeerLost {
+                            node: n as u32,
+                            peer: l.peer,
+                            opened_by: self.now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn cut(&self, a: u32, b: u32) -> bool {
+        match self.partition {
+            Some(j) => match &self.world.faults[j] {
+                FaultPlan::Partition { side, .. } => side[a as usize] != side[b as usize],
+                FaultPlan::MassFailure { .. } => false,
+            },
+            None => false,
+        }
+    }
+
+    fn publish(&mut self, i: u32) {
+        let frames = &self.world.frames;
+        let f = frames.frames[i as usize];
+        if let Some(next) = frames.frames.get(i as usize + 1) {
+            self.queue.push(next.time_us, Ev::Publish(i + 1));
+        }
+        self.next_frame = i as usize + 1;
+        let track = &frames.tracks[f.track as usize];
+        let a = track.authority;
+        let (kind, priority) = frames.kind_of(&f);
+        let mut update = StateUpdate::new(track.state, node_id(a), u64::from(f.seq), self.time())
+            .with_group(elara_core::GroupId(u64::from(f.group)))
+            .with_kind(kind)
+            .with_priority(priority)
+            .with_payload(Bytes::from_static(&ZEROS[..f.size as usize]));
+        if f.keyframe {
+            update = update.keyframe();
+        }
+        if !self.alive[a as usize] {
+            return;
+        }
+        let now = self.time();
+        if let Some(p) = self.nodes[a as usize].as_mut() {
+            p.publish(now, update);
+        }
+        self.after(a);
+    }
+
+    fn timer(&mut self, n: u32) {
+        if self.timer_at[n as usize] != self.now || !self.alive[n as usize] {
+            return;
+        }
+        self.timer_at[n as usize] = u64::MAX;
+        let now = self.time();
+        let Some(p) = self.nodes[n as usize].as_mut() else {
+            return;
+        };
+        if p.poll_timeout().is_some_and(|t| t <= now) {
+            p.handle_timeout(now);
+        }
+        self.after(n);
+    }
+
+    fn feedback(&mut self, n: u32) {
+        if !self.alive[n as usize] {
+            return;
+        }
+        self.queue
+            .push(self.now + self.feedback_us, Ev::Feedback(n));
+        let plan = self.world.nodes[n as usize];
+        let period_s = self.feedback_us as f64 / 1e6;
+        let backlog =
+            network::backlog_bytes(self.now, self.access[n as usize].up_busy, plan.up_bps);
+        let queue_us = self.access[n as usize].up_busy.saturating_sub(self.now);
+        // Max-min fair share of the uplink among the links used in the period.
+        let table = &self.links[n as usize];
+        let active: Vec<(usize, f64)> = table
+            .links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.period_packets > 0)
+            .map(|(i, l)| (i, l.period_bytes as f64 / period_s))
+            .collect();
+        if active.is_empty() {
+            return;
+        }
+        // What each link could carry now: the uplink capacity left over by the other links at
+        // their current rates, at least an equal share, at most the receiver's downlink.
+        let cap = plan.up_bps as f64 / 8.0;
+        let total: f64 = active.iter().map(|a| a.1).sum();
+        let equal = cap / active.len() as f64;
+        let mut stats = Vec::with_capacity(active.len());
+        let period_total: f64 = total.max(1.0);
+        for (i, rate) in active {
+            let l = table.links[i];
+            let down = self.world.nodes[l.peer as usize].down_bps as f64 / 8.0;
+            let est = (cap - (total - rate)).max(equal).min(down);
+            stats.push((
+                l.peer,
+                LinkStats {
+                    rtt: Duration::from_micros(2 * self.one_way(n, l.peer) + queue_us),
+                    send_rate_estimate: est as u64,
+                    loss: l.period_lost as f32 / l.period_packets.max(1) as f32,
+                    queued_bytes: (backlog as f64 * rate / period_total) as u64,
+                },
+            ));
+        }
+        for l in &mut self.links[n as usize].links {
+            l.period_bytes = 0;
+            l.period_packets = 0;
+            l.period_lost = 0;
+        }
+        let now = self.time();
+        if let Some(p) = self.nodes[n as usize].as_mut() {
+            for (peer, s) in stats {
+                p.link_feedback(now, node_id(peer), s);
+            }
+        }
+        self.after(n);
+    }
+
+    fn one_way(&self, a: u32, b: u32) -> u64 {
+        self.link.one_way_us(
+            self.world.nodes[a as usize].pos,
+            self.world.nodes[b as usize].pos,
+        )
+    }
+
+    /// Drains a node after an input: transmits and events until both are empty, then its timer.
+    fn after(&mut self, n: u32) {
+        let now = self.time();
+        loop {
+            let Some(node) = self.nodes[n as usize].as_mut() else {
+                return;
+            };
+            while let Some(t) = node.poll_transmit(now) {
+                self.tx.push(t);
+            }
+            while let Some(e) = node.poll_event() {
+                self.evs.push(e);
+            }
+            if self.tx.is_empty() && self.evs.is_empty() {
+                break;
+            }
+            let mut tx = std::mem::take(&mut self.tx);
+            for t in tx.drain(..) {
+                self.send(n, t);
+            }
+            self.tx = tx;
+            let mut evs = std::mem::take(&mut self.evs);
+            for e in evs.drain(..) {
+                self.on_event(n, e);
+            }
+            self.evs = evs;
+        }
+        let deadline = self.nodes[n as usize]
+            .as_mut()
+            .and_then(|p| p.poll_timeout());
+        if let Some(t) = deadline {
+            let t = t.as_micros().max(self.now);
+            if t < self.timer_at[n as usize] {
+                self.timer_at[n as usize] = t;
+                self.queue.push(t, Ev::Timer(n));
+            }
+        }
+    }
+
+    fn on_event(&mut self, n: u32, e: ProtocolEvent) {
+        match e {
+            ProtocolEvent::Delivered { state, seq, hops } => {
+                match self.world.frames.index(state, seq) {
+                    Some(f) => self.metrics.on_delivered(self.world, n, f, self.now, hops),
+                    None => self.metrics.counters.unknown_deliveries += 1,
+                }
+            }
+            ProtocolEvent::Connect { peer } => self.connect(n, peer),
+            ProtocolEvent::Disconnect { peer } => {
+                if let Some(p) = node_index(&peer, self.nodes.len())
+                    && self.links[n as usize].remove(p)
+                {
+                    let at = self.now + self.one_way(n, p);
+                    self.queue.push(
+                        at,
+                        Ev::PeerLost {
+                            node: p,
+                            peer: n,
+                            opened_by: self.now,
+                        },
+                    );
+                }
+            }
+            ProtocolEvent::ParentChanged { .. } => {}
+        }
+    }
+
+    /// Opens a connection from `n` to `peer` (QUIC handshake: the acceptor learns of it after
+    /// half an RTT, the dialler after one RTT), or fails it after the detection delay.
+    fn connect(&mut self, n: u32, peer_id: NodeId) {
+        let Some(peer) = node_index(&peer_id, self.nodes.len()).filter(|&p| p != n) else {
+            self.metrics.counters.bad_destination += 1;
+            return;
+        };
+        if let Some(i) = self.links[n as usize].find(peer) {
+            let at = self.links[n as usize].links[i].ready_at.max(self.now);
+            self.queue.push(at, Ev::Connected { node: n, peer });
+            return;
+        }
+        self.open_link(n, peer);
+    }
+
+    /// Creates the link `from → to` (and its reverse when reachable) and schedules the
+    /// connection notifications; returns the index of the link in `from`'s table.
+    fn open_link(&mut self, from: u32, to: u32) -> usize {
+        let reachable = self.alive[to as usize] && !self.cut(from, to);
+        let rtt = 2 * self.one_way(from, to);
+        let now = self.now;
+        let fresh = |peer: u32, ready_at: u64| Link {
+            peer,
+            opened: now,
+            ready_at,
+            period_bytes: 0,
+            period_packets: 0,
+            period_lost: 0,
+        };
+        let i = self.links[from as usize].insert(fresh(to, self.now + rtt));
+        if reachable {
+            // A new connection replaces whatever the acceptor still held.
+            match self.links[to as usize].find(from) {
+                Some(j) => self.links[to as usize].links[j] = fresh(from, self.now + rtt / 2),
+                None => {
+                    self.links[to as usize].insert(fresh(from, self.now + rtt / 2));
+                }
+            }
+            self.queue.push(
+                self.now + rtt / 2,
+                Ev::Connected {
+                    node: to,
+                    peer: from,
+                },
+            );
+            self.queue.push(
+                self.now + rtt,
+                Ev::Connected {
+                    node: from,
+                    peer: to,
+                },
+            );
+        } else {
+            self.queue.push(
+                self.now + self.link.detect_us,
+                Ev::PeerLost {
+                    node: from,
+                    peer: to,
+                    opened_by: self.now,
+                },
+            );
+        }
+        i
+    }
+
+    fn encode(&mut self, from: u32, message: &Message) -> Bytes {
+        if let Message::Update { hops, update } = message {
+            let key = (
+                from,
+                *hops,
+                update.state.0,
+                update.seq,
+                update.payload.as_ptr() as usize,
+                update.payload.len(),
+            );
+            if let Some(c) = &self.cache
+                && (c.0, c.1, c.2, c.3, c.4, c.5) == key
+            {
+                return c.6.clone();
+            }
+            let mut buf = BytesMut::with_capacity(message.encoded_len());
+            message.encode(&mut buf);
+            let bytes = buf.freeze();
+            self.cache = Some((key.0, key.1, key.2, key.3, key.4, key.5, bytes.clone()));
+            bytes
+        } else {
+            message.to_bytes()
+        }
+    }
+
+    fn send(&mut self, from: u32, t: Transmit) {
+        let n = self.nodes.len();
+        let Some(to) = node_index(&t.to, n) else {
+            self.metrics.counters.bad_destination += 1;
+            return;
+        };
+        if to == from {
+            self.metrics.counters.bad_destination += 1;
+            return;
+        }
+        let bytes = self.encode(from, &t.message);
+        let len = bytes.len();
+        let is_update = matches!(t.message, Message::Update { .. });
+        drop(t);
+        let packets = len.div_ceil(PACKET_BYTES).max(1) as u32;
+        // Connection (opened on first use for protocols that do not ask for one).
+        let li = match self.links[from as usize].find(to) {
+            Some(i) => i,
+            None => self.open_link(from, to),
+        };
+        let unreachable = !self.alive[to as usize] || self.cut(from, to);
+        let link = &mut self.links[from as usize].links[li];
+        link.period_bytes += len as u64;
+        link.period_packets += packets;
+        let ready_at = link.ready_at;
+        if unreachable {
+            link.period_lost += packets;
+            self.metrics.counters.unreachable += 1;
+            return;
+        }
+        // Uplink FIFO.
+        let plan = &self.world.nodes[from as usize];
+        let acc = &mut self.access[from as usize];
+        let backlog = network::backlog_bytes(self.now, acc.up_busy, plan.up_bps);
+        if backlog + len as u64 > self.up_queue[from as usize] {
+            self.links[from as usize].links[li].period_lost += packets;
+            self.metrics.counters.uplink_drops += 1;
+            return;
+        }
+        let depart = acc.up_busy.max(self.now) + network::tx_us(len, plan.up_bps);
+        acc.up_busy = depart;
+        self.metrics.on_send(from, len, is_update);
+        // Core: latency, jitter, loss and recovery.
+        let one_way = self.one_way(from, to);
+        let mut at = depart.max(ready_at) + one_way + self.link.jitter_us(&mut self.rng);
+        let mut attempts = 1;
+        loop {
+            let bad = &mut self.access[to as usize].bad;
+            if !self.link.lost(len, bad, &mut self.rng) {
+                break;
+            }
+            self.links[from as usize].links[li].period_lost += 1;
+            self.metrics.counters.losses += 1;
+            if self.link.recovery == Recovery::None || attempts >= MAX_ATTEMPTS {
+                self.metrics.counters.lost_messages += 1;
+                return;
+            }
+            attempts += 1;
+            // The lost packet is resent after about one RTT; it costs uplink time again.
+            let extra = PACKET_BYTES.min(len);
+            self.metrics.bytes_up[from as usize] += extra as u64;
+            self.metrics.counters.retransmitted_bytes += extra as u64;
+            at += 2 * one_way + one_way / 4 + 1000;
+        }
+        self.queue.push(at, Ev::Arrive { to, from, bytes });
+    }
+
+    fn arrive(&mut self, to: u32, from: u32, bytes: Bytes) {
+        if !self.alive[to as usize] {
+            return;
+        }
+        let plan = &self.world.nodes[to as usize];
+        let acc = &mut self.access[to as usize];
+        let len = bytes.len();
+        let backlog = network::backlog_bytes(self.now, acc.down_busy, plan.down_bps);
+        if backlog + len as u64 > self.down_queue[to as usize] {
+            self.metrics.counters.downlink_drops += 1;
+            return;
+        }
+        let done = acc.down_busy.max(self.now) + network::tx_us(len, plan.down_bps);
+        acc.down_busy = done;
+        self.queue.push(done, Ev::Deliver { to, from, bytes });
+    }
+
+    fn deliver(&mut self, to: u32, from: u32, bytes: Bytes) {
+        if !self.alive[to as usize] {
+            return;
+        }
+        if self.links[to as usize].find(from).is_none() {
+            // The receiver closed this connection: what was in flight is discarded.
+            self.metrics.counters.closed_connection += 1;
+            return;
+        }
+        let message = match wire::decode(&bytes) {
+            Ok((m, used)) if used == bytes.len() => m,
+            _ => {
+                self.metrics.counters.decode_errors += 1;
+                return;
+            }
+        };
+        drop(bytes);
+        if let Message::Update { update, .. } = &message
+            && let Some(f) = self.world.frames.index(update.state, update.seq)
+        {
+            self.metrics.on_receive(to, f);
+        }
+        let now = self.time();
+        let Some(p) = self.nodes[to as usize].as_mut() else {
+            return;
+        };
+        p.handle_message(now, node_id(from), message);
+        self.after(to);
+    }
+}
+
+/// SplitMix64: spreads a seed into a well-mixed per-node seed.
+pub fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
