@@ -27,6 +27,7 @@
 
 pub mod allocator;
 pub mod harness;
+mod hash;
 pub mod interest;
 pub mod scheduler;
 pub mod stats;

@@ -16,7 +16,9 @@
 //!   of the latency budget. As it rises, a target first loses enhancement layers (layer > 0:
 //!   [`Quality::BaseLayer`]), then deltas — the first skipped delta cuts the rest of its group,
 //!   so the target gets fewer frames ([`Quality::ReducedFrames`]), or only keyframes when no delta
-//!   of the group got through ([`Quality::KeyframesOnly`]). The pressure thresholds are lower
+//!   of the group got through ([`Quality::KeyframesOnly`]). A delta is also dropped when, after
+//!   it, a keyframe as large as the state's last one could no longer arrive within the budget:
+//!   deltas never starve the next keyframe. The pressure thresholds are lower
 //!   for lower interest, so Low viewers step down first and Critical ones last; keyframes, audio,
 //!   control and data go as long as they can arrive within the budget at all.
 //! * **Never a broken stream.** Per (link, state) the scheduler tracks the group whose keyframe
@@ -49,7 +51,11 @@
 //! # API for the swarm node
 //!
 //! Keep one scheduler per node and one [`LinkId`] per peer connection (`link_id(peer)` maps back
-//! from a [`NodeId`]). Keep one `Vec<Decision>` and pass it to every `schedule` call. Decisions
+//! from a [`NodeId`]). Keep one `Vec<Decision>` and pass it to every `schedule` call. A node with
+//! many children registers their aggregated interest with
+//! [`PropagationScheduler::set_target`] as it changes and calls
+//! [`PropagationScheduler::schedule_registered`] per update (the fast path); a retransmission
+//! a child asked for goes through [`PropagationScheduler::schedule_repair`]. Decisions
 //! carry `priority` and `interest`, so a node that batches several updates can order its transmit
 //! queue by `(priority, interest)`. Read [`PropagationScheduler::stats`] for metrics and
 //! [`PropagationScheduler::link_info`] for per-link rate, RTT, loss and queue.
@@ -96,8 +102,8 @@ use std::fmt;
 use std::time::Duration;
 
 use elara_core::{InterestLevel, NodeId, Priority, StateId, StateUpdate, Time, UpdateKind};
-use foldhash::fast::FixedState;
 
+use crate::hash::IdHashBuilder;
 use crate::stats::{DropReason, PropagationStats};
 
 /// A handle on one link (one neighbour connection) of a [`PropagationScheduler`]. Stale handles
@@ -452,9 +458,9 @@ pub struct PropagationScheduler {
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
     free_links: Vec<u32>,
-    peers: HashMap<NodeId, LinkId, FixedState>,
+    peers: HashMap<NodeId, LinkId, IdHashBuilder>,
     states: Vec<StateSlot>,
-    state_slots: HashMap<StateId, u32, FixedState>,
+    state_slots: HashMap<StateId, u32, IdHashBuilder>,
     uplink: Option<Pacer>,
     stats: PropagationStats,
     /// Targets of a [`PropagationScheduler::schedule`] call, as given.
@@ -472,9 +478,9 @@ impl PropagationScheduler {
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
-            peers: HashMap::with_hasher(FixedState::with_seed(0)),
+            peers: HashMap::with_hasher(IdHashBuilder::new(0)),
             states: Vec::new(),
-            state_slots: HashMap::with_hasher(FixedState::with_seed(0)),
+            state_slots: HashMap::with_hasher(IdHashBuilder::new(0)),
             uplink: config
                 .uplink_rate
                 .map(|r| Pacer::new(Time::ZERO, r, &config)),

@@ -520,3 +520,68 @@ fn both_entry_points_decide_alike() {
     assert_eq!(a.stats(), b.stats());
     assert!(a.stats().dropped_total() > 0);
 }
+
+#[test]
+fn deltas_leave_room_for_the_next_keyframe() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(20_000)).unwrap();
+    let big_key = video(0, 1, t(0), true).with_payload(Bytes::from(vec![0u8; 5000]));
+    let mut out = Vec::new();
+    s.schedule(t(0), &big_key, [(a, InterestLevel::Critical)], &mut out);
+    assert!(out[0].is_send());
+    let mut verdicts = Vec::new();
+    for seq in 1..=4 {
+        s.schedule(
+            t(0),
+            &video(seq, 1, t(0), false),
+            [(a, InterestLevel::Critical)],
+            &mut out,
+        );
+        verdicts.push(out[0].verdict);
+    }
+    // The fourth delta would still arrive within the budget, but then a keyframe as large as
+    // the last one could not: it is dropped, and the next keyframe fits.
+    assert_eq!(&verdicts[..3], &[Verdict::Send; 3]);
+    assert_eq!(verdicts[3], Verdict::Drop(DropReason::FramesSkipped));
+    let next_key = video(5, 2, t(0), true).with_payload(Bytes::from(vec![0u8; 5000]));
+    s.schedule(t(0), &next_key, [(a, InterestLevel::Critical)], &mut out);
+    assert!(out[0].is_send(), "{:?}", out[0]);
+    assert!(out[0].delay() <= Duration::from_millis(500));
+}
+
+#[test]
+fn repairs_skip_group_bookkeeping_but_not_budget_or_rate() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    let mut out = Vec::new();
+    s.schedule(
+        t(0),
+        &video(0, 1, t(0), true),
+        [(a, InterestLevel::High)],
+        &mut out,
+    );
+    s.schedule(
+        t(100),
+        &video(9, 2, t(100), true),
+        [(a, InterestLevel::High)],
+        &mut out,
+    );
+    // A hole in group 1 is repaired even though group 2 has started.
+    let d = s.schedule_repair(t(110), &video(3, 1, t(90), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Send);
+    // Too old for the budget: dropped.
+    let d = s.schedule_repair(t(900), &video(4, 1, t(95), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::Stale));
+    // A stalled link cannot carry it within the budget.
+    let stalled = LinkStats {
+        queued_bytes: 1_000_000,
+        ..rate(0)
+    };
+    s.link_feedback(t(901), a, stalled).unwrap();
+    let d = s.schedule_repair(t(901), &video(5, 2, t(900), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::RateLimited));
+    assert!(s.remove_link(a));
+    let d = s.schedule_repair(t(902), &video(6, 2, t(900), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::UnknownLink));
+}
