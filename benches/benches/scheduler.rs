@@ -7,9 +7,10 @@
 //! topology (it allocates a fresh `Vec` of decisions, sorts it, and enforces no bandwidth).
 //! `elara`: `PropagationScheduler::schedule_registered` over the targets registered from the
 //! topology's aggregated interest (a swarm node updates them when interest changes, not per
-//! update), with per-link token buckets fed by feedback (a third of the links slow), a shared
-//! uplink that carries about half of the full-quality demand, and quality selection — into a
-//! reused buffer. Throughput is in decisions (elements) per second.
+//! update), with a GCRA pacer (token bucket) per link fed by feedback (one link in ten slower
+//! than the stream), a shared uplink that carries about 90 % of the full-quality demand, and
+//! quality selection over a 30 frames/s stream with a keyframe per second and enhancement
+//! layers — into a reused buffer. Throughput is in decisions (elements) per second.
 //!
 //! The group `scheduler_star_resolve` (ELARA only) measures the general entry point instead:
 //! the topology's targets listed for every update and resolved to links by hash lookup, then
