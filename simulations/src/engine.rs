@@ -765,7 +765,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.metrics.counters.closed_connection += 1;
             return;
         }
-        let message = match wire::decode(&bytes) {
+        let mut message = match wire::decode(&bytes) {
             Ok((m, used)) if used == bytes.len() => m,
             _ => {
                 self.metrics.counters.decode_errors += 1;
@@ -773,10 +773,17 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             }
         };
         drop(bytes);
-        if let Message::Update { update, .. } = &message
+        if let Message::Update { update, .. } = &mut message
             && let Some(f) = self.world.frames.index(update.state, update.seq)
         {
             self.metrics.on_receive(to, f);
+            // Payloads are the engine's zeros: swap the decoded slice (which pins the sender's
+            // whole encoded frame) for the same bytes of the static buffer, so that nodes'
+            // repair buffers hold no per-hop copies.
+            let len = update.payload.len();
+            if len == self.world.frames.frames[f as usize].size as usize {
+                update.payload = Bytes::from_static(&ZEROS[..len]);
+            }
         }
         let now = self.time();
         let Some(p) = self.nodes[to as usize].as_mut() else {
