@@ -165,6 +165,14 @@ pub enum Message {
         /// Sequence numbers wanted (at most [`MAX_SEQS`]).
         seqs: Vec<u64>,
     },
+    /// Lazy repair: answer to a [`Message::Pull`] for updates the sender cannot provide and
+    /// never will (it gave up on them itself, or they are stale); the receiver stops waiting.
+    Unavailable {
+        /// The state.
+        state: StateId,
+        /// Sequence numbers that will not come (at most [`MAX_SEQS`]).
+        seqs: Vec<u64>,
+    },
     /// Allocation negotiation: what the sender wants of a state on this link.
     QualityRequest {
         /// The state.
@@ -197,6 +205,7 @@ mod tag {
     pub const UPDATE: u8 = 0x20;
     pub const ANNOUNCE: u8 = 0x21;
     pub const PULL: u8 = 0x22;
+    pub const UNAVAILABLE: u8 = 0x23;
     pub const QUALITY_REQUEST: u8 = 0x30;
     pub const CALL_OFFER: u8 = 0x40;
 }
@@ -216,6 +225,7 @@ impl Message {
             Message::Update { .. } => tag::UPDATE,
             Message::Announce { .. } => tag::ANNOUNCE,
             Message::Pull { .. } => tag::PULL,
+            Message::Unavailable { .. } => tag::UNAVAILABLE,
             Message::QualityRequest { .. } => tag::QUALITY_REQUEST,
             Message::CallOffer { .. } => tag::CALL_OFFER,
         }
@@ -243,7 +253,9 @@ impl Message {
             }
             Message::Update { update, .. } => update.wire_len() - HEADER_LEN,
             Message::Announce { seqs, .. } => 8 + 32 + 2 + 8 * seqs.len(),
-            Message::Pull { seqs, .. } => 8 + 2 + 8 * seqs.len(),
+            Message::Pull { seqs, .. } | Message::Unavailable { seqs, .. } => {
+                8 + 2 + 8 * seqs.len()
+            }
             Message::QualityRequest { .. } => 8 + 1 + 1 + 4,
             Message::CallOffer { tracks, .. } => 8 + 1 + tracks.len() * (8 + 1 + 1 + 1),
         }
@@ -311,7 +323,7 @@ impl Message {
                 out.put_slice(source.as_bytes());
                 put_seqs(seqs, out);
             }
-            Message::Pull { state, seqs } => {
+            Message::Pull { state, seqs } | Message::Unavailable { state, seqs } => {
                 out.put_u64_le(state.0);
                 put_seqs(seqs, out);
             }
@@ -358,7 +370,9 @@ impl Message {
                         .sum::<usize>()
             }
             Message::Announce { seqs, .. } => 8 + 32 + 2 + 8 * seqs.len().min(MAX_SEQS),
-            Message::Pull { seqs, .. } => 8 + 2 + 8 * seqs.len().min(MAX_SEQS),
+            Message::Pull { seqs, .. } | Message::Unavailable { seqs, .. } => {
+                8 + 2 + 8 * seqs.len().min(MAX_SEQS)
+            }
             Message::CallOffer { tracks, .. } => 8 + 1 + tracks.len().min(MAX_TRACKS) * 11,
             Message::JoinAccept { path, .. } => 8 + 2 + 1 + 32 * path.len().min(MAX_PATH),
             Message::Update { update, .. } => {
@@ -642,6 +656,10 @@ fn decode_body(ty: u8, buf: Bytes) -> Result<Message, DecodeError> {
             state: StateId(b.u64()?),
             seqs: b.seqs()?,
         },
+        tag::UNAVAILABLE => Message::Unavailable {
+            state: StateId(b.u64()?),
+            seqs: b.seqs()?,
+        },
         tag::QUALITY_REQUEST => Message::QualityRequest {
             state: StateId(b.u64()?),
             max_layer: b.u8()?,
@@ -785,6 +803,10 @@ mod tests {
                 state: StateId(1),
                 seqs: vec![4],
             },
+            Message::Unavailable {
+                state: StateId(1),
+                seqs: vec![5, 6],
+            },
             Message::QualityRequest {
                 state: StateId(1),
                 max_layer: 0,
@@ -835,7 +857,7 @@ mod tests {
     proptest! {
         #[test]
         fn truncated_or_mutated_frames_never_panic(
-            pick in 0usize..14,
+            pick in 0usize..15,
             cut in 0usize..64,
             flip in proptest::collection::vec((0usize..128, any::<u8>()), 0..4),
         ) {

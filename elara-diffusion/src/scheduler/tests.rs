@@ -340,7 +340,7 @@ fn feedback_sets_the_rate_and_queue_counts_as_debt() {
     let mut s = PropagationScheduler::new(SchedulerConfig::default());
     let a = s.add_link(t(0), n(1));
     s.link_feedback(t(0), a, rate(1_000_000)).unwrap();
-    let info = s.link_info(a).unwrap();
+    let info = s.link_info(t(0), a).unwrap();
     assert_eq!(info.rate, 1_000_000);
     assert_eq!(info.tokens, 100_000); // 100 ms burst
     let queued = LinkStats {
@@ -348,7 +348,7 @@ fn feedback_sets_the_rate_and_queue_counts_as_debt() {
         ..rate(1_000_000)
     };
     s.link_feedback(t(0), a, queued).unwrap();
-    assert_eq!(s.link_info(a).unwrap().tokens, -50_000);
+    assert_eq!(s.link_info(t(0), a).unwrap().tokens, -50_000);
     let mut out = Vec::new();
     let u = StateUpdate::new(S, n(0), 0, t(0)).with_payload(Bytes::from(vec![0u8; 1000]));
     s.schedule(t(0), &u, [(a, InterestLevel::High)], &mut out);
@@ -440,5 +440,83 @@ fn sends_are_counted_with_latency() {
     assert_eq!(st.scheduled, 1);
     assert_eq!(st.bytes_sent, u.wire_len() as u64);
     assert_eq!(st.latency.max(), Duration::from_millis(21));
-    assert_eq!(s.link_info(a).unwrap().bytes_sent, u.wire_len() as u64);
+    assert_eq!(
+        s.link_info(t(0), a).unwrap().bytes_sent,
+        u.wire_len() as u64
+    );
+}
+
+#[test]
+fn registered_targets_follow_interest_changes_and_link_removal() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let links: Vec<_> = (1..=4).map(|i| s.add_link(t(0), n(i))).collect();
+    use InterestLevel::*;
+    for (&l, level) in links.iter().zip([Low, High, Medium, Low]) {
+        assert_eq!(s.set_target(S, l, level), Ok(InterestLevel::None));
+    }
+    assert_eq!(s.target(S, links[1]), High);
+    let mut out = Vec::new();
+    let sum = s.schedule_registered(t(0), &video(0, 1, t(0), true), &mut out);
+    assert_eq!(sum.send, 4);
+    let order: Vec<_> = out.iter().map(|d| d.interest).collect();
+    assert_eq!(order, vec![High, Medium, Low, Low]);
+    // Raise one, withdraw another.
+    assert_eq!(s.set_target(S, links[0], Critical), Ok(Low));
+    assert_eq!(s.set_target(S, links[2], InterestLevel::None), Ok(Medium));
+    s.schedule_registered(t(1), &video(1, 1, t(1), false), &mut out);
+    let got: Vec<_> = out.iter().map(|d| (d.link, d.interest)).collect();
+    assert_eq!(
+        got,
+        vec![(links[0], Critical), (links[1], High), (links[3], Low)]
+    );
+    // A removed link leaves every target list; its slot's next owner starts clean.
+    assert!(s.remove_link(links[1]));
+    assert_eq!(
+        s.set_target(S, links[1], High),
+        Err(SchedulerError::UnknownLink(links[1]))
+    );
+    s.schedule_registered(t(2), &video(2, 1, t(2), false), &mut out);
+    assert_eq!(out.len(), 2);
+    let fresh = s.add_link(t(3), n(9));
+    assert_eq!(s.target(S, fresh), InterestLevel::None);
+    s.set_target(S, fresh, High).unwrap();
+    s.schedule_registered(t(3), &video(3, 1, t(3), false), &mut out);
+    let d = out.iter().find(|d| d.link == fresh).unwrap();
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::MissingKeyframe));
+}
+
+#[test]
+fn both_entry_points_decide_alike() {
+    let mk = || {
+        let mut s = PropagationScheduler::new(SchedulerConfig {
+            uplink_rate: Some(60_000),
+            ..SchedulerConfig::default()
+        });
+        let links: Vec<_> = (1..=20).map(|i| s.add_link(t(0), n(i))).collect();
+        (s, links)
+    };
+    let (mut a, links) = mk();
+    let (mut b, _) = mk();
+    let level = |i: usize| InterestLevel::from_u8((i % 4) as u8 + 1).unwrap();
+    for (i, &l) in links.iter().enumerate() {
+        b.set_target(S, l, level(i)).unwrap();
+    }
+    let targets: Vec<_> = links
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (l, level(i)))
+        .collect();
+    let (mut oa, mut ob) = (Vec::new(), Vec::new());
+    for f in 0..40u64 {
+        let now = t(f * 33);
+        let u = video(f, 1 + f / 15, now, f % 15 == 0).with_layer((f % 2) as u8);
+        a.schedule(now, &u, targets.iter().copied(), &mut oa);
+        b.schedule_registered(now, &u, &mut ob);
+        let key = |d: &Decision| (std::cmp::Reverse(d.interest), d.link.index());
+        oa.sort_by_key(key);
+        ob.sort_by_key(key);
+        assert_eq!(oa, ob, "frame {f}");
+    }
+    assert_eq!(a.stats(), b.stats());
+    assert!(a.stats().dropped_total() > 0);
 }

@@ -15,6 +15,10 @@ const REDIRECT_FANOUT: usize = 3;
 const MAX_PULL_ROUNDS: u8 = 6;
 /// Most sequence numbers asked for in one pull.
 const PULL_BATCH: usize = 64;
+/// Ancestors above the parent kept connected as standbys for fast repair. One (the
+/// grandparent) measured best: with two, great-grandparents fill their repair slots with
+/// grandchildren's children and single failures re-attach more slowly.
+pub(crate) const STANDBYS: usize = 1;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
 
@@ -52,6 +56,8 @@ impl SwarmNode {
             sent: false,
             candidates: list,
             redirects: 0,
+            also: None,
+            also_sent: false,
         });
         self.contact_join_target(now, state, addr);
     }
@@ -90,12 +96,14 @@ impl SwarmNode {
     pub(crate) fn flush_pending_joins(&mut self, now: Time, peer: NodeId) {
         let mut due = Vec::new();
         for (&s, t) in &mut self.states {
-            if let Some(j) = t.joining.as_mut()
-                && j.target == peer
-                && !j.sent
-            {
-                j.sent = true;
-                due.push(s);
+            if let Some(j) = t.joining.as_mut() {
+                if j.target == peer && !j.sent {
+                    j.sent = true;
+                    due.push(s);
+                } else if j.also == Some(peer) && !j.also_sent {
+                    j.also_sent = true;
+                    due.push(s);
+                }
             }
         }
         for s in due {
@@ -126,6 +134,25 @@ impl SwarmNode {
         tree.joining = None;
         self.timers
             .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
+    }
+
+    /// Repair: asks the next candidate too, at the same time as the first (the first accept
+    /// wins; a later accept is declined), so that a dead or full first candidate costs nothing.
+    fn race_next_candidate(&mut self, now: Time, state: StateId) {
+        let Some(j) = self.states.get_mut(&state).and_then(|t| t.joining.as_mut()) else {
+            return;
+        };
+        if j.candidates.is_empty() {
+            return;
+        }
+        let (c, addr) = j.candidates.remove(0);
+        j.also = Some(c);
+        if self.peers.get(&c).is_some_and(|p| p.is_connected()) {
+            j.also_sent = true;
+            self.send_control(c, Message::JoinRequest { state });
+        } else {
+            self.dial(now, c, addr);
+        }
     }
 
     /// Fallback parents for a state: the ancestors (closest first), the authority, then the
@@ -166,7 +193,10 @@ impl SwarmNode {
             );
             return;
         };
-        if !tree.attached(me) || tree.path.contains(&from) || tree.call.is_some() {
+        // A node re-attaching after its own parent failed still takes children: its subtree
+        // stays together and follows it (path updates) once it is back.
+        let in_tree = tree.attached(me) || (tree.parent_lost_at.is_some() && !tree.path.is_empty());
+        if !in_tree || tree.path.contains(&from) || tree.call.is_some() {
             // Not in the tree (or asked by an ancestor, which must not attach below us): point
             // at what we know of the tree above.
             let candidates = tree
@@ -187,6 +217,21 @@ impl SwarmNode {
         }
         if tree.children.len() < capacity {
             self.accept_child(now, from, state);
+            return;
+        }
+        // Repair slots: a peer connected to us for a while is a standby (a grandchild whose
+        // parent failed). Taking it at once re-attaches it within one round trip; it is moved
+        // down a level later, when the tree has settled (make-before-break).
+        let standby = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| now - p.since >= self.cfg.keepalive_interval);
+        if standby && tree.children.len() < 2 * capacity + 1 {
+            self.accept_child(now, from, state);
+            self.timers.set_if_earlier(
+                TimerReason::Rebalance(state),
+                now + self.cfg.idle_timeout * 2,
+            );
             return;
         }
         // Full. A joiner that can relay much more than our weakest child takes its place, and
@@ -277,7 +322,7 @@ impl SwarmNode {
         self.timers.cancel(TimerReason::Prune(child));
         if let Some(tree) = self.states.get_mut(&state) {
             tree.children
-                .insert(child, Child::new(InterestLevel::Medium));
+                .insert(child, Child::new(InterestLevel::Medium, now));
         }
         self.send_accept(child, state);
         self.start_child_at_keyframe(now, child, state);
@@ -297,8 +342,48 @@ impl SwarmNode {
             .map(|(u, h)| (u.clone(), *h))
             .collect();
         for (u, h) in replay {
-            self.schedule_for(now, &u, h, Some(child), None);
+            self.schedule_for(now, &u, h, Some(child), None, false);
         }
+    }
+
+    /// Moves the newest child above capacity down to another child (it joins there first and
+    /// leaves us at a group boundary), one per call, until the node is back at capacity.
+    pub(crate) fn on_rebalance(&mut self, now: Time, state: StateId) {
+        let capacity = usize::from(self.cfg.caps.max_children);
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        if tree.children.len() <= capacity || tree.pending_move.is_some() {
+            return;
+        }
+        let Some((&mover, _)) = tree.children.iter().max_by_key(|(id, c)| (c.since, **id)) else {
+            return;
+        };
+        let relays: Vec<NodeId> = tree
+            .children
+            .keys()
+            .copied()
+            .filter(|&c| c != mover)
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.caps.max_children > 0))
+            .collect();
+        if !relays.is_empty() {
+            let tree = self.states.get_mut(&state).expect("exists");
+            let target = relays[tree.redirect_cursor % relays.len()];
+            tree.redirect_cursor = tree.redirect_cursor.wrapping_add(1);
+            let depth = tree.depth() + 1;
+            let info = self.peer_info(target, depth);
+            self.send_control(
+                mover,
+                Message::JoinRedirect {
+                    state,
+                    candidates: vec![info],
+                },
+            );
+        }
+        self.timers.set(
+            TimerReason::Rebalance(state),
+            now + self.cfg.join_timeout * 2,
+        );
     }
 
     pub(crate) fn on_join_accept(
@@ -343,13 +428,24 @@ impl SwarmNode {
             }
             return;
         }
-        if tree.joining.as_ref().is_none_or(|j| j.target != from) {
+        if tree
+            .joining
+            .as_ref()
+            .is_none_or(|j| j.target != from && j.also != Some(from))
+        {
             // An accept nobody asked for: make sure the sender does not count us as its child.
             self.counters.unexpected += 1;
             self.send_interest(from, state, InterestLevel::None);
             return;
         }
         let old = tree.parent;
+        if old.is_some() {
+            self.timers.set(
+                TimerReason::SwitchDeadline(state),
+                now + self.cfg.latency_budget,
+            );
+        }
+        let tree = self.states.get_mut(&state).expect("checked above");
         if let Some(old) = old {
             // Make-before-break: the old parent keeps feeding us until the new one delivers a
             // group boundary (see on_update).
@@ -365,7 +461,9 @@ impl SwarmNode {
         tree.path = path;
         tree.joining = None;
         tree.metrics.parent_changes += 1;
-        if let Some(since) = tree.detached_since.take() {
+        tree.resync = tree.recv.floor.is_some();
+        tree.detached_since = None;
+        if let Some(since) = tree.parent_lost_at.take() {
             tree.reattach_max = tree.reattach_max.max(now - since);
         }
         tree.sent_interest = InterestLevel::None;
@@ -378,6 +476,19 @@ impl SwarmNode {
         self.health_dirty = true;
         self.propagate_interest(now, state);
         self.after_path_change(now, state);
+    }
+
+    /// Ends a make-before-break switch: leaves the previous parent.
+    pub(crate) fn finish_switch(&mut self, now: Time, state: StateId) {
+        self.timers.cancel(TimerReason::SwitchDeadline(state));
+        if let Some(prev) = self
+            .states
+            .get_mut(&state)
+            .and_then(|t| t.prev_parent.take())
+        {
+            self.send_interest(prev, state, InterestLevel::None);
+            self.schedule_prunes(now);
+        }
     }
 
     fn control_interest_none(&mut self, to: NodeId, state: StateId) {
@@ -395,15 +506,23 @@ impl SwarmNode {
         );
     }
 
-    /// Our path changed: tell the children, keep a standby connection to the grandparent (so a
-    /// parent failure is repaired without a handshake), and drop connections with no role.
+    /// Our path changed: tell the children, keep standby connections to the nearest ancestors
+    /// above the parent ([`STANDBYS`]; so that a parent failure is repaired without a
+    /// handshake), and drop connections with no role.
     fn after_path_change(&mut self, now: Time, state: StateId) {
         let me = self.cfg.id;
         let Some(tree) = self.states.get(&state) else {
             return;
         };
         let children: Vec<NodeId> = tree.children.keys().copied().collect();
-        let grandparent = (tree.path.len() >= 2).then(|| tree.path[tree.path.len() - 2]);
+        let standbys: Vec<NodeId> = tree
+            .path
+            .iter()
+            .rev()
+            .skip(1)
+            .take(STANDBYS)
+            .copied()
+            .collect();
         let depth = tree.depth();
         let path = tree.own_path(me);
         for c in children {
@@ -416,8 +535,8 @@ impl SwarmNode {
                 },
             );
         }
-        if let Some(gp) = grandparent {
-            self.dial(now, gp, Bytes::new());
+        for a in standbys {
+            self.dial(now, a, Bytes::new());
         }
         self.schedule_prunes(now);
     }
@@ -445,6 +564,37 @@ impl SwarmNode {
         let Some(j) = tree.joining.as_mut() else {
             return;
         };
+        if j.also == Some(from) {
+            // The racing request was redirected: race on with its best candidate.
+            j.redirects = j.redirects.saturating_add(1);
+            let target = j.target;
+            let next = (j.redirects <= max_redirects)
+                .then(|| {
+                    let mut fresh: Vec<&PeerInfo> = candidates
+                        .iter()
+                        .filter(|c| {
+                            c.id != me
+                                && c.id != from
+                                && c.id != target
+                                && !self.failed.contains_key(&c.id)
+                        })
+                        .collect();
+                    fresh.sort_by_key(|c| !self.peers.get(&c.id).is_some_and(|p| p.is_connected()));
+                    fresh.first().map(|c| (c.id, c.addr.clone()))
+                })
+                .flatten();
+            j.also = next.as_ref().map(|(c, _)| *c);
+            j.also_sent = false;
+            if let Some((c, addr)) = next {
+                if self.peers.get(&c).is_some_and(|p| p.is_connected()) {
+                    j.also_sent = true;
+                    self.send_control(c, Message::JoinRequest { state });
+                } else {
+                    self.dial(now, c, addr);
+                }
+            }
+            return;
+        }
         if j.target != from {
             return;
         }
@@ -504,7 +654,7 @@ impl SwarmNode {
             }
         } else if level.is_interested() {
             if tree.call.is_some() && tree.is_authority(me) && in_call {
-                tree.children.insert(from, Child::new(level));
+                tree.children.insert(from, Child::new(level, now));
                 self.start_child_at_keyframe(now, from, state);
             } else {
                 self.counters.unexpected += 1;
@@ -609,6 +759,7 @@ impl SwarmNode {
         update: StateUpdate,
         hops: u8,
         except: Option<NodeId>,
+        repair: bool,
     ) {
         let cap = self.cfg.repair_buffer;
         let delay = self.cfg.announce_delay;
@@ -619,20 +770,41 @@ impl SwarmNode {
         let has_children = !tree.children.is_empty();
         // Relays do not pass on deltas whose keyframe they lack: nobody below could use them.
         let decodable = update.is_independent() || tree.recv.received_group == Some(update.group);
+        // A keyframe that arrives after deltas of its group (it was repaired) releases the
+        // deltas this relay held back for want of it.
+        let held_back: Vec<(StateUpdate, u8)> = if has_children && update.keyframe && repair {
+            tree.buffer
+                .after(update.seq)
+                .filter(|(u, _)| u.group == update.group && !u.is_independent())
+                .map(|(u, h)| (u.clone(), *h))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if has_children && decodable {
-            self.schedule_for(now, &update, hops, None, except);
+            self.schedule_for(now, &update, hops, None, except, repair);
+            for (u, h) in &held_back {
+                self.schedule_for(now, u, *h, None, except, true);
+            }
             if !self.timers.is_set(TimerReason::Announce(update.state)) {
                 self.timers
                     .set(TimerReason::Announce(update.state), now + delay);
             }
         }
-        if let Some(tree) = self.states.get_mut(&update.state) {
-            tree.buffer.insert(update, hops, cap);
+        // Only relays and the authority keep a repair buffer: a leaf has nobody to repair or
+        // to start at a keyframe (if it gains a child, the child starts at the next keyframe).
+        let me = self.cfg.id;
+        let budget = self.cfg.latency_budget;
+        if let Some(tree) = self.states.get_mut(&update.state)
+            && (!tree.children.is_empty() || tree.is_authority(me))
+        {
+            tree.buffer.insert(update, hops, cap, budget);
         }
     }
 
     /// Runs the scheduler for `update` over the children that want it (only `only`, when
-    /// given; never `except`) and queues the sends it decides.
+    /// given; never `except`) and queues the sends it decides. A `repair` (a pulled update, or
+    /// one this node only just recovered) is judged by budget and rate alone.
     fn schedule_for(
         &mut self,
         now: Time,
@@ -640,8 +812,24 @@ impl SwarmNode {
         hops: u8,
         only: Option<NodeId>,
         except: Option<NodeId>,
+        repair: bool,
     ) {
-        let Some(tree) = self.states.get_mut(&update.state) else {
+        let Some(tree) = self.states.get(&update.state) else {
+            return;
+        };
+        let unregistered: Vec<NodeId> = tree
+            .children
+            .keys()
+            .copied()
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.link_id.is_none()))
+            .collect();
+        for c in unregistered {
+            self.link_for(now, c);
+        }
+        let (Some(tree), Some(sched)) = (
+            self.states.get_mut(&update.state),
+            self.scheduler.as_deref_mut(),
+        ) else {
             return;
         };
         let peers = &self.peers;
@@ -655,13 +843,21 @@ impl SwarmNode {
                 Some((link, child.interest))
             });
         let mut decisions = std::mem::take(&mut self.decisions);
-        self.scheduler
-            .schedule(now, update, targets, &mut decisions);
+        if repair {
+            decisions.clear();
+            for (link, interest) in targets {
+                let d = sched.schedule_repair(now, update, link, interest);
+                decisions.push(d);
+            }
+        } else {
+            sched.schedule(now, update, targets, &mut decisions);
+        }
         for d in &decisions {
-            let Some(to) = self.scheduler.peer(d.link) else {
+            let Some(to) = sched.peer(d.link) else {
                 continue;
             };
             if let Some(child) = tree.children.get_mut(&to)
+                && !repair
                 && child.quality != d.quality
             {
                 child.quality = d.quality;
@@ -712,9 +908,7 @@ impl SwarmNode {
         let tree = self.states.get_mut(&state).expect("exists");
         if tree.prev_parent.is_some() && tree.parent == Some(from) && update.is_independent() {
             // The new parent reached a group boundary: break with the old one.
-            let prev = tree.prev_parent.take().expect("checked");
-            self.send_interest(prev, state, InterestLevel::None);
-            self.schedule_prunes(now);
+            self.finish_switch(now, state);
         }
         let tree = self.states.get_mut(&state).expect("exists");
         match tree.recv.classify(update.seq) {
@@ -728,10 +922,27 @@ impl SwarmNode {
             }
             Arrival::New => {}
         }
+        if tree.recv.floor.is_none() && !update.is_independent() {
+            // The first update is a delta: its keyframe went missing. Look back for it (the
+            // pull below asks for it) and resynchronise on it when it comes.
+            tree.recv.floor = Some(update.seq.saturating_sub(PULL_BATCH as u64));
+            tree.resync = true;
+        }
         if update.keyframe {
             tree.recv.received_group = Some(update.group);
+            if tree.resync && tree.parent == Some(from) {
+                tree.resync = false;
+                if update.kind == elara_core::UpdateKind::Video {
+                    let skipped = tree.recv.skip_before(update.seq);
+                    if skipped > 0 {
+                        tree.metrics.skipped += skipped;
+                        tree.last_skip = Some(now);
+                    }
+                }
+            }
         }
         let links = hops.saturating_add(1);
+        let repair = tree.recv.highest.is_some_and(|h| update.seq < h);
         let mut ready = std::mem::take(&mut self.scratch);
         tree.recv.accept(
             Held {
@@ -741,7 +952,7 @@ impl SwarmNode {
             },
             &mut |h| ready.push(h),
         );
-        self.forward(now, update, links, Some(from));
+        self.forward(now, update, links, Some(from), repair);
         self.deliver_ready(now, state, &mut ready);
         self.scratch = ready;
         self.after_arrival(now, state);
@@ -863,6 +1074,7 @@ impl SwarmNode {
     }
 
     pub(crate) fn on_pull(&mut self, now: Time, from: NodeId, state: StateId, seqs: &[u64]) {
+        let me = self.cfg.id;
         let budget = self.cfg.latency_budget;
         let Some(tree) = self.states.get(&state) else {
             self.counters.unexpected += 1;
@@ -872,19 +1084,58 @@ impl SwarmNode {
             self.counters.unexpected += 1;
             return;
         };
-        let found: Vec<(StateUpdate, u8)> = seqs
-            .iter()
-            .take(MAX_SEQS)
-            .filter_map(|&s| tree.buffer.get(s))
-            .filter(|(u, _)| now - u.timestamp <= budget && child.wants(u))
-            .map(|(u, h)| (u.clone(), *h))
-            .collect();
+        let mut found: Vec<(StateUpdate, u8)> = Vec::new();
+        let mut unavailable = Vec::new();
+        for &s in seqs.iter().take(MAX_SEQS) {
+            match tree.buffer.get(s) {
+                Some((u, h)) if now - u.timestamp <= budget && child.wants(u) => {
+                    found.push((u.clone(), *h));
+                }
+                Some(_) => unavailable.push(s),
+                // Not held: gone for good if we are past it (or are the authority), otherwise
+                // we are still repairing it ourselves and will forward it when it comes.
+                None if tree.is_authority(me) || tree.recv.floor.is_some_and(|f| s < f) => {
+                    unavailable.push(s)
+                }
+                None => {}
+            }
+        }
         for (u, h) in found {
             if let Some(t) = self.states.get_mut(&state) {
                 t.metrics.repaired += 1;
             }
-            self.schedule_for(now, &u, h, Some(from), None);
+            self.schedule_for(now, &u, h, Some(from), None, true);
         }
+        if !unavailable.is_empty() {
+            self.send_control(
+                from,
+                Message::Unavailable {
+                    state,
+                    seqs: unavailable,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_unavailable(&mut self, now: Time, from: NodeId, state: StateId, seqs: &[u64]) {
+        let Some(tree) = self.states.get_mut(&state) else {
+            return;
+        };
+        if tree.parent != Some(from) && tree.prev_parent != Some(from) {
+            self.counters.unexpected += 1;
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.scratch);
+        let skipped = tree
+            .recv
+            .give_up(&seqs[..seqs.len().min(MAX_SEQS)], &mut |h| ready.push(h));
+        if skipped > 0 {
+            tree.metrics.skipped += skipped;
+            tree.last_skip = Some(now);
+            self.health_dirty = true;
+        }
+        self.deliver_ready(now, state, &mut ready);
+        self.scratch = ready;
     }
 
     pub(crate) fn on_announce(
@@ -967,11 +1218,17 @@ impl SwarmNode {
             {
                 tree.pending_move = None;
             }
+            if let Some(j) = tree.joining.as_mut()
+                && j.also == Some(peer)
+            {
+                j.also = None;
+            }
             let joining_it = tree.joining.as_ref().is_some_and(|j| j.target == peer);
             if tree.parent == Some(peer) {
                 tree.parent = None;
                 tree.sent_interest = InterestLevel::None;
                 tree.detached_since = Some(now);
+                tree.parent_lost_at = Some(now);
                 self.events.push_back(Event::ParentChanged {
                     state: s,
                     old: Some(peer),
@@ -982,6 +1239,7 @@ impl SwarmNode {
                     let mut candidates = self.fallback_candidates(s);
                     candidates.retain(|c| *c != peer);
                     self.start_join(now, s, candidates);
+                    self.race_next_candidate(now, s);
                 }
             } else if joining_it {
                 self.next_candidate(now, s);

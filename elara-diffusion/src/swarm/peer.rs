@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use elara_core::{Capabilities, Time};
 
-use crate::scheduler::LinkId;
+use crate::scheduler::{LinkId, LinkStats};
 
 /// Figures for the link to one peer: what the transport last reported and what the node
 /// counted itself.
@@ -54,11 +54,16 @@ pub(crate) struct Peer {
     pub addr: Bytes,
     pub srtt: Option<Duration>,
     pub last_heard: Time,
+    /// When the connection came up (dial start while dialling).
+    pub since: Time,
     pub last_sent: Time,
     pub ping: Option<(u64, Time)>,
     pub link: LinkMetrics,
-    /// The scheduler's handle for this link, once connected.
+    /// The scheduler's handle for this link, registered the first time something is
+    /// scheduled on it (leaves never need one).
     pub link_id: Option<LinkId>,
+    /// The last link feedback, replayed when the link is registered.
+    pub feedback: Option<LinkStats>,
 }
 
 impl Peer {
@@ -70,10 +75,12 @@ impl Peer {
             addr,
             srtt: None,
             last_heard: now,
+            since: now,
             last_sent: now,
             ping: None,
             link: LinkMetrics::default(),
             link_id: None,
+            feedback: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Per-state bookkeeping of a swarm node: its place in the state's tree, its receive window
 //! (duplicate suppression, in-order delivery, gap detection) and its repair buffer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use elara_core::{GroupId, InterestLevel, NodeId, StateUpdate, Time, UpdateKind};
@@ -55,6 +55,9 @@ impl StateMetrics {
     }
 }
 
+/// Most updates held behind gaps per state.
+const MAX_HELD: usize = 512;
+
 /// What became of an arriving sequence number.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Arrival {
@@ -89,6 +92,8 @@ pub(crate) struct ReceiveWindow {
     pub delivered_group: Option<GroupId>,
     /// The group whose keyframe was last received (relays forward deltas of this group only).
     pub received_group: Option<GroupId>,
+    /// Sequence numbers at or above the floor that the parent said will never come.
+    pub gone: BTreeSet<u64>,
 }
 
 impl ReceiveWindow {
@@ -122,7 +127,35 @@ impl ReceiveWindow {
     fn advance(&mut self, delivered: bool) {
         let floor = self.floor.unwrap_or(0);
         self.below = (self.below << 1) | u64::from(delivered);
-        self.floor = Some(floor + 1);
+        self.floor = Some(floor.saturating_add(1));
+    }
+
+    /// Gives up on every sequence number below `target`, discarding held updates below it;
+    /// returns how many were given up. Constant time for long jumps.
+    fn jump_to(&mut self, target: u64) -> u64 {
+        let Some(floor) = self.floor else {
+            return 0;
+        };
+        if target <= floor {
+            return 0;
+        }
+        let n = target - floor;
+        if n >= 64 {
+            self.below = 0;
+            self.floor = Some(target);
+        } else {
+            for _ in 0..n {
+                self.advance(false);
+            }
+        }
+        while self
+            .held
+            .first_key_value()
+            .is_some_and(|(&s, _)| s < target)
+        {
+            self.held.pop_first();
+        }
+        n
     }
 
     /// Accepts a new in-order or out-of-order update; returns the updates now deliverable, in
@@ -137,10 +170,15 @@ impl ReceiveWindow {
             self.drain(out);
         } else {
             self.held.insert(seq, held);
+            if self.held.len() > MAX_HELD {
+                // Bounded memory whatever a parent sends: the furthest update goes.
+                self.held.pop_last();
+            }
         }
     }
 
-    /// Delivers held updates that have become contiguous with the floor.
+    /// Delivers held updates that have become contiguous with the floor, stepping over
+    /// sequence numbers known to be gone.
     fn drain(&mut self, out: &mut impl FnMut(Held)) {
         while let Some(floor) = self.floor {
             match self.held.first_key_value() {
@@ -149,8 +187,29 @@ impl ReceiveWindow {
                     self.advance(true);
                     out(h);
                 }
+                _ if self.gone.remove(&floor) => self.advance(false),
                 _ => break,
             }
+        }
+    }
+
+    /// The parent said these sequence numbers will never come: stop waiting for them. Returns
+    /// how many were given up at once (others are stepped over when the floor reaches them).
+    pub fn give_up(&mut self, seqs: &[u64], out: &mut impl FnMut(Held)) -> u64 {
+        let Some(floor) = self.floor else {
+            return 0;
+        };
+        for &s in seqs {
+            if s >= floor && !self.held.contains_key(&s) && self.gone.len() < MAX_HELD {
+                self.gone.insert(s);
+            }
+        }
+        let before = self.floor;
+        self.drain(out);
+        let after = self.floor;
+        match (before, after) {
+            (Some(b), Some(a)) => a - b,
+            _ => 0,
         }
     }
 
@@ -159,13 +218,15 @@ impl ReceiveWindow {
         let Some(&first) = self.held.keys().next() else {
             return 0;
         };
-        let mut skipped = 0;
-        while self.floor.is_some_and(|f| f < first) {
-            self.advance(false);
-            skipped += 1;
-        }
+        let skipped = self.jump_to(first);
         self.drain(out);
         skipped
+    }
+
+    /// Gives up on everything below `seq` (held updates below it are discarded); returns how
+    /// many sequence numbers were given up.
+    pub fn skip_before(&mut self, seq: u64) -> u64 {
+        self.jump_to(seq)
     }
 
     /// True when updates are held behind a gap.
@@ -185,10 +246,13 @@ impl ReceiveWindow {
         };
         let mut s = floor;
         while s <= highest && out.len() < max {
-            if !self.held.contains_key(&s) {
+            if !self.held.contains_key(&s) && !self.gone.contains(&s) {
                 out.push(s);
             }
-            s += 1;
+            let Some(next) = s.checked_add(1) else {
+                break;
+            };
+            s = next;
         }
     }
 }
@@ -200,8 +264,10 @@ pub(crate) struct RepairBuffer {
 }
 
 impl RepairBuffer {
-    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`.
-    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize) {
+    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`
+    /// and those more than `max_age` older (by timestamp) than the newest: nothing older can
+    /// be repaired or replayed within the latency budget.
+    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize, max_age: Duration) {
         let seq = update.seq;
         match self.items.back() {
             Some((last, _)) if last.seq >= seq => {
@@ -214,6 +280,14 @@ impl RepairBuffer {
         while self.items.len() > cap.max(1) {
             self.items.pop_front();
         }
+        let newest = self.items.back().map_or(Time::ZERO, |(u, _)| u.timestamp);
+        while self
+            .items
+            .front()
+            .is_some_and(|(u, _)| u.timestamp + max_age < newest)
+        {
+            self.items.pop_front();
+        }
     }
 
     /// The update with sequence number `seq`, if still held.
@@ -222,6 +296,12 @@ impl RepairBuffer {
             .binary_search_by_key(&seq, |(u, _)| u.seq)
             .ok()
             .map(|i| &self.items[i])
+    }
+
+    /// Updates held with a sequence number above `seq`, in order.
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &(StateUpdate, u8)> {
+        let start = self.items.partition_point(|(u, _)| u.seq <= seq);
+        self.items.range(start..)
     }
 
     /// The newest sequence number held.
@@ -260,11 +340,14 @@ pub(crate) struct Child {
     pub keyframes_only: bool,
     /// Quality last reported for this child.
     pub quality: Quality,
+    /// When the child was accepted.
+    pub since: Time,
 }
 
 impl Child {
-    pub fn new(interest: InterestLevel) -> Self {
+    pub fn new(interest: InterestLevel, since: Time) -> Self {
         Child {
+            since,
             interest,
             max_layer: u8::MAX,
             keyframes_only: false,
@@ -294,6 +377,10 @@ pub(crate) struct Joining {
     pub candidates: Vec<(NodeId, bytes::Bytes)>,
     /// Redirects followed so far.
     pub redirects: u8,
+    /// A second candidate asked at the same time when repairing (first accept wins).
+    pub also: Option<NodeId>,
+    /// Whether the second request has been sent.
+    pub also_sent: bool,
 }
 
 /// This node's view of one state's tree.
@@ -342,6 +429,12 @@ pub(crate) struct StateTree {
     /// A child asked to move below a stronger joiner once that joiner is attached: (child,
     /// joiner).
     pub pending_move: Option<(NodeId, NodeId)>,
+    /// Set when a new parent accepted us while we were already receiving: the first new
+    /// keyframe from it resynchronises the window (the outage's gap is an older group, which the
+    /// new parent's scheduler would drop as superseded anyway).
+    pub resync: bool,
+    /// When the parent was found gone (for the re-attach metric).
+    pub parent_lost_at: Option<Time>,
     /// Longest re-attach observed (detection to accept).
     pub reattach_max: Duration,
 }
@@ -423,7 +516,7 @@ mod tests {
     fn buffer_stays_sorted_and_bounded() {
         let mut b = RepairBuffer::default();
         for s in [1u64, 2, 4, 3, 5] {
-            b.insert(held(s).update, 0, 4);
+            b.insert(held(s).update, 0, 4, Duration::from_secs(1));
         }
         assert!(b.get(1).is_none());
         assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));

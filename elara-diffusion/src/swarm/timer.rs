@@ -25,6 +25,11 @@ pub enum TimerReason {
     PullRetry(StateId),
     /// The stream of this state went quiet: announce the newest sequence number to children.
     Announce(StateId),
+    /// A make-before-break switch waits at most this long for a group boundary before the old
+    /// parent is left.
+    SwitchDeadline(StateId),
+    /// Children were taken above capacity to repair the tree fast: move one down.
+    Rebalance(StateId),
     /// The propagation scheduler can release queued data (a token bucket refilled).
     Scheduler,
 }

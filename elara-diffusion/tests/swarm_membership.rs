@@ -1,0 +1,164 @@
+//! Membership and placement: capacity-aware placement, graceful leave, health and events.
+
+mod swarm_common;
+
+use std::time::Duration;
+
+use elara_core::{InterestLevel, NodeId, StateId, Time};
+use elara_diffusion::harness::{Harness, LinkProfile};
+use elara_diffusion::swarm::{Event, Health, HealthReason, PeerDownReason};
+use swarm_common::*;
+
+#[test]
+fn a_strong_relay_takes_a_weak_leafs_place_near_the_root() {
+    let state = StateId(7);
+    let mut h = Harness::new(4, LinkProfile::wan());
+    h.add_node(config(1, 2, None, 1000));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    // Two nodes that cannot relay fill the root's two slots.
+    for id in [2, 3] {
+        h.add_node(config(id, 0, Some(1), 1000));
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(Time::ZERO, state, InterestLevel::High);
+    }
+    h.run_for(Duration::from_millis(500));
+    let root = NodeId::from_u64(1);
+    assert_eq!(h.node(root).children(state).count(), 2);
+    // A strong relay arrives: it is placed at depth 1 and a weak leaf moves below it.
+    h.add_node(config(4, 8, Some(1), 1000));
+    let now = h.now();
+    h.node_mut(NodeId::from_u64(4))
+        .declare_interest(now, state, InterestLevel::High);
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 40, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(2));
+    let strong = NodeId::from_u64(4);
+    assert_eq!(h.node(strong).depth(state), Some(1));
+    let below: Vec<NodeId> = h.node(strong).children(state).collect();
+    assert_eq!(below.len(), 1, "no weak leaf moved below the strong relay");
+    assert_eq!(h.node(below[0]).depth(state), Some(2));
+    assert_eq!(h.node(root).children(state).count(), 2);
+    // The moved leaf switched make-before-break: it never missed an update.
+    let got: Vec<u64> = delivered(&h, below[0], state)
+        .iter()
+        .map(|g| g.seq)
+        .collect();
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_relay_leaving_gracefully_hands_its_children_over_at_once() {
+    let (mut h, mut s) = livestream(6, LinkProfile::wan(), 12, 2, 1000, InterestLevel::High);
+    h.run_for(Duration::from_secs(2));
+    stream_frames(&mut h, &mut s, 15, Duration::from_millis(33));
+    let relay = (2..=13)
+        .map(NodeId::from_u64)
+        .find(|&id| h.node(id).children(s.state).count() > 0)
+        .expect("a relay");
+    let kids: Vec<NodeId> = h.node(relay).children(s.state).collect();
+    let t_leave = h.now();
+    h.node_mut(relay).leave(t_leave);
+    stream_frames(&mut h, &mut s, 10, Duration::from_millis(33));
+    for &k in &kids {
+        let events = h.timed_events(k);
+        assert!(events.iter().any(|(_, e)| matches!(
+            e,
+            Event::PeerDown { peer, reason: PeerDownReason::Left } if *peer == relay
+        )));
+        let back = events
+            .iter()
+            .find(|(at, e)| *at > t_leave && matches!(e, Event::ParentChanged { new: Some(_), .. }))
+            .map(|(at, _)| *at - t_leave)
+            .expect("re-attached");
+        // Far below the 3.5 s keep-alive timeout: the goodbye made the repair immediate.
+        assert!(back < Duration::from_millis(500), "re-attach took {back:?}");
+        assert_ne!(h.node(k).parent(s.state), Some(relay));
+    }
+}
+
+#[test]
+fn health_reports_detachment_and_recovery() {
+    let state = StateId(7);
+    let mut h = Harness::new(2, LinkProfile::wan());
+    let viewer = NodeId::from_u64(2);
+    h.add_node(config(1, 2, None, 100));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    h.add_node(config(2, 2, Some(1), 100));
+    h.node_mut(viewer)
+        .declare_interest(Time::ZERO, state, InterestLevel::High);
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(h.node(viewer).health(), Health::Healthy);
+    h.kill(NodeId::from_u64(1));
+    h.run_for(Duration::from_secs(2));
+    assert!(matches!(
+        h.node(viewer).health(),
+        Health::Unhealthy(HealthReason::NoPeers | HealthReason::Detached(_))
+    ));
+    let changes: Vec<Health> = h
+        .events(viewer)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::HealthChanged(x) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert!(changes.len() >= 2, "{changes:?}");
+    let m = h.node(viewer).link_metrics(NodeId::from_u64(1));
+    assert!(m.is_none(), "a dead peer keeps no link metrics");
+}
+
+#[test]
+fn a_relay_receives_the_best_quality_its_subtree_wants_and_no_more() {
+    let state = StateId(7);
+    let mut h = Harness::new(5, LinkProfile::wan());
+    // The publisher takes one child: the Low viewer 2; the High viewer 3 ends up below it.
+    h.add_node(config(1, 1, None, 1000));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    h.add_node(config(2, 2, Some(1), 1000));
+    h.node_mut(NodeId::from_u64(2))
+        .declare_interest(Time::ZERO, state, InterestLevel::Low);
+    h.run_for(Duration::from_millis(300));
+    let (low, high) = (NodeId::from_u64(2), NodeId::from_u64(3));
+    let mut s = Stream::video(7, 1);
+    let keys = |h: &Harness, who: NodeId, from: u64| -> (usize, usize) {
+        let got: Vec<Got> = delivered(h, who, state)
+            .into_iter()
+            .filter(|g| g.seq >= from)
+            .collect();
+        (got.iter().filter(|g| g.keyframe).count(), got.len())
+    };
+    // Phase 1: only Low below the publisher: keyframes only.
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    assert_eq!(keys(&h, low, 0), (2, 2));
+    // Phase 2: a High viewer joins below the Low one: the relay now gets everything.
+    h.add_node(config(3, 2, Some(1), 1000));
+    let now = h.now();
+    h.node_mut(high)
+        .declare_interest(now, state, InterestLevel::High);
+    h.run_for(Duration::from_millis(500));
+    assert_eq!(h.node(high).parent(state), Some(low));
+    assert_eq!(h.node(low).aggregated_interest(state), InterestLevel::High);
+    let start = s.next;
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(
+        keys(&h, high, start).1,
+        30,
+        "the High viewer missed updates"
+    );
+    assert_eq!(
+        keys(&h, low, start).1,
+        30,
+        "the relay did not get the full stream"
+    );
+    // Phase 3: the High viewer withdraws: back to keyframes only.
+    let now = h.now();
+    h.node_mut(high)
+        .declare_interest(now, state, InterestLevel::None);
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(h.node(low).children(state).count(), 0);
+    let start = s.next;
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(keys(&h, low, start), (2, 2));
+}

@@ -1,0 +1,252 @@
+//! Loss, relay failures and slow links in the deterministic harness.
+//!
+//! The lossy runs take their seed from `SEED` when set (`SEED=7 cargo test --test
+//! swarm_repair`), to check that a result does not hang on one lucky seed.
+
+mod swarm_common;
+
+use std::time::Duration;
+
+use elara_core::{InterestLevel, NodeId, Time};
+use elara_diffusion::harness::LinkProfile;
+use elara_diffusion::swarm::{Event, Quality};
+use swarm_common::*;
+
+fn level_of(id: u64) -> InterestLevel {
+    match id % 3 {
+        0 => InterestLevel::High,
+        1 => InterestLevel::Medium,
+        _ => InterestLevel::Low,
+    }
+}
+
+#[test]
+fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let n = 300u64;
+    let frames = 60u64;
+    let link = LinkProfile::wan().with_loss(0.05);
+    let (mut h, mut s) = livestream(seed, link, n, 4, 500, InterestLevel::High);
+    for id in 2..=n + 1 {
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(Time::ZERO, s.state, level_of(id));
+    }
+    h.run_for(Duration::from_secs(3));
+    for id in 2..=n + 1 {
+        assert!(
+            h.node(NodeId::from_u64(id)).parent(s.state).is_some(),
+            "node {id} not attached"
+        );
+    }
+    stream_frames(&mut h, &mut s, frames, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(2));
+    let budget = h.node(NodeId::from_u64(2)).config().latency_budget;
+    let keyframes: Vec<u64> = (0..frames).filter(|q| q % s.gop == 0).collect();
+    let (mut expected, mut in_budget, mut low_only) = (0usize, 0usize, 0usize);
+    for id in 2..=n + 1 {
+        let who = NodeId::from_u64(id);
+        let got = delivered(&h, who, s.state);
+        assert_decodable(&got, who);
+        let level = level_of(id);
+        let got_keys: Vec<u64> = got.iter().filter(|g| g.keyframe).map(|g| g.seq).collect();
+        if level >= InterestLevel::Medium && got_keys != keyframes {
+            let mut c = who;
+            loop {
+                let n = h.node(c);
+                eprintln!(
+                    "node {} depth {:?} lvl {} agg {} metrics {:?} first {:?}",
+                    c.prefix_u64(),
+                    n.depth(s.state),
+                    level_of(c.prefix_u64()),
+                    n.aggregated_interest(s.state),
+                    n.state_metrics(s.state),
+                    delivered(&h, c, s.state).first()
+                );
+                match n.parent(s.state) {
+                    Some(p) => c = p,
+                    None => break,
+                }
+            }
+        }
+        if level >= InterestLevel::Medium {
+            assert_eq!(got_keys, keyframes, "node {id} ({level}) missed a keyframe");
+            expected += frames as usize;
+        } else {
+            expected += keyframes.len();
+            if h.node(who).aggregated_interest(s.state) == InterestLevel::Low {
+                // A Low subtree is sent keyframes only.
+                assert!(got.iter().all(|g| g.keyframe), "node {id} (low) got deltas");
+                low_only += 1;
+            }
+        }
+        in_budget += got
+            .iter()
+            .filter(|g| g.latency <= budget && (level >= InterestLevel::Medium || g.keyframe))
+            .count();
+    }
+    let ratio = in_budget as f64 / expected as f64;
+    println!(
+        "{in_budget}/{expected} = {ratio:.4} within budget; harness {:?}",
+        h.stats()
+    );
+    assert!(ratio >= 0.99, "only {ratio:.4} within the latency budget");
+    assert!(
+        low_only > 10,
+        "too few Low-only subtrees ({low_only}) to check the filter"
+    );
+}
+
+#[test]
+fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    let n = 300u64;
+    let (mut h, mut s) = livestream(seed, LinkProfile::wan(), n, 4, 100, InterestLevel::High);
+    h.run_for(Duration::from_secs(3));
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    let relays: Vec<NodeId> = (2..=n + 1)
+        .map(NodeId::from_u64)
+        .filter(|&id| h.node(id).children(s.state).count() > 0)
+        .collect();
+    let killed: Vec<NodeId> = relays.iter().copied().step_by(5).collect();
+    assert!(killed.len() * 5 >= relays.len() && !killed.is_empty());
+    let t_kill = h.now();
+    for &k in &killed {
+        h.kill(k);
+    }
+    stream_frames(&mut h, &mut s, 60, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(1));
+    let mut worst = Duration::ZERO;
+    let mut orphans = 0;
+    let mut reattach: Vec<Duration> = Vec::new();
+    for id in (2..=n + 1).map(NodeId::from_u64) {
+        if !h.is_alive(id) {
+            continue;
+        }
+        let got = delivered(&h, id, s.state);
+        assert_decodable(&got, id);
+        let first_after = got
+            .iter()
+            .filter(|g| g.at > t_kill)
+            .map(|g| g.at - t_kill)
+            .min()
+            .unwrap_or(Duration::MAX);
+        if h.timed_events(id)
+            .iter()
+            .any(|(at, e)| *at > t_kill && matches!(e, Event::ParentChanged { new: None, .. }))
+        {
+            orphans += 1;
+            let ra = h.node(id).longest_reattach(s.state).unwrap_or_default();
+            reattach.push(ra);
+        }
+        worst = worst.max(first_after);
+        if first_after > Duration::from_secs(1) {
+            let mut chain = vec![id];
+            while let Some(p) = h.node(*chain.last().unwrap()).parent(s.state) {
+                chain.push(p);
+                if chain.len() > 12 {
+                    break;
+                }
+            }
+            eprintln!(
+                "chain {:?}",
+                chain.iter().map(|c| c.prefix_u64()).collect::<Vec<_>>()
+            );
+            eprintln!(
+                "killed {:?}",
+                killed.iter().map(|c| c.prefix_u64()).collect::<Vec<_>>()
+            );
+            for &c in &chain {
+                eprintln!(
+                    "--- node {} reattach {:?}",
+                    c.prefix_u64(),
+                    h.node(c).longest_reattach(s.state)
+                );
+                for (at, e) in h.timed_events(c) {
+                    if *at > t_kill && !matches!(e, Event::Delivered { .. }) {
+                        let who = |n: &NodeId| n.prefix_u64();
+                        let txt = match e {
+                            Event::Connect { peer, .. } => format!("connect {}", who(peer)),
+                            Event::PeerDown { peer, reason } => {
+                                format!("down {} {reason:?}", who(peer))
+                            }
+                            Event::PeerUp { peer, .. } => format!("up {}", who(peer)),
+                            Event::ParentChanged { old, new, .. } => format!(
+                                "parent {:?} -> {:?}",
+                                old.map(|n| who(&n)),
+                                new.map(|n| who(&n))
+                            ),
+                            other => format!("{other:?}"),
+                        };
+                        eprintln!("{at:?} {txt}");
+                    }
+                }
+            }
+        }
+        assert!(
+            first_after <= Duration::from_secs(1),
+            "node {} received nothing for {first_after:?} after the kill",
+            id.prefix_u64()
+        );
+    }
+    reattach.sort();
+    println!(
+        "killed {} of {} relays; {orphans} orphans; worst gap after the kill {worst:?}; \
+         re-attach after detection: median {:?}, p90 {:?}, max {:?}",
+        killed.len(),
+        relays.len(),
+        reattach[reattach.len() / 2],
+        reattach[reattach.len() * 9 / 10],
+        reattach.last().unwrap()
+    );
+    assert!(
+        orphans > 0,
+        "the kill orphaned nobody: the test would prove nothing"
+    );
+    // Orphans re-attach within two round trips (40 ms each) of detecting the failure: their
+    // standby grandparent takes them in a repair slot.
+    let p90 = reattach[reattach.len() * 9 / 10];
+    assert!(p90 <= Duration::from_millis(80), "p90 re-attach {p90:?}");
+}
+
+#[test]
+fn a_child_on_a_quarter_rate_link_degrades_alone() {
+    let (mut h, mut s) = livestream(3, LinkProfile::wan(), 4, 4, 1000, InterestLevel::High);
+    h.run_for(Duration::from_secs(1));
+    let publisher = NodeId::from_u64(1);
+    let kids: Vec<NodeId> = h.node(publisher).children(s.state).collect();
+    assert_eq!(kids.len(), 4);
+    // The stream averages about 30 KB/s on the wire; the slow child's link carries a quarter.
+    let slow = kids[0];
+    h.set_link(publisher, slow, LinkProfile::wan().with_bandwidth(7_500));
+    let frames = 90u64;
+    stream_frames(&mut h, &mut s, frames, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(2));
+    let keyframes: Vec<u64> = (0..frames).filter(|q| q % s.gop == 0).collect();
+    for &k in &kids[1..] {
+        let got: Vec<u64> = delivered(&h, k, s.state).iter().map(|g| g.seq).collect();
+        assert_eq!(
+            got,
+            (0..frames).collect::<Vec<_>>(),
+            "a sibling lost updates"
+        );
+    }
+    let got = delivered(&h, slow, s.state);
+    assert_decodable(&got, slow);
+    let keys: Vec<u64> = got.iter().filter(|g| g.keyframe).map(|g| g.seq).collect();
+    assert_eq!(keys, keyframes, "the slow child missed a keyframe");
+    assert!(
+        (got.len() as u64) < frames,
+        "the slow child got everything: the link was not limiting"
+    );
+    let degraded = h.events(publisher).iter().any(|e| {
+        matches!(e, Event::QualityChanged { peer, quality, .. } if *peer == slow && *quality != Quality::Full)
+    });
+    assert!(degraded, "no quality change reported for the slow child");
+    println!("slow child got {} of {frames}", got.len());
+}
