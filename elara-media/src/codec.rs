@@ -62,6 +62,14 @@ impl Codec {
         1 << (self as u8 & 31)
     }
 
+    /// The codecs in a capability bit set, in [`Codec::ALL`] order (unknown bits ignored).
+    pub fn from_bits(bits: u32) -> Vec<Codec> {
+        Codec::ALL
+            .into_iter()
+            .filter(|c| bits & c.bit() != 0)
+            .collect()
+    }
+
     /// Audio or video.
     pub const fn kind(self) -> UpdateKind {
         match self {
@@ -479,6 +487,11 @@ mod tests {
             bits |= c.bit();
         }
         assert_eq!(Codec::from_u8(0), None);
+        assert_eq!(Codec::from_bits(bits), Codec::ALL.to_vec());
+        assert_eq!(
+            Codec::from_bits(Codec::Pcma.bit() | Codec::Av1.bit() | 1),
+            [Codec::Pcma, Codec::Av1]
+        );
         assert!(Codec::Opus.is_audio() && !Codec::Av1.is_audio());
     }
 

@@ -340,11 +340,14 @@ impl<W: Write> PageWriter<W> {
     /// Appends a packet ending at `granule`, spilling onto new pages when the lacing table fills.
     pub fn push_packet(&mut self, data: &[u8], granule: u64) -> Result<()> {
         let mut rest = data;
+        let mut first = true;
         loop {
             if self.segments.len() == 255 {
                 self.write_page(0)?;
-                self.continued = true;
+                // The next page continues a packet only if this one was cut.
+                self.continued = !first;
             }
+            first = false;
             let take = rest.len().min(255);
             self.segments.push(take as u8);
             self.body.extend_from_slice(&rest[..take]);
@@ -412,13 +415,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc_of_known_page_is_stable() {
-        // CRC of "OggS" with this polynomial, computed by hand-checked reference implementation.
+    fn crc_matches_the_reference_check_value() {
+        // CRC-32, polynomial 0x04c11db7, init 0, no reflection, no final xor: the standard
+        // check value over "123456789".
+        assert_eq!(crc32(0, b"123456789"), 0x89a1_897f);
+        assert_eq!(crc32(crc32(0, b"1234"), b"56789"), 0x89a1_897f);
         assert_eq!(crc32(0, b""), 0);
-        let a = crc32(0, b"OggS");
-        let b = crc32(crc32(0, b"Og"), b"gS");
-        assert_eq!(a, b);
-        assert_ne!(a, 0);
     }
 
     #[test]
@@ -443,6 +445,22 @@ mod tests {
         assert_eq!(p.page_granule, 1920);
         assert!(r.next_packet().unwrap().is_none());
         assert_eq!(r.serial(), Some(7));
+    }
+
+    #[test]
+    fn a_full_lacing_table_at_a_packet_boundary_does_not_mark_continuation() {
+        let mut file = Vec::new();
+        let mut w = PageWriter::new(&mut file, 3);
+        for i in 0..300u32 {
+            w.push_packet(&[i as u8], u64::from(i)).unwrap();
+        }
+        w.flush_page(FLAG_EOS).unwrap();
+        let mut r = PacketReader::new(&file[..]);
+        for i in 0..300u32 {
+            let p = r.next_packet().unwrap().unwrap();
+            assert_eq!(&p.data[..], &[i as u8]);
+        }
+        assert!(r.next_packet().unwrap().is_none());
     }
 
     #[test]

@@ -178,7 +178,10 @@ impl<R: Read> OpusReader<R> {
         };
         let n = page.len();
         for (i, (p, d)) in page.into_iter().zip(durations).enumerate() {
-            let mut end = start + u64::from(d);
+            let mut end = start.checked_add(u64::from(d)).ok_or(MediaError::Invalid {
+                what: "ogg opus granule position",
+                value: start,
+            })?;
             if i + 1 == n {
                 if granule != end && !(eos && granule >= start && granule < end) {
                     return Err(MediaError::Invalid {

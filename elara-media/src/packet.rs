@@ -49,6 +49,9 @@ pub struct PacketizerConfig {
     pub delta_priority: Priority,
     /// Sequence number of the first update. Default 0.
     pub first_seq: u64,
+    /// Group id of the first group. Default 0. A track that switches packetizers (a new file
+    /// in a session) continues both numberings, so relays see its newest group as newest.
+    pub first_group: u64,
 }
 
 impl PacketizerConfig {
@@ -63,6 +66,7 @@ impl PacketizerConfig {
             keyframe_priority: Priority::High,
             delta_priority: Priority::Normal,
             first_seq: 0,
+            first_group: 0,
         }
     }
 }
@@ -75,6 +79,7 @@ pub struct Packetizer {
     header: Bytes,
     seq: u64,
     group: u64,
+    header_pending: bool,
     frames: u64,
     frames_in_group: u32,
     end_pts: u64,
@@ -92,7 +97,8 @@ impl Packetizer {
             config,
             header: h.freeze(),
             seq: config.first_seq,
-            group: 0,
+            group: config.first_group,
+            header_pending: false,
             frames: 0,
             frames_in_group: 0,
             end_pts: 0,
@@ -108,6 +114,35 @@ impl Packetizer {
     /// Group the last frame went into.
     pub fn group(&self) -> GroupId {
         GroupId(self.group)
+    }
+
+    /// The group id a packetizer taking over this track should start with.
+    pub fn next_group(&self) -> u64 {
+        if self.frames == 0 {
+            self.group
+        } else {
+            self.group.saturating_add(1)
+        }
+    }
+
+    /// Replaces the track header (e.g. the codec of a PCM source changed from PCMU to PCMA);
+    /// the next frame is preceded by it, and audio starts a new group there. The media type of
+    /// a track cannot change.
+    pub fn set_header(&mut self, header: TrackHeader) -> Result<()> {
+        if header.codec.kind() != self.kind {
+            return Err(MediaError::Unsupported {
+                what: "changing a track's media type",
+            });
+        }
+        let mut h = BytesMut::new();
+        h.put_u8(TAG_HEADER);
+        h.put_slice(&header.encode());
+        self.header = h.freeze();
+        self.header_pending = true;
+        if self.kind != UpdateKind::Video {
+            self.frames_in_group = 0;
+        }
+        Ok(())
     }
 
     /// Appends the updates carrying `frame` to `out` (and a header update when the frame starts
@@ -139,7 +174,8 @@ impl Packetizer {
             }
             self.frames_in_group = 0;
         }
-        if starts_group || self.frames == 0 {
+        if starts_group || self.frames == 0 || self.header_pending {
+            self.header_pending = false;
             let header = self.header.clone();
             self.push_control(header, frame.timestamp, out);
         }
@@ -376,7 +412,7 @@ impl Depacketizer {
         self.packets.on_packet(seq, update.timestamp, now);
         if Some(seq) == self.next_seq && self.pending.is_empty() {
             // In order with nothing held: the common case skips the reorder buffer.
-            self.next_seq = Some(seq + 1);
+            self.next_seq = Some(seq.saturating_add(1));
             self.process(update, now);
             return;
         }
@@ -436,7 +472,7 @@ impl Depacketizer {
             let Some(next) = self.next_seq else { return };
             if first == next {
                 if let Some((_, (u, at, delivered))) = self.pending.pop_first() {
-                    self.next_seq = Some(next + 1);
+                    self.next_seq = Some(next.saturating_add(1));
                     if delivered {
                         if let Some(a) = self.assembly.take() {
                             self.drop_frame(a.first.kind);

@@ -405,6 +405,7 @@ pub struct MediaSession<H> {
     next_stats: Option<Time>,
     playback: Option<Playback>,
     next_seq: u64,
+    next_group: u64,
     active_since: Time,
     out: VecDeque<StateUpdate>,
     events: VecDeque<SessionEvent>,
@@ -430,6 +431,7 @@ impl<H: MediaHandler> MediaSession<H> {
             next_stats: None,
             playback: None,
             next_seq: 0,
+            next_group: 0,
             active_since: Time::ZERO,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -627,7 +629,7 @@ impl<H: MediaHandler> MediaSession<H> {
                     let options = PlayOptions {
                         repeat: p.plays_left.saturating_sub(1),
                     };
-                    self.next_seq = p.packetizer.next_seq();
+                    self.retire(&p);
                     self.play(now, p.path, options);
                 }
             }
@@ -661,7 +663,7 @@ impl<H: MediaHandler> MediaSession<H> {
                 MediaAction::Play { path, options } => self.play(now, path, options),
                 MediaAction::Stop => {
                     if let Some(p) = self.playback.take() {
-                        self.next_seq = p.packetizer.next_seq();
+                        self.retire(&p);
                         self.events.push_back(SessionEvent::PlayStopped(p.path));
                     }
                 }
@@ -685,8 +687,28 @@ impl<H: MediaHandler> MediaSession<H> {
                     self.codec = Some(c);
                     if let Some(p) = self.playback.as_mut()
                         && p.source_codec == Codec::Pcm16
+                        && p.send_codec != c
                     {
-                        p.send_codec = c;
+                        match p.reader.header().clone() {
+                            h @ TrackHeader {
+                                container: ContainerConfig::Wav(_),
+                                ..
+                            } if matches!(c, Codec::Pcmu | Codec::Pcma) => {
+                                p.send_codec = c;
+                                // Receivers learn the new codec from the header that now
+                                // precedes the next frame.
+                                let header = TrackHeader { codec: c, ..h };
+                                if let Err(e) = p.packetizer.set_header(header) {
+                                    let path = p.path.clone();
+                                    self.playback = None;
+                                    self.report_error(now, StreamError::File { path, source: e });
+                                }
+                            }
+                            _ => {
+                                let from = Codec::Pcm16;
+                                self.report_error(now, StreamError::Transcode { from, to: c });
+                            }
+                        }
                     }
                     self.events.push_back(SessionEvent::CodecSelected(c));
                 }
@@ -694,9 +716,15 @@ impl<H: MediaHandler> MediaSession<H> {
         }
     }
 
+    /// Remembers where a finished playback left the track's numbering.
+    fn retire(&mut self, p: &Playback) {
+        self.next_seq = p.packetizer.next_seq();
+        self.next_group = p.packetizer.next_group();
+    }
+
     fn play(&mut self, now: Time, path: PathBuf, options: PlayOptions) {
         if let Some(p) = self.playback.take() {
-            self.next_seq = p.packetizer.next_seq();
+            self.retire(&p);
             self.events.push_back(SessionEvent::PlayStopped(p.path));
         }
         let base = Time::ZERO + (now - self.active_since);
@@ -763,6 +791,7 @@ impl<H: MediaHandler> MediaSession<H> {
         let mut config = PacketizerConfig::new(self.config.state, self.config.source);
         config.max_payload = self.config.max_payload;
         config.first_seq = self.next_seq;
+        config.first_group = self.next_group;
         Ok(Playback {
             path: path.to_owned(),
             options,
@@ -876,7 +905,7 @@ impl<H: MediaHandler> MediaSession<H> {
         let Some(p) = self.playback.take() else {
             return;
         };
-        self.next_seq = p.packetizer.next_seq();
+        self.retire(&p);
         if p.plays_left > 1 {
             // Repeat; the track's timeline runs on.
             let base = Time::ZERO + (now - self.active_since);

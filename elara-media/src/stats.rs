@@ -93,7 +93,9 @@ impl PacketStats {
 
     /// Fills the packet fields of `stats`.
     pub fn fill(&self, stats: &mut ReceiveStats) {
-        let expected = self.first_seq.map_or(0, |f| self.max_seq - f + 1);
+        let expected = self
+            .first_seq
+            .map_or(0, |f| (self.max_seq - f).saturating_add(1));
         stats.packets_received = self.received;
         stats.packets_duplicate = self.duplicate;
         stats.packets_expected = expected;

@@ -11,6 +11,8 @@ use crate::frame::{MediaFrame, Timebase};
 pub const MAX_WAV_CHUNKS: usize = 64;
 /// Largest non-data chunk read or skipped (1 MiB).
 pub const MAX_WAV_CHUNK: usize = 1 << 20;
+/// Largest PCM block one frame may hold (1 MiB); a header implying more is rejected.
+pub const MAX_WAV_BLOCK: usize = 1 << 20;
 
 /// The format of a PCM16 WAV file.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -65,6 +67,14 @@ impl<R: Read> WavReader<R> {
                     u32::try_from(u64::from(format.sample_rate) * u64::from(frame_ms) / 1000)
                         .unwrap_or(u32::MAX)
                         .max(1);
+                let block = u64::from(frame_samples) * u64::from(format.channels) * 2;
+                if block > MAX_WAV_BLOCK as u64 {
+                    return Err(MediaError::TooLarge {
+                        what: "wav frame (rate x channels x duration)",
+                        len: block,
+                        max: MAX_WAV_BLOCK as u64,
+                    });
+                }
                 return Ok(WavReader {
                     inner,
                     format,

@@ -174,3 +174,54 @@ proptest! {
         prop_assert_eq!(s.packets_lost, s.packets_expected - s.packets_received);
     }
 }
+
+#[test]
+fn extreme_sequence_numbers_do_not_overflow() {
+    let mut d = Depacketizer::new(StateId(1));
+    for (i, seq) in [0, u64::MAX, u64::MAX - 1, u64::MAX, 1]
+        .into_iter()
+        .enumerate()
+    {
+        let u = StateUpdate::new(StateId(1), NodeId::from_u64(1), seq, Time::MAX)
+            .with_kind(UpdateKind::Audio)
+            .with_payload(Bytes::from_static(b"x"));
+        d.push(u, Time::from_millis(i as u64));
+        while d.poll(Time::MAX).is_some() {}
+    }
+    let s = d.stats();
+    assert_eq!(s.packets_expected, u64::MAX);
+    assert!(s.packets_received >= 3);
+}
+
+#[test]
+fn huge_granule_positions_are_errors_not_overflows() {
+    use elara_media::ogg::{FLAG_EOS, PageWriter};
+    let opus = sample("speech.opus");
+    let reader = MediaReader::new(&opus[..]).unwrap();
+    let elara_media::ContainerConfig::OggOpus { head, tags, .. } = &reader.header().container
+    else {
+        panic!("not ogg opus");
+    };
+    let mut file = Vec::new();
+    let mut w = PageWriter::new(&mut file, 1);
+    w.push_packet(head, 0).unwrap();
+    w.flush_page(0).unwrap();
+    w.push_packet(tags, 0).unwrap();
+    w.flush_page(0).unwrap();
+    // Two 20 ms CELT packets; the page claims they end at u64::MAX - 1.
+    w.push_packet(&[0xf8, 0], 0).unwrap();
+    w.push_packet(&[0xf8, 0], u64::MAX - 1).unwrap();
+    w.flush_page(0).unwrap();
+    w.push_packet(&[0xf8, 0], 5).unwrap();
+    w.flush_page(FLAG_EOS).unwrap();
+    assert!(read_all(&file).is_err());
+}
+
+#[test]
+fn hostile_wav_format_is_rejected_before_allocating() {
+    let mut wav = sample("speech-8k.wav");
+    // fmt chunk: channels at 22, sample rate at 24.
+    wav[22..24].copy_from_slice(&u16::MAX.to_le_bytes());
+    wav[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(read_all(&wav), Err(MediaError::TooLarge { .. })));
+}

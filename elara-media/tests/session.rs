@@ -114,9 +114,9 @@ fn config() -> SessionConfig {
     c
 }
 
-/// Runs the session's timers from `from` to `to` (inclusive), returning the updates sent, each
+/// Runs the session's timers up to `to` (inclusive), returning the updates sent, each
 /// with the time it was sent.
-fn run(s: &mut MediaSession<Recorder>, to: Time) -> Vec<(Time, elara_core::StateUpdate)> {
+fn run<H: MediaHandler>(s: &mut MediaSession<H>, to: Time) -> Vec<(Time, elara_core::StateUpdate)> {
     let mut sent = Vec::new();
     while let Some(t) = s.poll_timeout().filter(|&t| t <= to) {
         s.handle_timeout(t);
@@ -195,6 +195,18 @@ fn callbacks_in_order_and_actions_take_effect() {
     g711::encode_alaw(&pcm[160 * 51..160 * 52], &mut alaw);
     assert_eq!(u.payload.to_vec(), alaw);
     assert!(s.request(ms(2020), "dance").is_err());
+    // Receivers learn the switch from a header update that precedes the A-law frame.
+    let mut d = elara_media::Depacketizer::new(StateId(3));
+    let mut codecs = Vec::new();
+    for (at, u) in first.iter().chain(&after) {
+        d.push(u.clone(), *at);
+        while let Some(x) = d.poll(*at) {
+            if let elara_media::Delivery::Header(h) = x {
+                codecs.push(h.codec);
+            }
+        }
+    }
+    assert_eq!(codecs, [Codec::Pcmu, Codec::Pcma]);
 
     // The rest of the 3 s file plays until its last frame (media 2980 ms) at 3980 ms; then play_complete returns a Play of an
     // Opus file, which cannot be sent as PCMA: stream_error -> Stop -> the session ends.
@@ -214,6 +226,14 @@ fn callbacks_in_order_and_actions_take_effect() {
         .map(|(_, u)| u.seq)
         .collect();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    // Group ids never go back (a relay keeps the newest group).
+    let groups: Vec<u64> = first
+        .iter()
+        .chain(&after)
+        .chain(&rest)
+        .map(|(_, u)| u.group.0)
+        .collect();
+    assert!(groups.windows(2).all(|w| w[0] <= w[1]));
 
     let log = &s.handler().log;
     let stats_calls = log.iter().filter(|l| *l == "stats").count();
@@ -397,6 +417,10 @@ fn retry_replays_a_failed_file_and_continue_ignores() {
     );
     assert_eq!(after[1].1.timestamp, ms(110));
     assert_eq!(after[0].1.seq, before[6].1.seq + 1);
+    assert!(
+        after[0].1.group > before[6].1.group,
+        "a restarted file opens a newer group"
+    );
 }
 
 fn codec() -> impl Strategy<Value = Codec> {
@@ -496,4 +520,49 @@ fn handler_can_modify_an_offer_and_an_answer() {
         }
     );
     assert_eq!(s.codec(), Some(Codec::Pcma));
+}
+
+#[test]
+fn a_played_opus_file_arrives_whole_at_a_receiver() {
+    use elara_media::{Delivery, Depacketizer, MediaReader};
+    struct Announcer;
+    impl MediaHandler for Announcer {
+        fn stream_start(&mut self, _id: &str, _d: Direction) -> Vec<MediaAction> {
+            vec![MediaAction::play(sample("speech.opus"))]
+        }
+    }
+    let mut c = config();
+    c.supported = vec![Codec::Opus];
+    let mut s = MediaSession::new("announce", c, Announcer).unwrap();
+    s.receive_offer(
+        ms(5_000),
+        SessionDescription {
+            codecs: vec![Codec::Opus],
+            direction: Direction::Inbound,
+        },
+    )
+    .unwrap();
+    s.start_stream(ms(5_000)).unwrap();
+    let mut d = Depacketizer::new(StateId(3));
+    let mut got = Vec::new();
+    for (at, u) in run(&mut s, ms(60_000)) {
+        d.push(u, at);
+        while let Some(x) = d.poll(at) {
+            if let Delivery::Frame(f) = x {
+                got.push((f.frame.pts, f.frame.data));
+            }
+        }
+    }
+    let original: Vec<_> = MediaReader::open(sample("speech.opus"))
+        .unwrap()
+        .map(|f| f.unwrap())
+        .map(|f| (f.pts, f.data))
+        .collect();
+    assert_eq!(original.len(), 501);
+    assert_eq!(got, original, "every packet, with its granule position");
+    let mut events = Vec::new();
+    while let Some(e) = s.poll_event() {
+        events.push(e);
+    }
+    assert!(events.contains(&SessionEvent::PlayComplete(sample("speech.opus"))));
 }
