@@ -78,7 +78,7 @@ fn message() -> impl Strategy<Value = Message> {
         (
             any::<u64>(),
             any::<u16>(),
-            proptest::collection::vec(node(), 0..=32)
+            proptest::collection::vec(node(), 0..=elara_core::wire::MAX_PATH)
         )
             .prop_map(|(s, depth, path)| Message::JoinAccept {
                 state: StateId(s),
@@ -116,6 +116,10 @@ fn message() -> impl Strategy<Value = Message> {
             seqs
         }),
         (any::<u64>(), seqs()).prop_map(|(s, seqs)| Message::Pull {
+            state: StateId(s),
+            seqs
+        }),
+        (any::<u64>(), seqs()).prop_map(|(s, seqs)| Message::Unavailable {
             state: StateId(s),
             seqs
         }),

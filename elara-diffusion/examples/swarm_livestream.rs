@@ -2,7 +2,7 @@
 //! for each other over 20 ms links with 2% loss. Prints the tree's shape, what viewers
 //! received, how late, and what the repairs cost.
 //!
-//! Run with `cargo run -p elara-diffusion --example swarm_livestream [seed]`.
+//! Run with `cargo run -p elara-diffusion --example swarm_livestream [seed] [viewers]`.
 
 use std::time::Duration;
 
@@ -13,14 +13,18 @@ use elara_core::{
 use elara_diffusion::harness::{Harness, LinkProfile};
 use elara_diffusion::swarm::{Event, SwarmConfig, SwarmNode};
 
-const VIEWERS: u64 = 300;
 const FRAMES: u64 = 90;
 
 fn main() {
-    let seed = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let arg = |i: usize, default: u64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let seed = arg(1, 1);
+    let viewers = arg(2, 300);
+    let started = std::time::Instant::now();
     let caps = Capabilities {
         upload_kbps: 20_000,
         download_kbps: 20_000,
@@ -39,7 +43,7 @@ fn main() {
     h.node_mut(publisher)
         .create_state(state)
         .expect("new state");
-    for i in 2..=VIEWERS + 1 {
+    for i in 2..=viewers + 1 {
         let id = NodeId::from_u64(i);
         h.add_node(timers(SwarmConfig::new(id, caps).with_bootstrap(publisher)));
         let level = if i % 5 == 0 {
@@ -97,7 +101,7 @@ fn main() {
     let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     println!("tree depth histogram (depth: nodes): {:?}", &depth[..8]);
     println!(
-        "delivered {delivered} updates to {VIEWERS} viewers ({FRAMES} frames; Low viewers get keyframes only)"
+        "delivered {delivered} updates to {viewers} viewers ({FRAMES} frames; Low viewers get keyframes only)"
     );
     println!(
         "latency p50 {:?}, p99 {:?}, max {:?}",
@@ -108,7 +112,8 @@ fn main() {
     println!("repair: {pulled} seqs pulled, {repaired} resent, {skipped} given up");
     println!("harness: {:?}", h.stats());
     println!(
-        "a SwarmNode value is {} bytes before any peer or state",
-        std::mem::size_of::<SwarmNode>()
+        "a SwarmNode value is {} bytes before any peer or state; run took {:?} of wall time",
+        std::mem::size_of::<SwarmNode>(),
+        started.elapsed()
     );
 }

@@ -27,10 +27,11 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::Duration;
 
 use elara_core::{Message, NodeId, Time};
+use foldhash::fast::FixedState;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -115,33 +116,11 @@ enum Action {
     Close {
         from: NodeId,
         to: NodeId,
+        conn: u64,
     },
     Timeout {
         node: NodeId,
     },
-}
-
-struct Entry {
-    at: Time,
-    order: u64,
-    action: Action,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.order) == (o.at, o.order)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(o.at, o.order))
-    }
 }
 
 struct Slot {
@@ -156,18 +135,25 @@ pub struct Harness {
     now: Time,
     rng: ChaCha8Rng,
     order: u64,
-    queue: BinaryHeap<Reverse<Entry>>,
+    /// (due, insertion order, slot in `actions`): small keys, so the heap moves little.
+    queue: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    actions: Vec<Option<Action>>,
+    free_actions: Vec<u32>,
     nodes: BTreeMap<NodeId, Slot>,
     default_link: LinkProfile,
     links: BTreeMap<(NodeId, NodeId), LinkProfile>,
-    busy_until: BTreeMap<(NodeId, NodeId), Time>,
-    connections: BTreeSet<(NodeId, NodeId)>,
+    busy_until: HashMap<(NodeId, NodeId), Time, FixedState>,
+    /// Open connections, each with a generation so that a late close cannot cut a newer one.
+    connections: HashMap<(NodeId, NodeId), u64, FixedState>,
+    next_conn: u64,
     dirty: BTreeSet<NodeId>,
     in_flight: u64,
     stats: HarnessStats,
     record_events: bool,
     record_sends: bool,
     sends: Vec<SentUpdate>,
+    scratch_tx: Vec<crate::swarm::Transmit>,
+    scratch_req: Vec<(bool, NodeId)>,
 }
 
 /// An update message a node put on a link (recorded with [`Harness::record_sends`]).
@@ -197,17 +183,22 @@ impl Harness {
             rng: ChaCha8Rng::seed_from_u64(seed),
             order: 0,
             queue: BinaryHeap::new(),
+            actions: Vec::new(),
+            free_actions: Vec::new(),
             nodes: BTreeMap::new(),
             default_link,
             links: BTreeMap::new(),
-            busy_until: BTreeMap::new(),
-            connections: BTreeSet::new(),
+            busy_until: HashMap::with_hasher(FixedState::with_seed(0)),
+            connections: HashMap::with_hasher(FixedState::with_seed(0)),
+            next_conn: 0,
             dirty: BTreeSet::new(),
             in_flight: 0,
             stats: HarnessStats::default(),
             record_events: true,
             record_sends: false,
             sends: Vec::new(),
+            scratch_tx: Vec::new(),
+            scratch_req: Vec::new(),
         }
     }
 
@@ -230,7 +221,7 @@ impl Harness {
     /// Puts `msg` on the connection `from -> to` as if `from`'s node had sent it (for tests of
     /// misbehaving peers). Returns false when the two are not connected.
     pub fn inject(&mut self, from: NodeId, to: NodeId, msg: Message) -> bool {
-        if !self.connections.contains(&pair(from, to)) {
+        if !self.connections.contains_key(&pair(from, to)) {
             return false;
         }
         self.send(from, to, msg);
@@ -239,7 +230,7 @@ impl Harness {
 
     /// True when the two nodes have a connection.
     pub fn connected(&self, a: NodeId, b: NodeId) -> bool {
-        self.connections.contains(&pair(a, b))
+        self.connections.contains_key(&pair(a, b))
     }
 
     /// Adds a node, created now; returns its id.
@@ -315,7 +306,7 @@ impl Harness {
     /// two are connected.
     pub fn set_link(&mut self, from: NodeId, to: NodeId, profile: LinkProfile) {
         self.links.insert((from, to), profile);
-        if self.connections.contains(&pair(from, to)) {
+        if self.connections.contains_key(&pair(from, to)) {
             self.feedback(from, to);
         }
     }
@@ -326,7 +317,7 @@ impl Harness {
             s.alive = false;
             s.timeout = None;
         }
-        self.connections.retain(|&(a, b)| a != id && b != id);
+        self.connections.retain(|&(a, b), _| a != id && b != id);
     }
 
     fn profile(&self, from: NodeId, to: NodeId) -> LinkProfile {
@@ -341,11 +332,17 @@ impl Harness {
             self.in_flight += 1;
         }
         self.order += 1;
-        self.queue.push(Reverse(Entry {
-            at,
-            order: self.order,
-            action,
-        }));
+        let slot = match self.free_actions.pop() {
+            Some(i) => {
+                self.actions[i as usize] = Some(action);
+                i
+            }
+            None => {
+                self.actions.push(Some(action));
+                (self.actions.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((at, self.order, slot)));
     }
 
     fn feedback(&mut self, from: NodeId, to: NodeId) {
@@ -374,11 +371,11 @@ impl Harness {
         if !slot.alive {
             return;
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.scratch_tx);
         while let Some(t) = slot.node.poll_transmit(now) {
             out.push(t);
         }
-        let mut requests = Vec::new();
+        let mut requests = std::mem::take(&mut self.scratch_req);
         while let Some(e) = slot.node.poll_event() {
             match &e {
                 Event::Connect { peer, .. } => requests.push((true, *peer)),
@@ -396,16 +393,17 @@ impl Harness {
                 self.push(at.max(now), Action::Timeout { node: id });
             }
         }
-        for t in out {
+        for t in out.drain(..) {
             self.send(id, t.to, t.message);
         }
-        for (connect, peer) in requests {
+        self.scratch_tx = out;
+        for &(connect, peer) in &requests {
             if connect {
                 if self.is_alive(peer) {
                     let rtt = self.profile(id, peer).latency + self.profile(peer, id).latency;
                     self.push(now + rtt, Action::Connected { a: id, b: peer });
                 }
-            } else if self.connections.contains(&pair(id, peer)) {
+            } else if let Some(&conn) = self.connections.get(&pair(id, peer)) {
                 // The close follows whatever the node sent before it (a goodbye, say).
                 let lat = self.profile(id, peer).latency;
                 let busy = self
@@ -414,13 +412,22 @@ impl Harness {
                     .copied()
                     .unwrap_or(now)
                     .max(now);
-                self.push(busy + lat, Action::Close { from: id, to: peer });
+                self.push(
+                    busy + lat,
+                    Action::Close {
+                        from: id,
+                        to: peer,
+                        conn,
+                    },
+                );
             }
         }
+        requests.clear();
+        self.scratch_req = requests;
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        if !self.connections.contains(&pair(from, to)) {
+        if !self.connections.contains_key(&pair(from, to)) {
             self.stats.undeliverable += 1;
             return;
         }
@@ -461,15 +468,19 @@ impl Harness {
     /// Processes the next queued action; false when nothing is queued.
     pub fn step(&mut self) -> bool {
         self.drain_dirty();
-        let Some(Reverse(entry)) = self.queue.pop() else {
+        let Some(Reverse((at, _, slot))) = self.queue.pop() else {
             return false;
         };
-        self.now = self.now.max(entry.at);
+        let action = self.actions[slot as usize]
+            .take()
+            .expect("every queued slot holds an action");
+        self.free_actions.push(slot);
+        self.now = self.now.max(at);
         let now = self.now;
-        match entry.action {
+        match action {
             Action::Deliver { from, to, msg } => {
                 self.in_flight -= 1;
-                let connected = self.connections.contains(&pair(from, to));
+                let connected = self.connections.contains_key(&pair(from, to));
                 match self.nodes.get_mut(&to) {
                     Some(s) if s.alive && connected => {
                         self.stats.delivered += 1;
@@ -482,7 +493,8 @@ impl Harness {
             Action::Connected { a, b } => {
                 self.in_flight -= 1;
                 if self.is_alive(a) && self.is_alive(b) {
-                    self.connections.insert(pair(a, b));
+                    self.next_conn += 1;
+                    self.connections.insert(pair(a, b), self.next_conn);
                     for (x, y) in [(a, b), (b, a)] {
                         if let Some(s) = self.nodes.get_mut(&x) {
                             s.node.peer_connected(now, y);
@@ -495,8 +507,9 @@ impl Harness {
                     // The dial fails when the node's dial timeout fires.
                 }
             }
-            Action::Close { from, to } => {
-                if self.connections.remove(&pair(from, to))
+            Action::Close { from, to, conn } => {
+                if self.connections.get(&pair(from, to)) == Some(&conn)
+                    && self.connections.remove(&pair(from, to)).is_some()
                     && let Some(s) = self.nodes.get_mut(&to)
                     && s.alive
                 {
@@ -507,7 +520,7 @@ impl Harness {
             Action::Timeout { node } => {
                 if let Some(s) = self.nodes.get_mut(&node)
                     && s.alive
-                    && s.timeout == Some(entry.at)
+                    && s.timeout == Some(at)
                 {
                     s.timeout = None;
                     s.node.handle_timeout(now);
@@ -529,7 +542,7 @@ impl Harness {
         loop {
             self.drain_dirty();
             match self.queue.peek() {
-                Some(Reverse(e)) if e.at <= t => {
+                Some(Reverse((at, _, _))) if *at <= t => {
                     self.step();
                 }
                 _ => break,
@@ -553,7 +566,7 @@ impl Harness {
                 return true;
             }
             match self.queue.peek() {
-                Some(Reverse(e)) if e.at <= limit => {
+                Some(Reverse((at, _, _))) if *at <= limit => {
                     self.step();
                 }
                 _ => {

@@ -42,12 +42,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use elara_core::{InterestLevel, NodeId, StateId, Time};
-use foldhash::fast::FixedState;
 use hashbrown::HashTable;
+
+use crate::hash::{IdHashBuilder, hash_id};
 
 /// The most states one node may declare interest in (the overflow count in a node record is
 /// 8 bits wide, plus the inline slot).
@@ -155,18 +155,20 @@ struct StateViewers {
 /// assert_eq!(map.len(), 1);
 /// ```
 pub struct InterestMap {
-    hasher: FixedState,
+    seed: u64,
     index: HashTable<u32>,
     records: Vec<NodeRecord>,
     free_records: Vec<u32>,
     states: Vec<StateViewers>,
-    state_slots: HashMap<StateId, u32, FixedState>,
+    state_slots: HashMap<StateId, u32, IdHashBuilder>,
     /// Positions of interests beyond a node's first: (node index, state slot) -> position.
-    more: HashMap<(u32, u32), u32, FixedState>,
+    more: HashMap<(u32, u32), u32, IdHashBuilder>,
     /// Expiry of every entry that has one.
-    expiries: HashMap<(u32, u32), Time, FixedState>,
+    expiries: HashMap<(u32, u32), Time, IdHashBuilder>,
     /// Expiries in time order, for [`InterestMap::expire`]; stale items are skipped.
     deadlines: BinaryHeap<Reverse<(Time, u32, u32)>>,
+    /// The state of the last declaration, to skip the state lookup in bulk declarations.
+    last_state: Option<(StateId, u32)>,
     live: usize,
 }
 
@@ -196,17 +198,18 @@ impl InterestMap {
     /// configuration so that nobody can grind node ids that collide in this node's tables;
     /// the seed changes no observable result, only the table layout.
     pub fn with_hash_seed(seed: u64) -> Self {
-        let hasher = FixedState::with_seed(seed);
+        let hasher = IdHashBuilder::new(seed);
         InterestMap {
-            hasher: hasher.clone(),
+            seed,
             index: HashTable::new(),
             records: Vec::new(),
             free_records: Vec::new(),
             states: Vec::new(),
-            state_slots: HashMap::with_hasher(hasher.clone()),
-            more: HashMap::with_hasher(hasher.clone()),
+            state_slots: HashMap::with_hasher(hasher),
+            more: HashMap::with_hasher(hasher),
             expiries: HashMap::with_hasher(hasher),
             deadlines: BinaryHeap::new(),
+            last_state: None,
             live: 0,
         }
     }
@@ -214,10 +217,10 @@ impl InterestMap {
     /// Reserves room for `nodes` more interned nodes.
     pub fn reserve_nodes(&mut self, nodes: usize) {
         self.records.reserve(nodes);
-        let hasher = &self.hasher;
+        let seed = self.seed;
         let records = &self.records;
         self.index
-            .reserve(nodes, |&i| hasher.hash_one(records[i as usize].id));
+            .reserve(nodes, |&i| hash_id(seed, &records[i as usize].id));
     }
 
     /// Number of live entries (node, state) — expired-but-not-yet-swept entries included.
@@ -241,25 +244,26 @@ impl InterestMap {
     }
 
     fn find_node(&self, node: &NodeId) -> Option<u32> {
-        let h = self.hasher.hash_one(node);
+        let h = hash_id(self.seed, node);
         let records = &self.records;
         self.index
             .find(h, |&i| records[i as usize].id == *node)
             .copied()
     }
 
-    fn intern(&mut self, node: NodeId) -> u32 {
-        let h = self.hasher.hash_one(node);
+    /// The record index of `node`, interning it if new; `true` when it was new.
+    fn intern(&mut self, node: NodeId) -> (u32, bool) {
+        let seed = self.seed;
+        let h = hash_id(seed, &node);
         let records = &mut self.records;
         let free = &mut self.free_records;
-        let hasher = &self.hasher;
         let entry = self.index.entry(
             h,
             |&i| records[i as usize].id == node,
-            |&i| hasher.hash_one(records[i as usize].id),
+            |&i| hash_id(seed, &records[i as usize].id),
         );
         match entry {
-            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_table::Entry::Occupied(o) => (*o.get(), false),
             hashbrown::hash_table::Entry::Vacant(v) => {
                 let rec = NodeRecord {
                     id: node,
@@ -277,7 +281,7 @@ impl InterestMap {
                     }
                 };
                 v.insert(idx);
-                idx
+                (idx, true)
             }
         }
     }
@@ -287,7 +291,7 @@ impl InterestMap {
         if !rec.is_empty() {
             return;
         }
-        let h = self.hasher.hash_one(rec.id);
+        let h = hash_id(self.seed, &rec.id);
         if let Ok(e) = self.index.find_entry(h, |&i| i == idx) {
             e.remove();
         }
@@ -295,11 +299,15 @@ impl InterestMap {
     }
 
     fn state_slot(&self, state: StateId) -> Option<u32> {
-        self.state_slots.get(&state).copied()
+        match self.last_state {
+            Some((id, s)) if id == state => Some(s),
+            _ => self.state_slots.get(&state).copied(),
+        }
     }
 
     fn state_slot_or_insert(&mut self, state: StateId) -> Result<u32, InterestError> {
-        if let Some(&s) = self.state_slots.get(&state) {
+        if let Some(s) = self.state_slot(state) {
+            self.last_state = Some((state, s));
             return Ok(s);
         }
         if self.states.len() >= MAX_STATES {
@@ -313,6 +321,7 @@ impl InterestMap {
             counts: [0; 5],
         });
         self.state_slots.insert(state, slot);
+        self.last_state = Some((state, slot));
         Ok(slot)
     }
 
@@ -377,11 +386,12 @@ impl InterestMap {
             });
         }
         let slot = self.state_slot_or_insert(state)?;
-        let idx = self.intern(node);
+        let (idx, new) = self.intern(node);
         let ttl_bit = if expires_at.is_some() { TTL_FLAG } else { 0 };
         let raw = level.as_u8() | ttl_bit;
         let previous;
-        match self.position(idx, slot) {
+        let pos = if new { None } else { self.position(idx, slot) };
+        match pos {
             Some(pos) => {
                 let old_raw = self.states[slot as usize].levels[pos as usize];
                 previous = if self.is_expired(idx, slot, old_raw, now) {

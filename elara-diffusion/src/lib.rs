@@ -13,16 +13,28 @@
 //!   ordered by interest, rate-limited per link from congestion feedback, quality-degraded
 //!   (lower layer, fewer frames, keyframes only) when a link cannot carry everything, and never
 //!   sending a delta whose keyframe the target did not get; allocation-free in steady state;
-//! * [`PropagationStats`]: sends, drops by [`DropReason`], bytes, latency percentiles.
+//! * [`PropagationStats`]: sends, drops by [`DropReason`], bytes, latency percentiles;
+//! * [`BandwidthAllocator`]: per-receiver allocation of a link's estimated bandwidth with
+//!   decrease negotiation, force-lowering by priority and probing (after Membrane's
+//!   `ConnectionAllocator`);
+//! * [`swarm::SwarmNode`]: the state machine every node runs (membership, one diffusion tree
+//!   per state, interest aggregation, forwarding through the scheduler, repair, group calls),
+//!   driven by `handle_message` / `handle_timeout` / `poll_transmit` / `poll_event` /
+//!   `poll_timeout` — see its module for the driving contract;
+//! * [`harness::Harness`]: a deterministic in-memory network of swarm nodes (per-link latency,
+//!   loss, bandwidth; seeded) for tests and experiments.
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod harness;
+mod hash;
 pub mod interest;
 pub mod scheduler;
 pub mod stats;
 pub mod swarm;
 pub mod topology;
 
+pub use allocator::{AllocatorEvent, BandwidthAllocator};
 pub use interest::{InterestChange, InterestError, InterestMap};
 pub use scheduler::{
     Decision, LinkId, LinkStats, PropagationScheduler, Quality, SchedulerConfig, StateConfig,

@@ -16,7 +16,9 @@
 //!   of the latency budget. As it rises, a target first loses enhancement layers (layer > 0:
 //!   [`Quality::BaseLayer`]), then deltas — the first skipped delta cuts the rest of its group,
 //!   so the target gets fewer frames ([`Quality::ReducedFrames`]), or only keyframes when no delta
-//!   of the group got through ([`Quality::KeyframesOnly`]). The pressure thresholds are lower
+//!   of the group got through ([`Quality::KeyframesOnly`]). A delta is also dropped when, after
+//!   it, a keyframe as large as the state's last one could no longer arrive within the budget:
+//!   deltas never starve the next keyframe. The pressure thresholds are lower
 //!   for lower interest, so Low viewers step down first and Critical ones last; keyframes, audio,
 //!   control and data go as long as they can arrive within the budget at all.
 //! * **Never a broken stream.** Per (link, state) the scheduler tracks the group whose keyframe
@@ -49,7 +51,11 @@
 //! # API for the swarm node
 //!
 //! Keep one scheduler per node and one [`LinkId`] per peer connection (`link_id(peer)` maps back
-//! from a [`NodeId`]). Keep one `Vec<Decision>` and pass it to every `schedule` call. Decisions
+//! from a [`NodeId`]). Keep one `Vec<Decision>` and pass it to every `schedule` call. A node with
+//! many children registers their aggregated interest with
+//! [`PropagationScheduler::set_target`] as it changes and calls
+//! [`PropagationScheduler::schedule_registered`] per update (the fast path); a retransmission
+//! a child asked for goes through [`PropagationScheduler::schedule_repair`]. Decisions
 //! carry `priority` and `interest`, so a node that batches several updates can order its transmit
 //! queue by `(priority, interest)`. Read [`PropagationScheduler::stats`] for metrics and
 //! [`PropagationScheduler::link_info`] for per-link rate, RTT, loss and queue.
@@ -96,8 +102,8 @@ use std::fmt;
 use std::time::Duration;
 
 use elara_core::{InterestLevel, NodeId, Priority, StateId, StateUpdate, Time, UpdateKind};
-use foldhash::fast::FixedState;
 
+use crate::hash::IdHashBuilder;
 use crate::stats::{DropReason, PropagationStats};
 
 /// A handle on one link (one neighbour connection) of a [`PropagationScheduler`]. Stale handles
@@ -276,64 +282,80 @@ pub enum SchedulerError {
     ZeroLatencyBudget,
 }
 
-/// A token bucket in bytes, refilled at `rate` bytes per microsecond.
+/// A token bucket kept as a virtual clock (GCRA): `tat` is the time at which the bucket would
+/// be full again; `tau` is the bucket depth in microseconds at the link's rate. Sending `c`
+/// bytes at `now` needs `max(tat, now) + c·inv_rate − now − tau` microseconds of pacing (if
+/// positive). 16 bytes and no refill step: the hot path streams one per target.
 #[derive(Clone, Copy, Debug)]
-struct Bucket {
-    rate: f64,
-    cap: f64,
-    tokens: f64,
-    last: Time,
+struct Pacer {
+    tat: f64,
+    /// Microseconds per byte ([`STALLED`] for a stalled link).
+    inv_rate: f64,
+    tau: f64,
 }
 
-impl Bucket {
+/// Microseconds per byte standing for a stalled (zero-rate) link: any send takes years.
+const STALLED: f64 = 1e12;
+
+impl Pacer {
     fn new(now: Time, bytes_per_sec: u64, cfg: &SchedulerConfig) -> Self {
-        let mut b = Bucket {
-            rate: 0.0,
-            cap: 0.0,
-            tokens: 0.0,
-            last: now,
-        };
-        b.set_rate(bytes_per_sec, cfg);
-        b.tokens = b.cap;
-        b
-    }
-
-    fn set_rate(&mut self, bytes_per_sec: u64, cfg: &SchedulerConfig) {
-        self.rate = bytes_per_sec as f64 / 1e6;
-        let burst = bytes_per_sec as f64 * cfg.burst.as_secs_f64();
-        self.cap = burst.max(cfg.min_burst_bytes as f64);
-        self.tokens = self.tokens.min(self.cap);
-    }
-
-    #[inline]
-    fn refill(&mut self, now: Time) {
-        if now > self.last {
-            let dt = (now.as_micros() - self.last.as_micros()) as f64;
-            self.tokens = (self.tokens + dt * self.rate).min(self.cap);
-            self.last = now;
+        let (inv_rate, tau) = Self::params(bytes_per_sec, cfg);
+        Pacer {
+            tat: now.as_micros() as f64,
+            inv_rate,
+            tau,
         }
     }
 
-    /// Microseconds until `cost` more bytes would have drained (0 if the bucket covers them).
-    #[inline]
-    fn delay_for(&self, cost: f64) -> f64 {
-        let debt = cost - self.tokens;
-        if debt <= 0.0 {
+    fn params(bytes_per_sec: u64, cfg: &SchedulerConfig) -> (f64, f64) {
+        let cap = (bytes_per_sec as f64 * cfg.burst.as_secs_f64()).max(cfg.min_burst_bytes as f64);
+        if bytes_per_sec == 0 {
+            return (STALLED, cap * STALLED);
+        }
+        let inv = 1e6 / bytes_per_sec as f64;
+        (inv, cap * inv)
+    }
+
+    fn rate(&self) -> f64 {
+        if self.inv_rate >= STALLED {
             0.0
-        } else if self.rate > 0.0 {
-            debt / self.rate
         } else {
-            f64::INFINITY
+            1e6 / self.inv_rate
         }
+    }
+
+    /// Bytes in the bucket at `now` (negative: debt still being paced out).
+    fn tokens(&self, now: f64) -> f64 {
+        (self.tau - (self.tat - now).max(0.0)) / self.inv_rate
+    }
+
+    fn set_tokens(&mut self, now: f64, tokens: f64) {
+        self.tat = now + self.tau - tokens * self.inv_rate;
+    }
+
+    /// Changes the rate, carrying the bucket level over.
+    fn set_rate(&mut self, now: f64, bytes_per_sec: u64, cfg: &SchedulerConfig) {
+        let tokens = self.tokens(now);
+        let (inv_rate, tau) = Self::params(bytes_per_sec, cfg);
+        self.inv_rate = inv_rate;
+        self.tau = tau;
+        let cap = tau / inv_rate;
+        self.set_tokens(now, tokens.min(cap));
+    }
+
+    fn refund(&mut self, cost: f64) {
+        self.tat -= cost * self.inv_rate;
     }
 }
 
-#[derive(Clone, Debug)]
-struct LinkSlot {
+/// Set in `PropagationScheduler::gens` for a live link; the low bits are the generation.
+const LIVE: u32 = 1 << 31;
+const GEN_MASK: u32 = LIVE - 1;
+
+/// The per-link data only feedback and reports touch.
+#[derive(Clone, Copy, Debug)]
+struct LinkCold {
     peer: NodeId,
-    generation: u32,
-    live: bool,
-    bucket: Bucket,
     rtt: Duration,
     loss: f32,
     queued: u64,
@@ -345,13 +367,24 @@ const HAS_KEY: u8 = 2;
 const TRUNCATED: u8 = 4;
 const DELTAS_SENT: u8 = 8;
 const LAYER_CUT: u8 = 16;
+/// A flag never set, for masks that must never match.
+const NEVER: u8 = 128;
 
-/// Per (link, state): the group whose keyframe the target got, and how that group went.
+/// `max` without NaN handling (the operands are never NaN): one instruction.
+#[inline(always)]
+fn fmax(a: f64, b: f64) -> f64 {
+    if a > b { a } else { b }
+}
+
+/// Per (link, state): the group whose keyframe the target got, how that group went, and the
+/// link's registered interest (see [`PropagationScheduler::set_target`]). Reset when the link
+/// is removed.
 #[derive(Clone, Copy, Debug, Default)]
 struct Track {
-    generation: u32,
     group: u64,
     flags: u8,
+    /// Registered interest (0: not a registered target).
+    level: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -361,24 +394,79 @@ struct StateSlot {
     /// Wire bytes of the state's last keyframe: deltas leave room for the next one.
     key_bytes: f64,
     tracks: Vec<Track>,
+    /// Per link slot: position in the registered target list of its level.
+    positions: Vec<u32>,
+    /// Registered targets by interest level (index = level; 0 unused).
+    targets: [Vec<LinkId>; 5],
 }
 
 /// (layer limit, delta limit) on pressure, by interest level.
 const LIMITS: [(f64, f64); 5] = [(0.0, 0.0), (0.1, 0.3), (0.25, 0.6), (0.5, 0.9), (1.0, 1.0)];
+
+/// What one update needs for every target's decision, computed once per call.
+#[derive(Clone, Copy)]
+struct UpdateCtx {
+    now: f64,
+    cost: f64,
+    inv_remaining: f64,
+    group: u64,
+    delta: bool,
+    enhancement: bool,
+    /// Needs the group's keyframe at the target (a delta or a later keyframe fragment).
+    needs_key: bool,
+    /// For `needs_key` updates: the target can decode it when `flags & key_mask == VALID |
+    /// HAS_KEY` (and the group matches).
+    key_mask: u8,
+    /// For other updates: blocked when the group matches and `flags & cut_mask == cut_mask`.
+    cut_mask: u8,
+    /// Starts a group (keyframe, first fragment, base layer).
+    starts_group: bool,
+    /// For deltas: bytes of the state's last keyframe. A delta is dropped when, with it, a
+    /// keyframe that size could no longer arrive within the budget: deltas never starve the
+    /// next keyframe.
+    key_reserve: f64,
+    keyframe_base: bool,
+}
+
+/// What one interest level needs, computed once per call.
+#[derive(Clone, Copy)]
+struct LevelCtx {
+    /// Pressure above which this update is dropped for targets of this level.
+    drop_above: f64,
+    /// Reason when dropped for pressure at or below 1.
+    quality_reason: DropReason,
+    layer_limit: f64,
+    delta_limit: f64,
+}
+
+/// The shared uplink's pacer during one call, in registers.
+#[derive(Clone, Copy)]
+struct Uplink {
+    tat: f64,
+    inv_rate: f64,
+    tau: f64,
+}
 
 /// The per-node scheduler. See the [module documentation](self) for what it enforces and how
 /// to drive it.
 #[derive(Debug)]
 pub struct PropagationScheduler {
     config: SchedulerConfig,
-    links: Vec<LinkSlot>,
+    /// Pacer per link slot.
+    hot: Vec<Pacer>,
+    /// Generation per link slot, with [`LIVE`] set while the link exists.
+    gens: Vec<u32>,
+    cold: Vec<LinkCold>,
     free_links: Vec<u32>,
-    peers: HashMap<NodeId, LinkId, FixedState>,
+    peers: HashMap<NodeId, LinkId, IdHashBuilder>,
     states: Vec<StateSlot>,
-    state_slots: HashMap<StateId, u32, FixedState>,
-    uplink: Option<Bucket>,
+    state_slots: HashMap<StateId, u32, IdHashBuilder>,
+    uplink: Option<Pacer>,
     stats: PropagationStats,
-    scratch: Vec<(LinkId, InterestLevel)>,
+    /// Targets of a [`PropagationScheduler::schedule`] call, as given.
+    staged: Vec<(LinkId, InterestLevel)>,
+    /// The same, sorted by level (strongest first).
+    scratch: Vec<LinkId>,
 }
 
 impl PropagationScheduler {
@@ -386,15 +474,18 @@ impl PropagationScheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         PropagationScheduler {
             config,
-            links: Vec::new(),
+            hot: Vec::new(),
+            gens: Vec::new(),
+            cold: Vec::new(),
             free_links: Vec::new(),
-            peers: HashMap::with_hasher(FixedState::with_seed(0)),
+            peers: HashMap::with_hasher(IdHashBuilder::new(0)),
             states: Vec::new(),
-            state_slots: HashMap::with_hasher(FixedState::with_seed(0)),
+            state_slots: HashMap::with_hasher(IdHashBuilder::new(0)),
             uplink: config
                 .uplink_rate
-                .map(|r| Bucket::new(Time::ZERO, r, &config)),
+                .map(|r| Pacer::new(Time::ZERO, r, &config)),
             stats: PropagationStats::new(),
+            staged: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -410,42 +501,32 @@ impl PropagationScheduler {
         if let Some(&id) = self.peers.get(&peer) {
             return id;
         }
-        let bucket = Bucket::new(now, self.config.initial_link_rate, &self.config);
+        let pacer = Pacer::new(now, self.config.initial_link_rate, &self.config);
+        let cold = LinkCold {
+            peer,
+            rtt: Duration::ZERO,
+            loss: 0.0,
+            queued: 0,
+            bytes_sent: 0,
+        };
         let id = match self.free_links.pop() {
             Some(index) => {
-                let slot = &mut self.links[index as usize];
-                slot.generation = slot.generation.wrapping_add(1);
-                *slot = LinkSlot {
-                    peer,
-                    generation: slot.generation,
-                    live: true,
-                    bucket,
-                    rtt: Duration::ZERO,
-                    loss: 0.0,
-                    queued: 0,
-                    bytes_sent: 0,
-                };
-                LinkId {
-                    index,
-                    generation: slot.generation,
-                }
+                let generation = (self.gens[index as usize] + 1) & GEN_MASK;
+                self.gens[index as usize] = generation | LIVE;
+                self.hot[index as usize] = pacer;
+                self.cold[index as usize] = cold;
+                LinkId { index, generation }
             }
             None => {
-                self.links.push(LinkSlot {
-                    peer,
-                    generation: 0,
-                    live: true,
-                    bucket,
-                    rtt: Duration::ZERO,
-                    loss: 0.0,
-                    queued: 0,
-                    bytes_sent: 0,
-                });
+                self.hot.push(pacer);
+                self.gens.push(LIVE);
+                self.cold.push(cold);
                 for s in &mut self.states {
                     s.tracks.push(Track::default());
+                    s.positions.push(0);
                 }
                 LinkId {
-                    index: (self.links.len() - 1) as u32,
+                    index: (self.hot.len() - 1) as u32,
                     generation: 0,
                 }
             }
@@ -454,13 +535,18 @@ impl PropagationScheduler {
         id
     }
 
-    /// Removes a link; returns false if it was already gone (a stale or unknown handle).
+    /// Removes a link (and its registered targets); returns false if it was already gone (a
+    /// stale or unknown handle).
     pub fn remove_link(&mut self, link: LinkId) -> bool {
-        let Some(slot) = self.slot(link) else {
+        if !self.is_live(link) {
             return false;
-        };
-        let peer = slot.peer;
-        self.links[link.index as usize].live = false;
+        }
+        for s in 0..self.states.len() {
+            self.unregister_target(s, link);
+            self.states[s].tracks[link.index as usize] = Track::default();
+        }
+        let peer = self.cold[link.index as usize].peer;
+        self.gens[link.index as usize] &= !LIVE;
         self.peers.remove(&peer);
         self.free_links.push(link.index);
         true
@@ -476,50 +562,61 @@ impl PropagationScheduler {
         self.peers.len()
     }
 
-    fn slot(&self, link: LinkId) -> Option<&LinkSlot> {
-        self.links
+    fn is_live(&self, link: LinkId) -> bool {
+        self.gens
             .get(link.index as usize)
-            .filter(|s| s.live && s.generation == link.generation)
+            .is_some_and(|&g| g == link.generation | LIVE)
     }
 
     /// The peer of a link.
     pub fn peer(&self, link: LinkId) -> Option<NodeId> {
-        self.slot(link).map(|s| s.peer)
+        self.is_live(link)
+            .then(|| self.cold[link.index as usize].peer)
     }
 
-    /// A link's current rate, bucket level and last feedback.
-    pub fn link_info(&self, link: LinkId) -> Option<LinkInfo> {
-        self.slot(link).map(|s| LinkInfo {
-            peer: s.peer,
-            rate: (s.bucket.rate * 1e6).round() as u64,
-            tokens: s.bucket.tokens as i64,
-            rtt: s.rtt,
-            loss: s.loss,
-            queued_bytes: s.queued,
-            bytes_sent: s.bytes_sent,
+    /// A link's current rate, bucket level (at `now`) and last feedback.
+    pub fn link_info(&self, now: Time, link: LinkId) -> Option<LinkInfo> {
+        if !self.is_live(link) {
+            return None;
+        }
+        let h = &self.hot[link.index as usize];
+        let c = &self.cold[link.index as usize];
+        Some(LinkInfo {
+            peer: c.peer,
+            rate: h.rate().round() as u64,
+            tokens: h.tokens(now.as_micros() as f64).round() as i64,
+            rtt: c.rtt,
+            loss: c.loss,
+            queued_bytes: c.queued,
+            bytes_sent: c.bytes_sent,
         })
     }
 
-    /// Applies congestion feedback: the bucket's rate becomes `stats.send_rate_estimate`, and
-    /// bytes queued in the transport count as debt.
+    /// Applies congestion feedback: the bucket's rate becomes `stats.send_rate_estimate` (its
+    /// level carried over), and bytes queued in the transport count as debt. A zero rate
+    /// stalls the link: its updates are dropped as rate-limited until the rate comes back.
     pub fn link_feedback(
         &mut self,
         now: Time,
         link: LinkId,
         stats: LinkStats,
     ) -> Result<(), SchedulerError> {
-        if self.slot(link).is_none() {
+        if !self.is_live(link) {
             return Err(SchedulerError::UnknownLink(link));
         }
         let cfg = self.config;
-        let slot = &mut self.links[link.index as usize];
-        slot.bucket.refill(now);
-        slot.bucket.set_rate(stats.send_rate_estimate, &cfg);
-        let queue_cap = slot.bucket.cap - stats.queued_bytes as f64;
-        slot.bucket.tokens = slot.bucket.tokens.min(queue_cap);
-        slot.rtt = stats.rtt;
-        slot.loss = stats.loss.clamp(0.0, 1.0);
-        slot.queued = stats.queued_bytes;
+        let now_us = now.as_micros() as f64;
+        let p = &mut self.hot[link.index as usize];
+        p.set_rate(now_us, stats.send_rate_estimate, &cfg);
+        if stats.queued_bytes > 0 {
+            let cap = p.tau / p.inv_rate;
+            let tokens = p.tokens(now_us).min(cap - stats.queued_bytes as f64);
+            p.set_tokens(now_us, tokens);
+        }
+        let c = &mut self.cold[link.index as usize];
+        c.rtt = stats.rtt;
+        c.loss = stats.loss.clamp(0.0, 1.0);
+        c.queued = stats.queued_bytes;
         Ok(())
     }
 
@@ -527,11 +624,8 @@ impl PropagationScheduler {
     pub fn set_uplink_rate(&mut self, now: Time, rate: Option<u64>) {
         let cfg = self.config;
         match (rate, &mut self.uplink) {
-            (Some(r), Some(b)) => {
-                b.refill(now);
-                b.set_rate(r, &cfg);
-            }
-            (Some(r), None) => self.uplink = Some(Bucket::new(now, r, &cfg)),
+            (Some(r), Some(p)) => p.set_rate(now.as_micros() as f64, r, &cfg),
+            (Some(r), None) => self.uplink = Some(Pacer::new(now, r, &cfg)),
             (None, _) => self.uplink = None,
         }
         self.config.uplink_rate = rate;
@@ -561,11 +655,67 @@ impl PropagationScheduler {
             },
             newest_group: 0,
             key_bytes: 0.0,
-            tracks: vec![Track::default(); self.links.len()],
+            tracks: vec![Track::default(); self.hot.len()],
+            positions: vec![0; self.hot.len()],
+            targets: Default::default(),
         });
         let s = self.states.len() - 1;
         self.state_slots.insert(state, s as u32);
         s
+    }
+
+    /// Registers `link` as a target of `state` with effective interest `level` (the strongest
+    /// interest in the peer's subtree), replacing any previous level; [`InterestLevel::None`]
+    /// unregisters it. Returns the previous level. Registered targets are what
+    /// [`PropagationScheduler::schedule_registered`] schedules for; a driver updates them when
+    /// a neighbour's aggregated interest changes, not per update. Removing the link
+    /// unregisters it everywhere.
+    pub fn set_target(
+        &mut self,
+        state: StateId,
+        link: LinkId,
+        level: InterestLevel,
+    ) -> Result<InterestLevel, SchedulerError> {
+        if !self.is_live(link) {
+            return Err(SchedulerError::UnknownLink(link));
+        }
+        let s = self.state_slot(state);
+        let prev = self.unregister_target(s, link);
+        if level.is_interested() {
+            let st = &mut self.states[s];
+            let list = &mut st.targets[level as usize];
+            st.tracks[link.index as usize].level = level as u8;
+            st.positions[link.index as usize] = list.len() as u32;
+            list.push(link);
+        }
+        Ok(prev)
+    }
+
+    /// The registered interest of `link` in `state`.
+    pub fn target(&self, state: StateId, link: LinkId) -> InterestLevel {
+        match self.state_slots.get(&state) {
+            Some(&s) if self.is_live(link) => {
+                let t = &self.states[s as usize].tracks[link.index as usize];
+                InterestLevel::from_u8(t.level).unwrap_or(InterestLevel::None)
+            }
+            _ => InterestLevel::None,
+        }
+    }
+
+    fn unregister_target(&mut self, s: usize, link: LinkId) -> InterestLevel {
+        let st = &mut self.states[s];
+        let level = st.tracks[link.index as usize].level;
+        if level == 0 {
+            return InterestLevel::None;
+        }
+        let list = &mut st.targets[level as usize];
+        let pos = st.positions[link.index as usize];
+        list.swap_remove(pos as usize);
+        if let Some(&moved) = list.get(pos as usize) {
+            st.positions[moved.index as usize] = pos;
+        }
+        st.tracks[link.index as usize].level = 0;
+        InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
     }
 
     /// Statistics since creation.
@@ -576,8 +726,9 @@ impl PropagationScheduler {
     /// Decides, for every target, whether and how to send `update`; writes one [`Decision`]
     /// per target into `out` (cleared first), strongest interest first. `targets` are the
     /// (link, effective interest) of the neighbours whose subtree wants the state; targets with
-    /// [`InterestLevel::None`] are skipped without a decision. Allocates nothing once `out` and
-    /// the internal buffer have grown to the number of targets and the state has been seen.
+    /// [`InterestLevel::None`] are skipped without a decision, unknown or removed links get
+    /// [`DropReason::UnknownLink`]. Allocates nothing once `out` and the internal buffers have
+    /// grown to the number of targets and the state has been seen.
     pub fn schedule(
         &mut self,
         now: Time,
@@ -585,25 +736,95 @@ impl PropagationScheduler {
         targets: impl IntoIterator<Item = (LinkId, InterestLevel)>,
         out: &mut Vec<Decision>,
     ) -> ScheduleSummary {
-        out.clear();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let mut per_level = [0u32; 5];
+        // Counting sort by level into a reused buffer: no comparison sort, no allocation.
+        let mut sorted = std::mem::take(&mut self.scratch);
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        let mut per_level = [0usize; 5];
         for (link, level) in targets {
             if level.is_interested() {
                 per_level[level as usize] += 1;
-                scratch.push((link, level));
+                staged.push((link, level));
             }
         }
-        out.reserve(scratch.len());
+        // start[level] = number of targets with a stronger level.
+        let mut start = [0usize; 5];
+        let mut acc = 0;
+        for level in (1..5).rev() {
+            start[level] = acc;
+            acc += per_level[level];
+        }
+        sorted.clear();
+        sorted.resize(
+            acc,
+            LinkId {
+                index: 0,
+                generation: 0,
+            },
+        );
+        let mut next = start;
+        for &(link, level) in &staged {
+            let l = level as usize;
+            sorted[next[l]] = link;
+            next[l] += 1;
+        }
         let s = self.state_slot(update.state);
+        let lists: [&[LinkId]; 5] = [
+            &[],
+            &sorted[start[1]..start[1] + per_level[1]],
+            &sorted[start[2]..start[2] + per_level[2]],
+            &sorted[start[3]..start[3] + per_level[3]],
+            &sorted[start[4]..start[4] + per_level[4]],
+        ];
+        let summary = self.run::<true>(now, update, s, out, lists);
+        self.scratch = sorted;
+        self.staged = staged;
+        summary
+    }
+
+    /// Like [`PropagationScheduler::schedule`], for the targets registered for the update's
+    /// state with [`PropagationScheduler::set_target`]: the fast path for a node with many
+    /// neighbours, which keeps its targets up to date as interest changes instead of listing
+    /// them for every update.
+    pub fn schedule_registered(
+        &mut self,
+        now: Time,
+        update: &StateUpdate,
+        out: &mut Vec<Decision>,
+    ) -> ScheduleSummary {
+        let s = self.state_slot(update.state);
+        // The lists are moved out for the call so the decision loop can borrow the tracks.
+        let targets = std::mem::take(&mut self.states[s].targets);
+        let lists: [&[LinkId]; 5] = [
+            &targets[0],
+            &targets[1],
+            &targets[2],
+            &targets[3],
+            &targets[4],
+        ];
+        // Registered targets are live by construction: no generation check needed.
+        let summary = self.run::<false>(now, update, s, out, lists);
+        self.states[s].targets = targets;
+        summary
+    }
+
+    /// The decision loop shared by both schedule calls; `lists[level]` are the targets of each
+    /// interest level; `CHECK` validates link handles.
+    fn run<const CHECK: bool>(
+        &mut self,
+        now: Time,
+        update: &StateUpdate,
+        s: usize,
+        out: &mut Vec<Decision>,
+        lists: [&[LinkId]; 5],
+    ) -> ScheduleSummary {
+        out.clear();
+        out.reserve(lists.iter().map(|l| l.len()).sum());
         let priority = priority_of(update);
-        let cost = update.wire_len() as f64;
         let budget = self.states[s].config.latency_budget;
         let age = now - update.timestamp;
         let group = update.group.0;
-
-        // Whole-update verdicts: stale or superseded for everyone.
+        let mut summary = ScheduleSummary::default();
         let whole = if age > budget {
             Some(DropReason::Stale)
         } else if group < self.states[s].newest_group {
@@ -611,205 +832,144 @@ impl PropagationScheduler {
         } else {
             None
         };
-        let mut summary = ScheduleSummary::default();
         if let Some(reason) = whole {
             for level in (1..5).rev() {
-                if per_level[level] == 0 {
-                    continue;
-                }
-                for &(link, interest) in scratch.iter().filter(|t| t.1 as usize == level) {
-                    out.push(Decision {
-                        link,
-                        interest,
-                        priority,
-                        quality: Quality::Full,
-                        verdict: Verdict::Drop(reason),
-                        delay_micros: 0,
-                    });
-                }
-            }
-            summary.dropped = out.len() as u32;
-            self.stats.record_drops(reason, out.len() as u64);
-            self.scratch = scratch;
-            return summary;
-        }
-        if update.keyframe && update.fragment.index == 0 {
-            self.states[s].newest_group = group;
-            self.states[s].key_bytes = cost * f64::from(update.fragment.count);
-        }
-        let remaining_us = (budget - age).as_micros() as f64;
-        let delta = update.kind == UpdateKind::Video && !update.keyframe;
-        let key_reserve = if delta { self.states[s].key_bytes } else { 0.0 };
-        let enhancement = update.layer > 0;
-        let mut drops = [0u64; DropReason::COUNT];
-        if let Some(up) = &mut self.uplink {
-            up.refill(now);
-        }
-        for level in (1..5).rev() {
-            if per_level[level] == 0 {
-                continue;
-            }
-            let (layer_limit, delta_limit) = LIMITS[level];
-            for &(link, interest) in scratch.iter().filter(|t| t.1 as usize == level) {
-                let d = self.decide(
-                    now,
-                    s,
-                    update,
-                    link,
-                    cost,
-                    remaining_us,
-                    layer_limit,
-                    delta_limit,
-                    delta,
-                    key_reserve,
-                    enhancement,
-                );
-                match d.0 {
-                    Verdict::Send => summary.send += 1,
-                    Verdict::Drop(r) => {
-                        summary.dropped += 1;
-                        drops[r as usize] += 1;
-                    }
-                }
-                out.push(Decision {
+                let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
+                out.extend(lists[level].iter().map(|&link| Decision {
                     link,
                     interest,
                     priority,
-                    quality: d.1,
-                    verdict: d.0,
-                    delay_micros: d.2,
-                });
+                    quality: Quality::Full,
+                    verdict: Verdict::Drop(reason),
+                    delay_micros: 0,
+                }));
             }
+            summary.dropped = out.len() as u32;
+            self.stats.record_drops(reason, out.len() as u64);
+            return summary;
+        }
+        if update.keyframe && update.fragment.index == 0 && update.layer == 0 {
+            self.states[s].newest_group = group;
+            self.states[s].key_bytes = update.wire_len() as f64 * f64::from(update.fragment.count);
+        }
+        let remaining = (budget - age).as_micros() as f64;
+        let keyframe_base = update.keyframe && update.layer == 0;
+        let delta = update.kind == UpdateKind::Video && !update.keyframe;
+        let enhancement = update.layer > 0;
+        let ctx = UpdateCtx {
+            now: now.as_micros() as f64,
+            cost: update.wire_len() as f64,
+            inv_remaining: if remaining > 0.0 {
+                1.0 / remaining
+            } else {
+                f64::INFINITY
+            },
+            group,
+            delta,
+            enhancement,
+            needs_key: delta || (update.keyframe && (update.fragment.index > 0 || enhancement)),
+            key_mask: VALID
+                | HAS_KEY
+                | if delta { TRUNCATED } else { 0 }
+                | if enhancement { LAYER_CUT } else { 0 },
+            cut_mask: if enhancement {
+                VALID | LAYER_CUT
+            } else {
+                NEVER
+            },
+            starts_group: keyframe_base && update.fragment.index == 0,
+            keyframe_base,
+            key_reserve: if delta { self.states[s].key_bytes } else { 0.0 },
+        };
+        let mut up = match &self.uplink {
+            Some(p) => Uplink {
+                tat: p.tat,
+                inv_rate: p.inv_rate,
+                tau: p.tau,
+            },
+            None => Uplink {
+                tat: 0.0,
+                inv_rate: 0.0,
+                tau: f64::INFINITY,
+            },
+        };
+        let mut drops = [0u32; DropReason::COUNT];
+        let hot = &mut self.hot[..];
+        let gens = &self.gens[..];
+        let tracks = &mut self.states[s].tracks[..];
+        for level in (1..5).rev() {
+            let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
+            let (layer_limit, delta_limit) = LIMITS[level];
+            let lv = LevelCtx {
+                drop_above: if enhancement {
+                    layer_limit
+                } else if delta {
+                    delta_limit
+                } else {
+                    1.0
+                },
+                quality_reason: if enhancement {
+                    DropReason::LayerSkipped
+                } else if delta {
+                    DropReason::FramesSkipped
+                } else {
+                    DropReason::RateLimited
+                },
+                layer_limit,
+                delta_limit,
+            };
+            let from = out.len();
+            let list = lists[level];
+            out.resize(
+                from + list.len(),
+                Decision {
+                    link: LinkId {
+                        index: 0,
+                        generation: 0,
+                    },
+                    interest,
+                    priority,
+                    quality: Quality::Full,
+                    verdict: Verdict::Send,
+                    delay_micros: 0,
+                },
+            );
+            let out = &mut out[from..];
+            // Monomorphised per kind of update, so the per-target loop carries no test that is
+            // the same for every target.
+            match (
+                ctx.starts_group,
+                ctx.needs_key,
+                ctx.delta && !ctx.enhancement,
+            ) {
+                (true, _, _) => decide_level::<CHECK, KIND_START>(
+                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                ),
+                (false, true, true) => decide_level::<CHECK, KIND_DELTA>(
+                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                ),
+                (false, true, false) => decide_level::<CHECK, KIND_DEPENDENT>(
+                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                ),
+                (false, false, _) => decide_level::<CHECK, KIND_INDEPENDENT>(
+                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                ),
+            }
+        }
+        if let Some(p) = &mut self.uplink {
+            p.tat = up.tat;
         }
         for r in DropReason::ALL {
-            if drops[r as usize] > 0 {
-                self.stats.record_drops(r, drops[r as usize]);
+            let n = drops[r as usize];
+            if n > 0 {
+                summary.dropped += n;
+                self.stats.record_drops(r, u64::from(n));
             }
         }
+        summary.send = out.len() as u32 - summary.dropped;
         self.stats.scheduled += u64::from(summary.send);
-        self.stats.scheduled_bytes += u64::from(summary.send) * cost as u64;
-        self.scratch = scratch;
+        self.stats.scheduled_bytes += u64::from(summary.send) * ctx.cost as u64;
         summary
-    }
-
-    /// One target's decision: (verdict, quality, delay µs).
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    fn decide(
-        &mut self,
-        now: Time,
-        s: usize,
-        update: &StateUpdate,
-        link: LinkId,
-        cost: f64,
-        remaining_us: f64,
-        layer_limit: f64,
-        delta_limit: f64,
-        delta: bool,
-        key_reserve: f64,
-        enhancement: bool,
-    ) -> (Verdict, Quality, u32) {
-        let Some(slot) = self
-            .links
-            .get_mut(link.index as usize)
-            .filter(|l| l.live && l.generation == link.generation)
-        else {
-            return (
-                Verdict::Drop(DropReason::UnknownLink),
-                Quality::KeyframesOnly,
-                0,
-            );
-        };
-        let track = &mut self.states[s].tracks[link.index as usize];
-        if track.generation != link.generation || track.flags & VALID == 0 {
-            *track = Track {
-                generation: link.generation,
-                group: 0,
-                flags: 0,
-            };
-        }
-        let group = update.group.0;
-        slot.bucket.refill(now);
-        let mut delay = slot.bucket.delay_for(cost);
-        if let Some(up) = &self.uplink {
-            delay = delay.max(up.delay_for(cost));
-        }
-        let pressure = if remaining_us > 0.0 {
-            delay / remaining_us
-        } else {
-            f64::INFINITY
-        };
-        // A delta is also dropped when, with it, the next keyframe (as large as the last one)
-        // could no longer arrive within the budget: deltas never starve keyframes.
-        let reserve_pressure = if key_reserve > 0.0 && remaining_us > 0.0 {
-            slot.bucket.delay_for(cost + key_reserve) / remaining_us
-        } else {
-            pressure
-        };
-        let rung = if pressure <= layer_limit {
-            Quality::Full
-        } else if pressure <= delta_limit {
-            Quality::BaseLayer
-        } else if track.flags & DELTAS_SENT != 0 && track.group == group {
-            Quality::ReducedFrames
-        } else {
-            Quality::KeyframesOnly
-        };
-        let in_group = track.flags & VALID != 0 && track.group == group;
-        // Group bookkeeping first: what this target can still decode.
-        let verdict = if track.flags & VALID != 0 && group < track.group {
-            Verdict::Drop(DropReason::Superseded)
-        } else if (update.keyframe && update.fragment.index > 0 || delta)
-            && !(in_group && has(track, HAS_KEY))
-        {
-            Verdict::Drop(DropReason::MissingKeyframe)
-        } else if delta && has(track, TRUNCATED) {
-            Verdict::Drop(DropReason::FramesSkipped)
-        } else if enhancement && in_group && has(track, LAYER_CUT) {
-            Verdict::Drop(DropReason::LayerSkipped)
-        } else if pressure > 1.0 {
-            Verdict::Drop(DropReason::RateLimited)
-        } else if enhancement && pressure > layer_limit {
-            Verdict::Drop(DropReason::LayerSkipped)
-        } else if delta && (pressure > delta_limit || reserve_pressure > 1.0) {
-            Verdict::Drop(DropReason::FramesSkipped)
-        } else {
-            Verdict::Send
-        };
-        // Update the track.
-        let starts_group = update.keyframe && update.fragment.index == 0 && update.layer == 0;
-        match verdict {
-            Verdict::Send => {
-                slot.bucket.tokens -= cost;
-                if let Some(up) = &mut self.uplink {
-                    up.tokens -= cost;
-                }
-                if starts_group {
-                    track.group = group;
-                    track.flags = VALID | HAS_KEY;
-                } else if delta && !enhancement {
-                    track.flags |= DELTAS_SENT;
-                }
-            }
-            Verdict::Drop(reason) => {
-                if starts_group && reason != DropReason::Superseded {
-                    track.group = group;
-                    track.flags = VALID;
-                } else if update.keyframe && !enhancement && in_group {
-                    track.flags &= !HAS_KEY;
-                } else if delta && !enhancement && in_group {
-                    track.flags |= TRUNCATED;
-                } else if enhancement && in_group {
-                    track.flags |= LAYER_CUT;
-                }
-            }
-        }
-        let delay_micros = if verdict == Verdict::Send {
-            delay.min(f64::from(u32::MAX)) as u32
-        } else {
-            0
-        };
-        (verdict, rung, delay_micros)
     }
 
     /// Decides whether a *repair* of `update` (a retransmission the target asked for, or an
@@ -841,29 +1001,28 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::Stale, 1);
             return decision;
         }
-        let Some(slot) = self
-            .links
-            .get_mut(link.index as usize)
-            .filter(|l| l.live && l.generation == link.generation)
-        else {
+        if !self.is_live(link) {
             decision.verdict = Verdict::Drop(DropReason::UnknownLink);
             self.stats.record_drops(DropReason::UnknownLink, 1);
             return decision;
-        };
-        slot.bucket.refill(now);
-        let mut delay = slot.bucket.delay_for(cost);
-        if let Some(up) = &mut self.uplink {
-            up.refill(now);
-            delay = delay.max(up.delay_for(cost));
         }
+        let now_us = now.as_micros() as f64;
+        let p = &mut self.hot[link.index as usize];
+        let end = fmax(p.tat, now_us) + cost * p.inv_rate;
+        let mut delay = fmax(end - p.tau - now_us, 0.0);
+        let up_end = self.uplink.as_ref().map(|u| {
+            let e = fmax(u.tat, now_us) + cost * u.inv_rate;
+            delay = fmax(delay, e - u.tau - now_us);
+            e
+        });
         if delay > (budget - age).as_micros() as f64 {
             decision.verdict = Verdict::Drop(DropReason::RateLimited);
             self.stats.record_drops(DropReason::RateLimited, 1);
             return decision;
         }
-        slot.bucket.tokens -= cost;
-        if let Some(up) = &mut self.uplink {
-            up.tokens -= cost;
+        p.tat = end;
+        if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
+            u.tat = e;
         }
         self.stats.scheduled += 1;
         self.stats.scheduled_bytes += cost as u64;
@@ -879,11 +1038,11 @@ impl PropagationScheduler {
         link: LinkId,
         update: &StateUpdate,
     ) -> Result<(), SchedulerError> {
-        if self.slot(link).is_none() {
+        if !self.is_live(link) {
             return Err(SchedulerError::UnknownLink(link));
         }
         let bytes = update.wire_len() as u64;
-        self.links[link.index as usize].bytes_sent += bytes;
+        self.cold[link.index as usize].bytes_sent += bytes;
         self.stats.record_sent(bytes, now - update.timestamp);
         Ok(())
     }
@@ -897,18 +1056,17 @@ impl PropagationScheduler {
         link: LinkId,
         update: &StateUpdate,
     ) -> Result<(), SchedulerError> {
-        if self.slot(link).is_none() {
+        if !self.is_live(link) {
             return Err(SchedulerError::UnknownLink(link));
         }
         let cost = update.wire_len() as f64;
-        let slot = &mut self.links[link.index as usize];
-        slot.bucket.tokens = (slot.bucket.tokens + cost).min(slot.bucket.cap);
+        self.hot[link.index as usize].refund(cost);
         if let Some(up) = &mut self.uplink {
-            up.tokens = (up.tokens + cost).min(up.cap);
+            up.refund(cost);
         }
         if let Some(&s) = self.state_slots.get(&update.state) {
             let track = &mut self.states[s as usize].tracks[link.index as usize];
-            if track.generation == link.generation && track.group == update.group.0 {
+            if track.flags & VALID != 0 && track.group == update.group.0 {
                 if update.layer > 0 {
                     track.flags |= LAYER_CUT;
                 } else if update.keyframe {
@@ -923,8 +1081,147 @@ impl PropagationScheduler {
     }
 }
 
-fn has(track: &Track, flag: u8) -> bool {
-    track.flags & flag != 0
+/// Update kinds `decide_level` is specialised for: a keyframe starting a group.
+const KIND_START: u8 = 0;
+/// A base-layer video delta.
+const KIND_DELTA: u8 = 1;
+/// Anything else that needs the group's keyframe (an enhancement layer of a delta or of a
+/// keyframe, a later keyframe fragment).
+const KIND_DEPENDENT: u8 = 2;
+/// An update that decodes on its own (audio, control, data).
+const KIND_INDEPENDENT: u8 = 3;
+
+/// Quality by rung number (see [`decide_level`]).
+const RUNGS: [Quality; 4] = [
+    Quality::Full,
+    Quality::BaseLayer,
+    Quality::ReducedFrames,
+    Quality::KeyframesOnly,
+];
+
+/// Decides for every target of one interest level, writing `out[k]` (pre-filled with the
+/// level's interest and the update's priority) for `list[k]`. The common case (decodable,
+/// within the pressure limit) is straight-line code; drops go through [`drop_slow`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn decide_level<const CHECK: bool, const KIND: u8>(
+    ctx: &UpdateCtx,
+    lv: &LevelCtx,
+    list: &[LinkId],
+    out: &mut [Decision],
+    hot: &mut [Pacer],
+    gens: &[u32],
+    tracks: &mut [Track],
+    up: &mut Uplink,
+    drops: &mut [u32; DropReason::COUNT],
+) {
+    let now = ctx.now;
+    let cost = ctx.cost;
+    let group = ctx.group;
+    let inv_remaining = ctx.inv_remaining;
+    let (layer_limit, delta_limit, drop_above) = (lv.layer_limit, lv.delta_limit, lv.drop_above);
+    // The uplink's end time and the pacing it imposes change only when something is sent.
+    let up_step = cost * up.inv_rate;
+    let mut up_end = fmax(up.tat, now) + up_step;
+    let mut up_floor = fmax(up_end - up.tau - now, 0.0);
+    let (key_mask, cut_mask) = (ctx.key_mask, ctx.cut_mask);
+    for (d, &link) in out.iter_mut().zip(list) {
+        d.link = link;
+        let i = link.index as usize;
+        if CHECK && gens.get(i) != Some(&(link.generation | LIVE)) {
+            d.quality = Quality::KeyframesOnly;
+            d.verdict = Verdict::Drop(DropReason::UnknownLink);
+            drops[DropReason::UnknownLink as usize] += 1;
+            continue;
+        }
+        // In bounds: a live link (checked above, or registered, hence live) has a pacer and
+        // a track in every state.
+        let p = &mut hot[i];
+        let t = &mut tracks[i];
+        let end = fmax(p.tat, now) + cost * p.inv_rate;
+        let delay = fmax(end - p.tau - now, up_floor);
+        let pressure = delay * inv_remaining;
+        let flags = t.flags;
+        let same_group = t.group == group;
+        // Rung: 0 full, 1 base layer, 2 reduced frames (deltas of this group got through),
+        // 3 keyframes only.
+        let over_delta = pressure > delta_limit;
+        let had_deltas = same_group & (flags & (VALID | DELTAS_SENT) == VALID | DELTAS_SENT);
+        let rung = (pressure > layer_limit) as usize
+            + over_delta as usize
+            + (over_delta & !had_deltas) as usize;
+        d.quality = RUNGS[rung & 3];
+        // What the target can still decode: one test in the common case.
+        let decodable = if KIND == KIND_DELTA || KIND == KIND_DEPENDENT {
+            same_group & (flags & key_mask == VALID | HAS_KEY)
+        } else {
+            !((flags & VALID != 0) & (group < t.group))
+                & !(same_group & (flags & cut_mask == cut_mask))
+        };
+        // Deltas also keep room for the next keyframe (see `UpdateCtx::key_reserve`).
+        let starves_key = KIND == KIND_DELTA
+            && ctx.key_reserve > 0.0
+            && (end + ctx.key_reserve * p.inv_rate - p.tau - now) * inv_remaining > 1.0;
+        if decodable & (pressure <= drop_above) & !starves_key {
+            p.tat = end;
+            up_end += up_step;
+            up_floor = fmax(up_end - up.tau - now, 0.0);
+            if KIND == KIND_START {
+                t.group = group;
+                t.flags = VALID | HAS_KEY;
+            } else if KIND == KIND_DELTA {
+                t.flags = flags | DELTAS_SENT;
+            }
+            // `as` saturates; the delay is finite here (pressure <= 1).
+            d.delay_micros = delay as u32;
+        } else {
+            let reason = drop_slow(ctx, lv, t, decodable, pressure);
+            drops[reason as usize & 7] += 1;
+            d.verdict = Verdict::Drop(reason);
+        }
+    }
+    // `up_end` ran one step ahead of what was charged.
+    up.tat = up_end - up_step;
+}
+
+/// The other half of [`decide_level`]: why the update is dropped, and what that does to the
+/// target's group.
+#[inline(always)]
+fn drop_slow(
+    ctx: &UpdateCtx,
+    lv: &LevelCtx,
+    t: &mut Track,
+    decodable: bool,
+    pressure: f64,
+) -> DropReason {
+    let flags = t.flags;
+    let in_group = flags & VALID != 0 && t.group == ctx.group;
+    let reason = if !decodable {
+        if flags & VALID != 0 && ctx.group < t.group {
+            DropReason::Superseded
+        } else if ctx.needs_key && !(in_group && flags & HAS_KEY != 0) {
+            DropReason::MissingKeyframe
+        } else if ctx.delta && flags & TRUNCATED != 0 {
+            DropReason::FramesSkipped
+        } else {
+            DropReason::LayerSkipped
+        }
+    } else if pressure > 1.0 {
+        DropReason::RateLimited
+    } else {
+        lv.quality_reason
+    };
+    if ctx.starts_group && reason != DropReason::Superseded {
+        t.group = ctx.group;
+        t.flags = VALID;
+    } else if ctx.keyframe_base && in_group {
+        t.flags &= !HAS_KEY;
+    } else if ctx.delta && !ctx.enhancement && in_group {
+        t.flags |= TRUNCATED;
+    } else if ctx.enhancement && in_group {
+        t.flags |= LAYER_CUT;
+    }
+    reason
 }
 
 /// Link priority of an update: control first, audio and keyframes next, then deltas; never

@@ -36,7 +36,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
 
 use elara_core::{InterestLevel, NodeId, StateId};
-use foldhash::fast::FixedState;
+
+use crate::hash::IdHashBuilder;
 
 /// The most nodes a mesh may hold (every node sends to every other one).
 pub const MAX_MESH: usize = 64;
@@ -123,7 +124,7 @@ struct StateAgg {
 pub struct PropagationTopology {
     shape: Shape,
     nodes: Vec<Node>,
-    index: HashMap<NodeId, u32, FixedState>,
+    index: HashMap<NodeId, u32, IdHashBuilder>,
     free: Vec<u32>,
     root: u32,
     /// Nodes with a free child slot: (depth, more slots first, index).
@@ -133,7 +134,7 @@ pub struct PropagationTopology {
     /// Nodes per depth, for [`PropagationTopology::max_depth`].
     depth_counts: Vec<u32>,
     states: Vec<StateAgg>,
-    state_slots: HashMap<StateId, u32, FixedState>,
+    state_slots: HashMap<StateId, u32, IdHashBuilder>,
     len: usize,
 }
 
@@ -142,14 +143,14 @@ impl PropagationTopology {
         PropagationTopology {
             shape,
             nodes: Vec::new(),
-            index: HashMap::with_hasher(FixedState::with_seed(0)),
+            index: HashMap::with_hasher(IdHashBuilder::new(0)),
             free: Vec::new(),
             root: NONE,
             open: BTreeSet::new(),
             leaves: BTreeSet::new(),
             depth_counts: Vec::new(),
             states: Vec::new(),
-            state_slots: HashMap::with_hasher(FixedState::with_seed(0)),
+            state_slots: HashMap::with_hasher(IdHashBuilder::new(0)),
             len: 0,
         }
     }

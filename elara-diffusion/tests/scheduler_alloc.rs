@@ -1,5 +1,5 @@
 //! Steady-state scheduling allocates nothing: a counting global allocator watches
-//! `PropagationScheduler::schedule` at 10,000 receivers with rate limiting (per link and a
+//! `PropagationScheduler::schedule` and `schedule_registered` at 10,000 receivers with rate limiting (per link and a
 //! shared uplink) and quality selection active, over keyframes, deltas, enhancement layers,
 //! audio, stale and superseded updates, and send reports.
 
@@ -65,6 +65,8 @@ fn steady_state_scheduling_allocates_nothing_at_10k_receivers() {
             _ => InterestLevel::Low,
         };
         targets.push((link, level));
+        // Audio goes through the registered-target entry point.
+        sched.set_target(audio, link, level).unwrap();
     }
     let payload = Bytes::from(vec![7u8; 1200]);
     let frame = |seq: u64, now: Time| {
@@ -88,7 +90,7 @@ fn steady_state_scheduling_allocates_nothing_at_10k_receivers() {
             let u = frame(seq, now);
             sends += sched.schedule(now, &u, targets.iter().copied(), out).send;
             let a = StateUpdate::new(audio, source, seq, now).with_kind(UpdateKind::Audio);
-            sched.schedule(now, &a, targets.iter().copied(), out);
+            sched.schedule_registered(now, &a, out);
             // A stale frame and a superseded one.
             let old = frame(seq, now - Duration::from_secs(2));
             sched.schedule(now, &old, targets.iter().copied(), out);

@@ -195,3 +195,62 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn duplicates_and_strangers_are_dropped_and_counted() {
+    let state = StateId(7);
+    let (me, parent, stranger) = (
+        NodeId::from_u64(5),
+        NodeId::from_u64(1),
+        NodeId::from_u64(9),
+    );
+    let mut now = Time::from_secs(1);
+    let mut node = SwarmNode::new(SwarmConfig::new(me, caps(2)).with_bootstrap(parent), now);
+    node.peer_connected(now, parent);
+    node.peer_connected(now, stranger);
+    node.declare_interest(now, state, InterestLevel::High);
+    node.handle_message(
+        now,
+        parent,
+        Message::JoinAccept {
+            state,
+            depth: 0,
+            path: vec![parent],
+        },
+    );
+    assert_eq!(node.parent(state), Some(parent));
+    let update = |seq: u64, source: NodeId, at: Time| {
+        let u = StateUpdate::new(state, source, seq, at)
+            .with_kind(UpdateKind::Video)
+            .with_group(GroupId(0));
+        Message::Update {
+            hops: 0,
+            update: if seq == 0 { u.keyframe() } else { u },
+        }
+    };
+    now += Duration::from_millis(10);
+    node.handle_message(now, parent, update(0, parent, now));
+    node.handle_message(now, parent, update(0, parent, now));
+    node.handle_message(now, stranger, update(1, parent, now));
+    node.handle_message(now, parent, update(1, stranger, now));
+    node.handle_message(now, parent, update(1, parent, now));
+    node.handle_message(now, parent, update(1, parent, now));
+    let mut seqs = Vec::new();
+    while let Some(e) = node.poll_event() {
+        if let elara_diffusion::swarm::Event::Delivered { update, hops, .. } = e {
+            assert_eq!(hops, 1);
+            seqs.push(update.seq);
+        }
+    }
+    assert_eq!(seqs, vec![0, 1]);
+    let m = node.state_metrics(state).unwrap();
+    assert_eq!(
+        (
+            m.delivered,
+            m.duplicates,
+            m.not_from_parent,
+            m.non_authority
+        ),
+        (2, 2, 1, 1)
+    );
+}

@@ -96,6 +96,20 @@ fn eight_participants_hear_and_see_everyone_and_mutes_stop_flows_within_one_rtt(
             .count();
         assert_eq!(offered, 14, "participant {p} was offered {offered} tracks");
         assert_eq!(h.node(NodeId::from_u64(p)).connected_peers().count(), 7);
+        // One connection per pair, dialled by the lower id.
+        let dialled: Vec<u64> = h
+            .events(NodeId::from_u64(p))
+            .iter()
+            .filter_map(|e| match e {
+                Event::Connect { peer, .. } => Some(peer.prefix_u64()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            dialled,
+            (p + 1..=8).collect::<Vec<_>>(),
+            "participant {p} dialled"
+        );
     }
     for seq in 0..30 {
         tick(&mut h, &parts, seq);

@@ -106,3 +106,59 @@ fn health_reports_detachment_and_recovery() {
     let m = h.node(viewer).link_metrics(NodeId::from_u64(1));
     assert!(m.is_none(), "a dead peer keeps no link metrics");
 }
+
+#[test]
+fn a_relay_receives_the_best_quality_its_subtree_wants_and_no_more() {
+    let state = StateId(7);
+    let mut h = Harness::new(5, LinkProfile::wan());
+    // The publisher takes one child: the Low viewer 2; the High viewer 3 ends up below it.
+    h.add_node(config(1, 1, None, 1000));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    h.add_node(config(2, 2, Some(1), 1000));
+    h.node_mut(NodeId::from_u64(2))
+        .declare_interest(Time::ZERO, state, InterestLevel::Low);
+    h.run_for(Duration::from_millis(300));
+    let (low, high) = (NodeId::from_u64(2), NodeId::from_u64(3));
+    let mut s = Stream::video(7, 1);
+    let keys = |h: &Harness, who: NodeId, from: u64| -> (usize, usize) {
+        let got: Vec<Got> = delivered(h, who, state)
+            .into_iter()
+            .filter(|g| g.seq >= from)
+            .collect();
+        (got.iter().filter(|g| g.keyframe).count(), got.len())
+    };
+    // Phase 1: only Low below the publisher: keyframes only.
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    assert_eq!(keys(&h, low, 0), (2, 2));
+    // Phase 2: a High viewer joins below the Low one: the relay now gets everything.
+    h.add_node(config(3, 2, Some(1), 1000));
+    let now = h.now();
+    h.node_mut(high)
+        .declare_interest(now, state, InterestLevel::High);
+    h.run_for(Duration::from_millis(500));
+    assert_eq!(h.node(high).parent(state), Some(low));
+    assert_eq!(h.node(low).aggregated_interest(state), InterestLevel::High);
+    let start = s.next;
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(
+        keys(&h, high, start).1,
+        30,
+        "the High viewer missed updates"
+    );
+    assert_eq!(
+        keys(&h, low, start).1,
+        30,
+        "the relay did not get the full stream"
+    );
+    // Phase 3: the High viewer withdraws: back to keyframes only.
+    let now = h.now();
+    h.node_mut(high)
+        .declare_interest(now, state, InterestLevel::None);
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(h.node(low).children(state).count(), 0);
+    let start = s.next;
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.run_for(Duration::from_millis(300));
+    assert_eq!(keys(&h, low, start), (2, 2));
+}

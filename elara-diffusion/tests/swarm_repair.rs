@@ -1,4 +1,7 @@
 //! Loss, relay failures and slow links in the deterministic harness.
+//!
+//! The lossy runs take their seed from `SEED` when set (`SEED=7 cargo test --test
+//! swarm_repair`), to check that a result does not hang on one lucky seed.
 
 mod swarm_common;
 
@@ -19,10 +22,14 @@ fn level_of(id: u64) -> InterestLevel {
 
 #[test]
 fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let n = 300u64;
     let frames = 60u64;
     let link = LinkProfile::wan().with_loss(0.05);
-    let (mut h, mut s) = livestream(5, link, n, 4, 500, InterestLevel::High);
+    let (mut h, mut s) = livestream(seed, link, n, 4, 500, InterestLevel::High);
     for id in 2..=n + 1 {
         h.node_mut(NodeId::from_u64(id))
             .declare_interest(Time::ZERO, s.state, level_of(id));
@@ -45,6 +52,25 @@ fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
         assert_decodable(&got, who);
         let level = level_of(id);
         let got_keys: Vec<u64> = got.iter().filter(|g| g.keyframe).map(|g| g.seq).collect();
+        if level >= InterestLevel::Medium && got_keys != keyframes {
+            let mut c = who;
+            loop {
+                let n = h.node(c);
+                eprintln!(
+                    "node {} depth {:?} lvl {} agg {} metrics {:?} first {:?}",
+                    c.prefix_u64(),
+                    n.depth(s.state),
+                    level_of(c.prefix_u64()),
+                    n.aggregated_interest(s.state),
+                    n.state_metrics(s.state),
+                    delivered(&h, c, s.state).first()
+                );
+                match n.parent(s.state) {
+                    Some(p) => c = p,
+                    None => break,
+                }
+            }
+        }
         if level >= InterestLevel::Medium {
             assert_eq!(got_keys, keyframes, "node {id} ({level}) missed a keyframe");
             expected += frames as usize;
@@ -75,8 +101,27 @@ fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
 
 #[test]
 fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
-    let n = 300u64;
-    let (mut h, mut s) = livestream(9, LinkProfile::wan(), n, 4, 100, InterestLevel::High);
+    let reattach = kill_a_fifth_of_the_relays(9, 300, LinkProfile::wan());
+    // Orphans re-attach within two round trips (40 ms each) of detecting the failure: their
+    // standby grandparent takes them in a repair slot.
+    let p90 = reattach[reattach.len() * 9 / 10];
+    assert!(p90 <= Duration::from_millis(80), "p90 re-attach {p90:?}");
+}
+
+#[test]
+fn killing_a_fifth_of_the_relays_under_five_percent_loss_recovers_within_a_second() {
+    kill_a_fifth_of_the_relays(3, 200, LinkProfile::wan().with_loss(0.05));
+}
+
+/// Kills every fifth relay at once mid-stream; asserts that every survivor receives again
+/// within 1 s and is never handed a delta without its keyframe; returns the orphans' re-attach
+/// times (failure detected to new parent), sorted.
+fn kill_a_fifth_of_the_relays(default_seed: u64, n: u64, link: LinkProfile) -> Vec<Duration> {
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_seed);
+    let (mut h, mut s) = livestream(seed, link, n, 4, 100, InterestLevel::High);
     h.run_for(Duration::from_secs(3));
     stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
     let relays: Vec<NodeId> = (2..=n + 1)
@@ -123,6 +168,14 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
                     break;
                 }
             }
+            eprintln!(
+                "chain {:?}",
+                chain.iter().map(|c| c.prefix_u64()).collect::<Vec<_>>()
+            );
+            eprintln!(
+                "killed {:?}",
+                killed.iter().map(|c| c.prefix_u64()).collect::<Vec<_>>()
+            );
             for &c in &chain {
                 eprintln!(
                     "--- node {} reattach {:?}",
@@ -131,10 +184,21 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
                 );
                 for (at, e) in h.timed_events(c) {
                     if *at > t_kill && !matches!(e, Event::Delivered { .. }) {
-                        eprintln!(
-                            "{at:?} {}",
-                            format!("{e:?}").replace("NodeId(00000000)", "N")
-                        );
+                        let who = |n: &NodeId| n.prefix_u64();
+                        let txt = match e {
+                            Event::Connect { peer, .. } => format!("connect {}", who(peer)),
+                            Event::PeerDown { peer, reason } => {
+                                format!("down {} {reason:?}", who(peer))
+                            }
+                            Event::PeerUp { peer, .. } => format!("up {}", who(peer)),
+                            Event::ParentChanged { old, new, .. } => format!(
+                                "parent {:?} -> {:?}",
+                                old.map(|n| who(&n)),
+                                new.map(|n| who(&n))
+                            ),
+                            other => format!("{other:?}"),
+                        };
+                        eprintln!("{at:?} {txt}");
                     }
                 }
             }
@@ -159,8 +223,7 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
         orphans > 0,
         "the kill orphaned nobody: the test would prove nothing"
     );
-    // Most orphans re-attach to their standby grandparent within one round trip (40 ms).
-    assert!(reattach[reattach.len() / 2] <= Duration::from_millis(80));
+    reattach
 }
 
 #[test]

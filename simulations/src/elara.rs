@@ -9,7 +9,7 @@
 //!   participant in another's tracks is declared when the track is offered. Listeners (call nodes
 //!   that do not publish) join the participants' trees like livestream viewers.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use elara_core::{
     InterestLevel, Message, NodeId, StateId, StateUpdate, Time, TrackInfo, UpdateKind,
@@ -48,6 +48,8 @@ impl ProtocolKind for Elara {
             wanted: Vec::new(),
             publish_errors: 0,
             events: VecDeque::new(),
+            states: Vec::new(),
+            call: None,
         }
     }
 }
@@ -61,6 +63,9 @@ pub struct ElaraNode {
     wanted: Vec<(StateId, InterestLevel)>,
     publish_errors: u64,
     events: VecDeque<ProtocolEvent>,
+    states: Vec<StateId>,
+    /// Call mode: the participants and this node's own tracks.
+    call: Option<(Vec<NodeId>, Vec<TrackInfo>)>,
 }
 
 impl ElaraNode {
@@ -84,6 +89,7 @@ impl ElaraNode {
 impl Protocol for ElaraNode {
     fn start(&mut self, now: Time, tracks: &[TrackEntry]) {
         self.tick(now);
+        self.states = tracks.iter().map(|t| t.state).collect();
         let me = self.node.id();
         match self.role {
             Role::Broadcaster => {
@@ -114,7 +120,9 @@ impl Protocol for ElaraNode {
                         },
                     })
                     .collect();
-                self.node.join_call(now, CALL_ID, &participants, own);
+                self.node
+                    .join_call(now, CALL_ID, &participants, own.clone());
+                self.call = Some((participants, own));
             }
             Role::Viewer => {}
         }
@@ -161,6 +169,13 @@ impl Protocol for ElaraNode {
     fn peer_lost(&mut self, now: Time, peer: NodeId) {
         self.tick(now);
         self.node.connection_lost(now, peer);
+        // Playing the call server: a participant we could not reach (it had not joined yet, or
+        // its connection broke) is offered again, so the node dials it again.
+        if let Some((participants, own)) = &self.call
+            && participants.contains(&peer)
+        {
+            self.node.join_call(now, CALL_ID, participants, own.clone());
+        }
     }
 
     fn leave(&mut self, now: Time) {
@@ -208,5 +223,38 @@ impl Protocol for ElaraNode {
 
     fn poll_timeout(&mut self) -> Option<Time> {
         self.node.poll_timeout()
+    }
+
+    fn diagnostics(&self, out: &mut BTreeMap<String, u64>) {
+        let mut add = |k: &str, v: u64| {
+            if v > 0 {
+                *out.entry(k.to_owned()).or_default() += v;
+            }
+        };
+        let stats = self.node.propagation_stats();
+        for (reason, n) in stats.drops() {
+            add(&format!("drop_{}", reason.name()), n);
+        }
+        add("scheduled", stats.scheduled);
+        add("sent_updates", stats.sent);
+        for state in &self.states {
+            if let Some(m) = self.node.state_metrics(*state) {
+                add("state_delivered", m.delivered);
+                add("state_duplicates", m.duplicates);
+                add("state_late", m.late);
+                add("state_skipped", m.skipped);
+                add("state_non_authority", m.non_authority);
+                add("state_not_from_parent", m.not_from_parent);
+                add("state_pulled", m.pulled);
+                add("state_repaired", m.repaired);
+                add("state_parent_changes", m.parent_changes);
+            }
+        }
+        let c = self.node.counters();
+        add("from_unknown_peer", c.from_unknown_peer);
+        add("unknown_state", c.unknown_state);
+        add("unexpected", c.unexpected);
+        add("loops_broken", c.loops_broken);
+        add("publish_errors", self.publish_errors);
     }
 }

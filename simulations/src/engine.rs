@@ -5,9 +5,13 @@
 //! arrive, as over QUIC. The same encoded [`Bytes`] is shared by every recipient of an identical
 //! message (a fan-out costs one encode and reference-count clones).
 //!
-//! Per message the engine schedules two events: arrival at the receiver's downlink after the
-//! sender's uplink FIFO, the core latency and jitter (and loss recovery), then delivery after the
-//! downlink FIFO. Queues are finite: a message that does not fit is dropped.
+//! Per message the engine schedules two events: the arrival of its first packet at the receiver's
+//! downlink (after the sender's uplink FIFO, the core latency and jitter), then its delivery once
+//! the downlink has serialised it and its last packet is in (loss recovery delays the last
+//! packet). Packets flow: the downlink works alongside the uplink, and a relay forwarding an
+//! update it is being handed starts once its first packet was in (cut-through), as a stream of
+//! 1,200-byte packets would, although each frame is one update. Queues are finite: a message that
+//! does not fit is dropped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,12 +35,32 @@ static ZEROS: [u8; wire::MAX_PAYLOAD] = [0; wire::MAX_PAYLOAD];
 
 enum Ev {
     Publish(u32),
-    Arrive { to: u32, from: u32, bytes: Bytes },
-    Deliver { to: u32, from: u32, bytes: Bytes },
+    /// The first packet of a message reaches the receiver's downlink; the last one at `last`.
+    Arrive {
+        to: u32,
+        from: u32,
+        bytes: Bytes,
+        last: u64,
+    },
+    /// The whole message is in; its first packet was in at `ready`.
+    Deliver {
+        to: u32,
+        from: u32,
+        bytes: Bytes,
+        ready: u64,
+    },
     Timer(u32),
     Feedback(u32),
-    Connected { node: u32, peer: u32 },
-    PeerLost { node: u32, peer: u32 },
+    Connected {
+        node: u32,
+        peer: u32,
+    },
+    /// `node` learns that its connection to `peer` opened at or before `opened_by` is gone.
+    PeerLost {
+        node: u32,
+        peer: u32,
+        opened_by: u64,
+    },
     Join(u32),
     Leave(u32),
     PartitionStart(u32),
@@ -64,6 +88,8 @@ impl Hasher for IndexHasher {
 #[derive(Clone, Copy)]
 struct Link {
     peer: u32,
+    /// When this connection was opened (a loss decided earlier concerns an older one).
+    opened: u64,
     ready_at: u64,
     period_bytes: u64,
     period_packets: u32,
@@ -151,6 +177,10 @@ pub struct Engine<'w, K: ProtocolKind> {
     up_queue: Vec<u64>,
     down_queue: Vec<u64>,
     feedback_us: u64,
+    stream_bps: f64,
+    /// While a node handles a delivered update: (node, (state, seq), when its first packet was
+    /// in), for cut-through forwarding.
+    forwarding: Option<(u32, (u64, u64), u64)>,
 }
 
 impl<'w, K: ProtocolKind> Engine<'w, K> {
@@ -187,6 +217,8 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             up_queue: world.nodes.iter().map(|p| q(p.up_bps)).collect(),
             down_queue: world.nodes.iter().map(|p| q(p.down_bps)).collect(),
             feedback_us: (world.scenario.feedback_ms * 1000.0) as u64,
+            stream_bps: world.stream_rate_bps(),
+            forwarding: None,
         };
         for (i, plan) in world.nodes.iter().enumerate() {
             e.queue.push(plan.join_us, Ev::Join(i as u32));
@@ -222,6 +254,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.dispatch(ev);
         }
         progress(end, self.events);
+        for p in self.nodes.iter().flatten() {
+            p.diagnostics(&mut self.metrics.protocol);
+        }
         self.metrics
             .finish(self.world, self.kind.name(), self.events)
     }
@@ -233,8 +268,18 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     fn dispatch(&mut self, ev: Ev) {
         match ev {
             Ev::Publish(i) => self.publish(i),
-            Ev::Arrive { to, from, bytes } => self.arrive(to, from, bytes),
-            Ev::Deliver { to, from, bytes } => self.deliver(to, from, bytes),
+            Ev::Arrive {
+                to,
+                from,
+                bytes,
+                last,
+            } => self.arrive(to, from, bytes, last),
+            Ev::Deliver {
+                to,
+                from,
+                bytes,
+                ready,
+            } => self.deliver(to, from, bytes, ready),
             Ev::Timer(n) => self.timer(n),
             Ev::Feedback(n) => self.feedback(n),
             Ev::Connected { node, peer } => {
@@ -246,8 +291,16 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                     self.after(node);
                 }
             }
-            Ev::PeerLost { node, peer } => {
-                if self.alive[node as usize] && self.links[node as usize].remove(peer) {
+            Ev::PeerLost {
+                node,
+                peer,
+                opened_by,
+            } => {
+                let table = &mut self.links[node as usize];
+                let current = table
+                    .find(peer)
+                    .is_some_and(|i| table.links[i].opened <= opened_by);
+                if self.alive[node as usize] && current && table.remove(peer) {
                     let now = self.time();
                     if let Some(p) = self.nodes[node as usize].as_mut() {
                         p.peer_lost(now, node_id(peer));
@@ -276,7 +329,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             caps: Capabilities {
                 upload_kbps: (plan.up_bps / 1000) as u32,
                 download_kbps: (plan.down_bps / 1000) as u32,
-                max_children: 8,
+                // What an application configures from its uplink and the stream's rate: the
+                // children it can feed at full rate with a 20% margin (16 at most).
+                max_children: ((plan.up_bps as f64 * 0.8 / self.stream_bps.max(1.0)) as u16)
+                    .min(16),
                 codecs: 0,
                 max_payload: wire::MAX_PAYLOAD as u32,
             },
@@ -318,7 +374,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             0
         };
         self.alive[n as usize] = false;
-        self.nodes[n as usize] = None;
+        if let Some(p) = self.nodes[n as usize].take() {
+            p.diagnostics(&mut self.metrics.protocol);
+        }
         let links = std::mem::take(&mut self.links[n as usize]);
         for l in links.links {
             let delay = if detect > 0 {
@@ -331,6 +389,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 Ev::PeerLost {
                     node: l.peer,
                     peer: n,
+                    opened_by: self.now,
                 },
             );
         }
@@ -352,6 +411,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                         Ev::PeerLost {
                             node: n as u32,
                             peer: l.peer,
+                            opened_by: self.now,
                         },
                     );
                 }
@@ -435,35 +495,17 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         if active.is_empty() {
             return;
         }
+        // What each link could carry now: the uplink capacity left over by the other links at
+        // their current rates, at least an equal share, at most the receiver's downlink.
         let cap = plan.up_bps as f64 / 8.0;
         let total: f64 = active.iter().map(|a| a.1).sum();
-        let share = if total < cap {
-            None
-        } else {
-            let mut rates: Vec<f64> = active.iter().map(|a| a.1).collect();
-            rates.sort_by(f64::total_cmp);
-            let mut left = cap;
-            let mut level = cap / rates.len() as f64;
-            for (k, r) in rates.iter().enumerate() {
-                let fair = left / (rates.len() - k) as f64;
-                if *r <= fair {
-                    left -= r;
-                } else {
-                    level = fair;
-                    break;
-                }
-            }
-            Some(level)
-        };
-        let spare = (cap - total).max(0.0) / active.len() as f64;
+        let equal = cap / active.len() as f64;
         let mut stats = Vec::with_capacity(active.len());
         let period_total: f64 = total.max(1.0);
         for (i, rate) in active {
             let l = table.links[i];
-            let est = match share {
-                None => rate + spare,
-                Some(level) => rate.min(level).max(level),
-            };
+            let down = self.world.nodes[l.peer as usize].down_bps as f64 / 8.0;
+            let est = (cap - (total - rate)).max(equal).min(down);
             stats.push((
                 l.peer,
                 LinkStats {
@@ -548,7 +590,14 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                     && self.links[n as usize].remove(p)
                 {
                     let at = self.now + self.one_way(n, p);
-                    self.queue.push(at, Ev::PeerLost { node: p, peer: n });
+                    self.queue.push(
+                        at,
+                        Ev::PeerLost {
+                            node: p,
+                            peer: n,
+                            opened_by: self.now,
+                        },
+                    );
                 }
             }
             ProtocolEvent::ParentChanged { .. } => {}
@@ -575,8 +624,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     fn open_link(&mut self, from: u32, to: u32) -> usize {
         let reachable = self.alive[to as usize] && !self.cut(from, to);
         let rtt = 2 * self.one_way(from, to);
+        let now = self.now;
         let fresh = |peer: u32, ready_at: u64| Link {
             peer,
+            opened: now,
             ready_at,
             period_bytes: 0,
             period_packets: 0,
@@ -584,16 +635,20 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         };
         let i = self.links[from as usize].insert(fresh(to, self.now + rtt));
         if reachable {
-            if self.links[to as usize].find(from).is_none() {
-                self.links[to as usize].insert(fresh(from, self.now + rtt / 2));
-                self.queue.push(
-                    self.now + rtt / 2,
-                    Ev::Connected {
-                        node: to,
-                        peer: from,
-                    },
-                );
+            // A new connection replaces whatever the acceptor still held.
+            match self.links[to as usize].find(from) {
+                Some(j) => self.links[to as usize].links[j] = fresh(from, self.now + rtt / 2),
+                None => {
+                    self.links[to as usize].insert(fresh(from, self.now + rtt / 2));
+                }
             }
+            self.queue.push(
+                self.now + rtt / 2,
+                Ev::Connected {
+                    node: to,
+                    peer: from,
+                },
+            );
             self.queue.push(
                 self.now + rtt,
                 Ev::Connected {
@@ -607,6 +662,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 Ev::PeerLost {
                     node: from,
                     peer: to,
+                    opened_by: self.now,
                 },
             );
         }
@@ -650,7 +706,11 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         }
         let bytes = self.encode(from, &t.message);
         let len = bytes.len();
-        let is_update = matches!(t.message, Message::Update { .. });
+        let update_key = match &t.message {
+            Message::Update { update, .. } => Some((update.state.0, update.seq)),
+            _ => None,
+        };
+        let is_update = update_key.is_some();
         drop(t);
         let packets = len.div_ceil(PACKET_BYTES).max(1) as u32;
         // Connection (opened on first use for protocols that do not ask for one).
@@ -677,12 +737,25 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.metrics.counters.uplink_drops += 1;
             return;
         }
-        let depart = acc.up_busy.max(self.now) + network::tx_us(len, plan.up_bps);
+        // Packets flow (cut-through): a relay forwarding the update it is being handed starts
+        // sending once the update's first packet was in, and the last byte cannot leave before
+        // it arrived; the receiver's downlink serialises alongside the uplink.
+        let mut start = acc.up_busy.max(self.now);
+        if is_update
+            && let Some((node, key, ready)) = self.forwarding
+            && node == from
+            && Some(key) == update_key
+        {
+            start = acc.up_busy.max(ready);
+        }
+        let pkt_up = network::tx_us(PACKET_BYTES.min(len), plan.up_bps);
+        let depart = (start + network::tx_us(len, plan.up_bps)).max(self.now + pkt_up);
         acc.up_busy = depart;
         self.metrics.on_send(from, len, is_update);
         // Core: latency, jitter, loss and recovery.
-        let one_way = self.one_way(from, to);
-        let mut at = depart.max(ready_at) + one_way + self.link.jitter_us(&mut self.rng);
+        let one_way = self.one_way(from, to) + self.link.jitter_us(&mut self.rng);
+        let first = start.max(ready_at) + pkt_up + one_way;
+        let mut last = depart.max(ready_at + network::tx_us(len, plan.up_bps)) + one_way;
         let mut attempts = 1;
         loop {
             let bad = &mut self.access[to as usize].bad;
@@ -700,12 +773,20 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             let extra = PACKET_BYTES.min(len);
             self.metrics.bytes_up[from as usize] += extra as u64;
             self.metrics.counters.retransmitted_bytes += extra as u64;
-            at += 2 * one_way + one_way / 4 + 1000;
+            last += 2 * one_way + one_way / 4 + 1000;
         }
-        self.queue.push(at, Ev::Arrive { to, from, bytes });
+        self.queue.push(
+            first,
+            Ev::Arrive {
+                to,
+                from,
+                bytes,
+                last,
+            },
+        );
     }
 
-    fn arrive(&mut self, to: u32, from: u32, bytes: Bytes) {
+    fn arrive(&mut self, to: u32, from: u32, bytes: Bytes, last: u64) {
         if !self.alive[to as usize] {
             return;
         }
@@ -717,16 +798,33 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.metrics.counters.downlink_drops += 1;
             return;
         }
-        let done = acc.down_busy.max(self.now) + network::tx_us(len, plan.down_bps);
-        acc.down_busy = done;
-        self.queue.push(done, Ev::Deliver { to, from, bytes });
+        // The downlink is a work-conserving FIFO: it serialises this message after what it
+        // already holds, and the message is complete no earlier than its last packet's arrival.
+        let rx_start = acc.down_busy.max(self.now);
+        acc.down_busy = rx_start + network::tx_us(len, plan.down_bps);
+        let pkt_down = network::tx_us(PACKET_BYTES.min(len), plan.down_bps);
+        let done = acc.down_busy.max(last + pkt_down);
+        self.queue.push(
+            done,
+            Ev::Deliver {
+                to,
+                from,
+                bytes,
+                ready: rx_start + pkt_down,
+            },
+        );
     }
 
-    fn deliver(&mut self, to: u32, from: u32, bytes: Bytes) {
+    fn deliver(&mut self, to: u32, from: u32, bytes: Bytes, ready: u64) {
         if !self.alive[to as usize] {
             return;
         }
-        let message = match wire::decode(&bytes) {
+        if self.links[to as usize].find(from).is_none() {
+            // The receiver closed this connection: what was in flight is discarded.
+            self.metrics.counters.closed_connection += 1;
+            return;
+        }
+        let mut message = match wire::decode(&bytes) {
             Ok((m, used)) if used == bytes.len() => m,
             _ => {
                 self.metrics.counters.decode_errors += 1;
@@ -734,17 +832,30 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             }
         };
         drop(bytes);
-        if let Message::Update { update, .. } = &message
+        if let Message::Update { update, .. } = &mut message
             && let Some(f) = self.world.frames.index(update.state, update.seq)
         {
             self.metrics.on_receive(to, f);
+            // Payloads are the engine's zeros: swap the decoded slice (which pins the sender's
+            // whole encoded frame) for the same bytes of the static buffer, so that nodes'
+            // repair buffers hold no per-hop copies.
+            let len = update.payload.len();
+            if len == self.world.frames.frames[f as usize].size as usize {
+                update.payload = Bytes::from_static(&ZEROS[..len]);
+            }
         }
+        let key = match &message {
+            Message::Update { update, .. } => Some((update.state.0, update.seq)),
+            _ => None,
+        };
         let now = self.time();
         let Some(p) = self.nodes[to as usize].as_mut() else {
             return;
         };
         p.handle_message(now, node_id(from), message);
+        self.forwarding = key.map(|k| (to, k, ready));
         self.after(to);
+        self.forwarding = None;
     }
 }
 

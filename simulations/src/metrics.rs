@@ -17,6 +17,8 @@
 //! - **repair time**: per fault, time from the failure (or the heal) until the viewer is
 //!   delivered a frame published after it.
 
+use std::collections::BTreeMap;
+
 use elara_core::InterestLevel;
 
 use crate::protocol::Role;
@@ -133,6 +135,8 @@ pub struct Collector {
     repair_from: Vec<u64>,
     /// Counters reported as they are.
     pub counters: Counters,
+    /// The protocol's own counters, summed over nodes.
+    pub protocol: BTreeMap<String, u64>,
 }
 
 impl Collector {
@@ -160,6 +164,7 @@ impl Collector {
             repair: vec![u64::MAX; n * world.faults.len()],
             repair_from: world.faults.iter().map(FaultPlan::repair_from_us).collect(),
             counters: Counters::default(),
+            protocol: BTreeMap::new(),
         }
     }
 
@@ -484,6 +489,7 @@ impl Collector {
             delivery_over_time,
             latency_cdf,
             counters,
+            protocol_counters: self.protocol,
         }
     }
 }

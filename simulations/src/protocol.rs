@@ -12,6 +12,7 @@
 //!    then [`Protocol::poll_event`] until `None`;
 //! 3. ask [`Protocol::poll_timeout`] and arm a timer for it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use elara_core::{Capabilities, InterestLevel, Message, NodeId, StateId, StateUpdate, Time};
@@ -129,6 +130,11 @@ pub trait Protocol {
     fn poll_event(&mut self) -> Option<ProtocolEvent>;
     /// When [`Protocol::handle_timeout`] must next be called.
     fn poll_timeout(&mut self) -> Option<Time>;
+    /// Adds the node's own counters (drops by reason, repairs, ...) to `out`; the engine sums
+    /// them over all nodes into the report.
+    fn diagnostics(&self, out: &mut BTreeMap<String, u64>) {
+        let _ = out;
+    }
 }
 
 /// A family of nodes: how to build one, and the name it has in reports.

@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{round2, round4};
@@ -139,6 +141,8 @@ pub struct Counters {
     pub unreachable: u64,
     /// Messages to an id that is no node.
     pub bad_destination: u64,
+    /// Messages that arrived on a connection the receiver had closed.
+    pub closed_connection: u64,
     /// Messages that failed to decode.
     pub decode_errors: u64,
     /// Deliveries of updates the node did not ask for.
@@ -178,6 +182,8 @@ pub struct RunReport {
     pub latency_cdf: Vec<Series>,
     /// Counters.
     pub counters: Counters,
+    /// The protocol's own counters summed over nodes (drops by reason, repairs, ...).
+    pub protocol_counters: BTreeMap<String, u64>,
 }
 
 /// The report of a whole `run`.

@@ -746,15 +746,50 @@ fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ScenarioErro
     let last = parts.pop().ok_or_else(|| bad("empty key"))?;
     let mut cur = table;
     for p in parts {
+        let (name, index) = split_index(p).map_err(|e| bad(&e))?;
         let entry = cur
-            .entry(p.to_owned())
+            .entry(name.to_owned())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = match index {
+            None => entry,
+            Some(i) => entry
+                .as_array_mut()
+                .and_then(|a| a.get_mut(i))
+                .ok_or_else(|| bad(&format!("`{name}` has no element {i}")))?,
+        };
         cur = entry
             .as_table_mut()
             .ok_or_else(|| bad(&format!("`{p}` is not a table")))?;
     }
-    cur.insert(last.to_owned(), value);
+    let (name, index) = split_index(last).map_err(|e| bad(&e))?;
+    match index {
+        None => {
+            cur.insert(name.to_owned(), value);
+        }
+        Some(i) => {
+            let slot = cur
+                .get_mut(name)
+                .and_then(|v| v.as_array_mut())
+                .and_then(|a| a.get_mut(i))
+                .ok_or_else(|| bad(&format!("`{name}` has no element {i}")))?;
+            *slot = value;
+        }
+    }
     Ok(())
+}
+
+/// `name[3]` → (`name`, Some(3)); `name` → (`name`, None).
+fn split_index(part: &str) -> Result<(&str, Option<usize>), String> {
+    match part.split_once('[') {
+        None => Ok((part, None)),
+        Some((name, rest)) => {
+            let idx = rest
+                .strip_suffix(']')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("bad index in `{part}`"))?;
+            Ok((name, Some(idx)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -811,5 +846,12 @@ mod tests {
             .to_string();
         assert!(e.contains("protocols[0]"), "{e}");
         assert!(parse(MINIMAL, &["novalue"]).is_err());
+        let with_fault = "name=\"f\"\nkind=\"livestream\"\nviewers=5\n[[faults]]\nkind=\"mass_failure\"\nat_s=30\nfraction=0.2\n";
+        let s = parse(with_fault, &["faults[0].at_s=2"]).unwrap();
+        assert_eq!(s.faults[0].at_s(), 2.0);
+        let e = parse(with_fault, &["faults[3].at_s=2"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no element 3"), "{e}");
     }
 }

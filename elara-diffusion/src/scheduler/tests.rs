@@ -340,7 +340,7 @@ fn feedback_sets_the_rate_and_queue_counts_as_debt() {
     let mut s = PropagationScheduler::new(SchedulerConfig::default());
     let a = s.add_link(t(0), n(1));
     s.link_feedback(t(0), a, rate(1_000_000)).unwrap();
-    let info = s.link_info(a).unwrap();
+    let info = s.link_info(t(0), a).unwrap();
     assert_eq!(info.rate, 1_000_000);
     assert_eq!(info.tokens, 100_000); // 100 ms burst
     let queued = LinkStats {
@@ -348,7 +348,7 @@ fn feedback_sets_the_rate_and_queue_counts_as_debt() {
         ..rate(1_000_000)
     };
     s.link_feedback(t(0), a, queued).unwrap();
-    assert_eq!(s.link_info(a).unwrap().tokens, -50_000);
+    assert_eq!(s.link_info(t(0), a).unwrap().tokens, -50_000);
     let mut out = Vec::new();
     let u = StateUpdate::new(S, n(0), 0, t(0)).with_payload(Bytes::from(vec![0u8; 1000]));
     s.schedule(t(0), &u, [(a, InterestLevel::High)], &mut out);
@@ -440,5 +440,148 @@ fn sends_are_counted_with_latency() {
     assert_eq!(st.scheduled, 1);
     assert_eq!(st.bytes_sent, u.wire_len() as u64);
     assert_eq!(st.latency.max(), Duration::from_millis(21));
-    assert_eq!(s.link_info(a).unwrap().bytes_sent, u.wire_len() as u64);
+    assert_eq!(
+        s.link_info(t(0), a).unwrap().bytes_sent,
+        u.wire_len() as u64
+    );
+}
+
+#[test]
+fn registered_targets_follow_interest_changes_and_link_removal() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let links: Vec<_> = (1..=4).map(|i| s.add_link(t(0), n(i))).collect();
+    use InterestLevel::*;
+    for (&l, level) in links.iter().zip([Low, High, Medium, Low]) {
+        assert_eq!(s.set_target(S, l, level), Ok(InterestLevel::None));
+    }
+    assert_eq!(s.target(S, links[1]), High);
+    let mut out = Vec::new();
+    let sum = s.schedule_registered(t(0), &video(0, 1, t(0), true), &mut out);
+    assert_eq!(sum.send, 4);
+    let order: Vec<_> = out.iter().map(|d| d.interest).collect();
+    assert_eq!(order, vec![High, Medium, Low, Low]);
+    // Raise one, withdraw another.
+    assert_eq!(s.set_target(S, links[0], Critical), Ok(Low));
+    assert_eq!(s.set_target(S, links[2], InterestLevel::None), Ok(Medium));
+    s.schedule_registered(t(1), &video(1, 1, t(1), false), &mut out);
+    let got: Vec<_> = out.iter().map(|d| (d.link, d.interest)).collect();
+    assert_eq!(
+        got,
+        vec![(links[0], Critical), (links[1], High), (links[3], Low)]
+    );
+    // A removed link leaves every target list; its slot's next owner starts clean.
+    assert!(s.remove_link(links[1]));
+    assert_eq!(
+        s.set_target(S, links[1], High),
+        Err(SchedulerError::UnknownLink(links[1]))
+    );
+    s.schedule_registered(t(2), &video(2, 1, t(2), false), &mut out);
+    assert_eq!(out.len(), 2);
+    let fresh = s.add_link(t(3), n(9));
+    assert_eq!(s.target(S, fresh), InterestLevel::None);
+    s.set_target(S, fresh, High).unwrap();
+    s.schedule_registered(t(3), &video(3, 1, t(3), false), &mut out);
+    let d = out.iter().find(|d| d.link == fresh).unwrap();
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::MissingKeyframe));
+}
+
+#[test]
+fn both_entry_points_decide_alike() {
+    let mk = || {
+        let mut s = PropagationScheduler::new(SchedulerConfig {
+            uplink_rate: Some(60_000),
+            ..SchedulerConfig::default()
+        });
+        let links: Vec<_> = (1..=20).map(|i| s.add_link(t(0), n(i))).collect();
+        (s, links)
+    };
+    let (mut a, links) = mk();
+    let (mut b, _) = mk();
+    let level = |i: usize| InterestLevel::from_u8((i % 4) as u8 + 1).unwrap();
+    for (i, &l) in links.iter().enumerate() {
+        b.set_target(S, l, level(i)).unwrap();
+    }
+    let targets: Vec<_> = links
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (l, level(i)))
+        .collect();
+    let (mut oa, mut ob) = (Vec::new(), Vec::new());
+    for f in 0..40u64 {
+        let now = t(f * 33);
+        let u = video(f, 1 + f / 15, now, f % 15 == 0).with_layer((f % 2) as u8);
+        a.schedule(now, &u, targets.iter().copied(), &mut oa);
+        b.schedule_registered(now, &u, &mut ob);
+        let key = |d: &Decision| (std::cmp::Reverse(d.interest), d.link.index());
+        oa.sort_by_key(key);
+        ob.sort_by_key(key);
+        assert_eq!(oa, ob, "frame {f}");
+    }
+    assert_eq!(a.stats(), b.stats());
+    assert!(a.stats().dropped_total() > 0);
+}
+
+#[test]
+fn deltas_leave_room_for_the_next_keyframe() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(20_000)).unwrap();
+    let big_key = video(0, 1, t(0), true).with_payload(Bytes::from(vec![0u8; 5000]));
+    let mut out = Vec::new();
+    s.schedule(t(0), &big_key, [(a, InterestLevel::Critical)], &mut out);
+    assert!(out[0].is_send());
+    let mut verdicts = Vec::new();
+    for seq in 1..=4 {
+        s.schedule(
+            t(0),
+            &video(seq, 1, t(0), false),
+            [(a, InterestLevel::Critical)],
+            &mut out,
+        );
+        verdicts.push(out[0].verdict);
+    }
+    // The fourth delta would still arrive within the budget, but then a keyframe as large as
+    // the last one could not: it is dropped, and the next keyframe fits.
+    assert_eq!(&verdicts[..3], &[Verdict::Send; 3]);
+    assert_eq!(verdicts[3], Verdict::Drop(DropReason::FramesSkipped));
+    let next_key = video(5, 2, t(0), true).with_payload(Bytes::from(vec![0u8; 5000]));
+    s.schedule(t(0), &next_key, [(a, InterestLevel::Critical)], &mut out);
+    assert!(out[0].is_send(), "{:?}", out[0]);
+    assert!(out[0].delay() <= Duration::from_millis(500));
+}
+
+#[test]
+fn repairs_skip_group_bookkeeping_but_not_budget_or_rate() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    let mut out = Vec::new();
+    s.schedule(
+        t(0),
+        &video(0, 1, t(0), true),
+        [(a, InterestLevel::High)],
+        &mut out,
+    );
+    s.schedule(
+        t(100),
+        &video(9, 2, t(100), true),
+        [(a, InterestLevel::High)],
+        &mut out,
+    );
+    // A hole in group 1 is repaired even though group 2 has started.
+    let d = s.schedule_repair(t(110), &video(3, 1, t(90), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Send);
+    // Too old for the budget: dropped.
+    let d = s.schedule_repair(t(900), &video(4, 1, t(95), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::Stale));
+    // A stalled link cannot carry it within the budget.
+    let stalled = LinkStats {
+        queued_bytes: 1_000_000,
+        ..rate(0)
+    };
+    s.link_feedback(t(901), a, stalled).unwrap();
+    let d = s.schedule_repair(t(901), &video(5, 2, t(900), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::RateLimited));
+    assert!(s.remove_link(a));
+    let d = s.schedule_repair(t(902), &video(6, 2, t(900), false), a, InterestLevel::High);
+    assert_eq!(d.verdict, Verdict::Drop(DropReason::UnknownLink));
 }

@@ -44,7 +44,8 @@ pub struct SwarmConfig {
     pub reorder_window: Duration,
     /// Quiet time after the last forwarded update before children are told the newest seq.
     pub announce_delay: Duration,
-    /// Recent updates kept per state to answer pulls and to start new children at a keyframe.
+    /// Most recent updates kept per state to answer pulls and to start new children at a
+    /// keyframe (only by relays and the authority; entries older than the latency budget go).
     pub repair_buffer: usize,
     /// RTT assumed for a peer before any measurement.
     pub initial_rtt: Duration,

@@ -15,6 +15,10 @@ const REDIRECT_FANOUT: usize = 3;
 const MAX_PULL_ROUNDS: u8 = 6;
 /// Most sequence numbers asked for in one pull.
 const PULL_BATCH: usize = 64;
+/// Ancestors above the parent kept connected as standbys for fast repair. One (the
+/// grandparent) measured best: with two, great-grandparents fill their repair slots with
+/// grandchildren's children and single failures re-attach more slowly.
+pub(crate) const STANDBYS: usize = 1;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
 
@@ -189,7 +193,10 @@ impl SwarmNode {
             );
             return;
         };
-        if !tree.attached(me) || tree.path.contains(&from) || tree.call.is_some() {
+        // A node re-attaching after its own parent failed still takes children: its subtree
+        // stays together and follows it (path updates) once it is back.
+        let in_tree = tree.attached(me) || (tree.parent_lost_at.is_some() && !tree.path.is_empty());
+        if !in_tree || tree.path.contains(&from) || tree.call.is_some() {
             // Not in the tree (or asked by an ancestor, which must not attach below us): point
             // at what we know of the tree above.
             let candidates = tree
@@ -499,15 +506,23 @@ impl SwarmNode {
         );
     }
 
-    /// Our path changed: tell the children, keep a standby connection to the grandparent (so a
-    /// parent failure is repaired without a handshake), and drop connections with no role.
+    /// Our path changed: tell the children, keep standby connections to the nearest ancestors
+    /// above the parent ([`STANDBYS`]; so that a parent failure is repaired without a
+    /// handshake), and drop connections with no role.
     fn after_path_change(&mut self, now: Time, state: StateId) {
         let me = self.cfg.id;
         let Some(tree) = self.states.get(&state) else {
             return;
         };
         let children: Vec<NodeId> = tree.children.keys().copied().collect();
-        let grandparent = (tree.path.len() >= 2).then(|| tree.path[tree.path.len() - 2]);
+        let standbys: Vec<NodeId> = tree
+            .path
+            .iter()
+            .rev()
+            .skip(1)
+            .take(STANDBYS)
+            .copied()
+            .collect();
         let depth = tree.depth();
         let path = tree.own_path(me);
         for c in children {
@@ -520,8 +535,8 @@ impl SwarmNode {
                 },
             );
         }
-        if let Some(gp) = grandparent {
-            self.dial(now, gp, Bytes::new());
+        for a in standbys {
+            self.dial(now, a, Bytes::new());
         }
         self.schedule_prunes(now);
     }
@@ -549,6 +564,37 @@ impl SwarmNode {
         let Some(j) = tree.joining.as_mut() else {
             return;
         };
+        if j.also == Some(from) {
+            // The racing request was redirected: race on with its best candidate.
+            j.redirects = j.redirects.saturating_add(1);
+            let target = j.target;
+            let next = (j.redirects <= max_redirects)
+                .then(|| {
+                    let mut fresh: Vec<&PeerInfo> = candidates
+                        .iter()
+                        .filter(|c| {
+                            c.id != me
+                                && c.id != from
+                                && c.id != target
+                                && !self.failed.contains_key(&c.id)
+                        })
+                        .collect();
+                    fresh.sort_by_key(|c| !self.peers.get(&c.id).is_some_and(|p| p.is_connected()));
+                    fresh.first().map(|c| (c.id, c.addr.clone()))
+                })
+                .flatten();
+            j.also = next.as_ref().map(|(c, _)| *c);
+            j.also_sent = false;
+            if let Some((c, addr)) = next {
+                if self.peers.get(&c).is_some_and(|p| p.is_connected()) {
+                    j.also_sent = true;
+                    self.send_control(c, Message::JoinRequest { state });
+                } else {
+                    self.dial(now, c, addr);
+                }
+            }
+            return;
+        }
         if j.target != from {
             return;
         }
@@ -724,15 +770,41 @@ impl SwarmNode {
         let has_children = !tree.children.is_empty();
         // Relays do not pass on deltas whose keyframe they lack: nobody below could use them.
         let decodable = update.is_independent() || tree.recv.received_group == Some(update.group);
+        // A keyframe that arrives after deltas of its group (it was repaired) releases the
+        // deltas this relay held back for want of it.
+        let held_back: Vec<(StateUpdate, u8)> = if has_children && update.keyframe && repair {
+            tree.buffer
+                .after(update.seq)
+                .filter(|(u, _)| u.group == update.group && !u.is_independent())
+                .map(|(u, h)| (u.clone(), *h))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if has_children && decodable {
             self.schedule_for(now, &update, hops, None, except, repair);
+            for (u, h) in &held_back {
+                self.schedule_for(now, u, *h, None, except, true);
+            }
             if !self.timers.is_set(TimerReason::Announce(update.state)) {
                 self.timers
                     .set(TimerReason::Announce(update.state), now + delay);
             }
         }
+        // Relays and the authority keep the latency budget's worth of updates (for pulls and to
+        // start new children at a keyframe). A leaf has nobody to repair: of a video stream it
+        // keeps only the current group, so that a child it takes (a repair, say) can start at
+        // once; of other streams nothing.
+        let me = self.cfg.id;
+        let budget = self.cfg.latency_budget;
         if let Some(tree) = self.states.get_mut(&update.state) {
-            tree.buffer.insert(update, hops, cap);
+            let relay = !tree.children.is_empty() || tree.is_authority(me);
+            if relay || update.kind == elara_core::UpdateKind::Video {
+                if !relay && update.keyframe && update.layer == 0 {
+                    tree.buffer.clear();
+                }
+                tree.buffer.insert(update, hops, cap, budget);
+            }
         }
     }
 

@@ -177,10 +177,21 @@ impl SwarmNode {
         }
     }
 
-    /// True when `peer` has a role: bootstrap, call participant, or parent, previous parent,
-    /// grandparent (the standby for fast repair), join target or child in some state.
+    /// True when `peer` has a role: bootstrap (while joining), call participant, or parent,
+    /// previous parent,
+    /// standby ancestor (the grandparent, for fast repair), join target or child in some
+    /// state.
     pub(crate) fn needed(&self, peer: NodeId) -> bool {
-        if self.cfg.bootstrap.iter().any(|b| b.id == peer) {
+        // A bootstrap peer is needed only while something is still looking for a parent: once
+        // attached, the connection goes (a large swarm would otherwise pile every node's
+        // connection onto the bootstrap peers); a repair dials it again if it must.
+        let me = self.cfg.id;
+        if self.cfg.bootstrap.iter().any(|b| b.id == peer)
+            && self
+                .states
+                .values()
+                .any(|t| t.own.is_interested() && !t.attached(me) && t.call.is_none())
+        {
             return true;
         }
         if self
@@ -193,7 +204,12 @@ impl SwarmNode {
         self.states.values().any(|t| {
             t.parent == Some(peer)
                 || t.prev_parent == Some(peer)
-                || t.path.len() >= 2 && t.path[t.path.len() - 2] == peer
+                || t.path
+                    .iter()
+                    .rev()
+                    .skip(1)
+                    .take(super::diffusion::STANDBYS)
+                    .any(|&a| a == peer)
                 || t.joining.as_ref().is_some_and(|j| j.target == peer)
                 || t.children.contains_key(&peer)
         })

@@ -3,7 +3,7 @@
 //! A [`SwarmNode`] keeps a set of neighbours (membership), places itself in one diffusion tree
 //! per state it cares about (the state's authority is the root), aggregates interest up those
 //! trees, forwards updates down them through the
-//! [`PropagationScheduler`](crate::scheduler::PropagationScheduler), repairs the trees when a
+//! [`PropagationScheduler`], repairs the trees when a
 //! parent fails and repairs missing updates by pulling them, and runs small group calls where
 //! every participant is the authority of its own tracks.
 //!
@@ -43,6 +43,47 @@
 //!     deadline = node.poll_timeout()
 //! }
 //! ```
+//!
+//! # How the protocol works
+//!
+//! - **Membership.** The node dials its bootstrap peers; every connection starts with a
+//!   `Hello` carrying [`elara_core::Capabilities`] and a ping (for the RTT). A peer is pinged
+//!   when nothing was sent to it for `keepalive_interval` and declared down when nothing was
+//!   heard for `idle_timeout`; `Leave` is a graceful goodbye. Connections the node opened and no
+//!   longer needs (redirect hops) are closed after a grace period.
+//! - **Trees.** Each state's authority is its tree's root. A joiner sends `JoinRequest`; a node
+//!   with a free slot (`caps.max_children`) answers `JoinAccept` carrying its ancestor path,
+//!   otherwise `JoinRedirect` to a few of its relaying children in rotation (which fills the
+//!   tree breadth-first: depth ⌈log_k N⌉). A joiner that can relay much more than a full node's
+//!   weakest child takes that child's slot and the child moves below it. A node never attaches
+//!   under a path containing itself, so the trees are loop-free.
+//! - **Interest.** A node tells its parent the strongest interest of its subtree (`Interest`);
+//!   a Low subtree is sent keyframes and the base layer only; `None` detaches.
+//! - **Forwarding.** An update from the parent is forwarded to every child whose subtree wants
+//!   it through the [`PropagationScheduler`]: per-link token buckets from
+//!   [`SwarmNode::link_feedback`], priorities, quality steps, keyframe tracking, stale and
+//!   superseded drops. Decided sends wait in a pacing queue until due. Updates whose source is
+//!   not the state's authority, or that do not come from the parent, are dropped and counted.
+//! - **Delivery.** Updates reach the application exactly once and in sequence order; a gap
+//!   holds later updates for at most `reorder_window`, and video deltas whose keyframe was not
+//!   delivered are never handed over.
+//! - **Lazy repair.** A gap (or an `Announce` of a newer sequence number when the stream goes
+//!   quiet) makes the node `Pull` the missing numbers from its parent, which resends them (as
+//!   repairs: budget and rate apply, group bookkeeping does not) or answers `Unavailable`.
+//! - **Tree repair.** Each node keeps a standby connection to its grandparent. When its parent
+//!   fails it asks the grandparent and the next ancestor at once; a grandparent takes such a
+//!   standby above capacity (a repair slot, one round trip) and later moves it down a level.
+//!   New parents start a child at their newest buffered keyframe. A node switching parents on
+//!   purpose keeps the old one until the new one delivers a group boundary (make-before-break).
+//! - **Group mode.** [`SwarmNode::join_call`]: one connection per pair, dialled by the lower id;
+//!   a `CallOffer` per participant; each track is a star rooted at its participant; interest per
+//!   track; muting another withdraws interest (the sender stops at once), muting oneself stops
+//!   publishing.
+//!
+//! Not implemented: interest TTLs (`ttl_ms` is sent as 0 and read as "until withdrawn"), the
+//! `rate_kbps` of a `QualityRequest` (its layer and keyframes-only fields are honoured), and
+//! authentication of updates (a relay could forge its own parent's stream; the transport's
+//! peer authentication is the only guard).
 //!
 //! # Example
 //!
@@ -151,7 +192,21 @@ pub(crate) struct Call {
     pub tracks: Vec<TrackInfo>,
 }
 
-/// The swarm node state machine. See the [module documentation](self) for the driving contract.
+/// The swarm node state machine: membership, one diffusion tree per state, forwarding through
+/// the scheduler, repair and group calls, as a plain value with no I/O.
+///
+/// **Feed it** with [`SwarmNode::peer_connected`] / [`SwarmNode::connection_lost`],
+/// [`SwarmNode::handle_message`], [`SwarmNode::handle_timeout`] (once the deadline from
+/// [`SwarmNode::poll_timeout`] has passed), [`SwarmNode::link_feedback`], and the application's
+/// [`SwarmNode::publish`], [`SwarmNode::declare_interest`], [`SwarmNode::join_call`],
+/// [`SwarmNode::set_muted`], [`SwarmNode::leave`].
+///
+/// **Drain it** after every feeding call: [`SwarmNode::poll_transmit`] until `None` (send each
+/// message to its peer), [`SwarmNode::poll_event`] until `None` (open or close connections on
+/// [`Event::Connect`] / [`Event::Disconnect`], hand the rest to the application), then
+/// [`SwarmNode::poll_timeout`] for the next wake-up. Every call takes `now`; nothing reads a
+/// clock, and the same seed with the same inputs gives the same outputs. See the
+/// [module documentation](self) for the loop and the protocol.
 #[derive(Debug)]
 pub struct SwarmNode {
     cfg: SwarmConfig,

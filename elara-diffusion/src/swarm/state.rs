@@ -264,8 +264,10 @@ pub(crate) struct RepairBuffer {
 }
 
 impl RepairBuffer {
-    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`.
-    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize) {
+    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`
+    /// and those more than `max_age` older (by timestamp) than the newest: nothing older can
+    /// be repaired or replayed within the latency budget.
+    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize, max_age: Duration) {
         let seq = update.seq;
         match self.items.back() {
             Some((last, _)) if last.seq >= seq => {
@@ -278,6 +280,19 @@ impl RepairBuffer {
         while self.items.len() > cap.max(1) {
             self.items.pop_front();
         }
+        let newest = self.items.back().map_or(Time::ZERO, |(u, _)| u.timestamp);
+        while self
+            .items
+            .front()
+            .is_some_and(|(u, _)| u.timestamp + max_age < newest)
+        {
+            self.items.pop_front();
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.items.clear();
     }
 
     /// The update with sequence number `seq`, if still held.
@@ -286,6 +301,12 @@ impl RepairBuffer {
             .binary_search_by_key(&seq, |(u, _)| u.seq)
             .ok()
             .map(|i| &self.items[i])
+    }
+
+    /// Updates held with a sequence number above `seq`, in order.
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &(StateUpdate, u8)> {
+        let start = self.items.partition_point(|(u, _)| u.seq <= seq);
+        self.items.range(start..)
     }
 
     /// The newest sequence number held.
@@ -500,7 +521,7 @@ mod tests {
     fn buffer_stays_sorted_and_bounded() {
         let mut b = RepairBuffer::default();
         for s in [1u64, 2, 4, 3, 5] {
-            b.insert(held(s).update, 0, 4);
+            b.insert(held(s).update, 0, 4, Duration::from_secs(1));
         }
         assert!(b.get(1).is_none());
         assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));

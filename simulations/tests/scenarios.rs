@@ -1,0 +1,227 @@
+//! Every bundled scenario, scaled down to run in seconds in a debug build, plus determinism and
+//! the delivery invariants for every protocol.
+
+use std::path::{Path, PathBuf};
+
+use elara_simulations::report::Report;
+use elara_simulations::scenario::Scenario;
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.toml"))
+}
+
+fn run(name: &str, seed: u64, overrides: &[&str]) -> Report {
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let s = Scenario::load(&scenario_path(name), &o).unwrap();
+    elara_simulations::run(s, seed, o, &mut |_, _, _| {}).unwrap()
+}
+
+fn assert_invariants(r: &Report) {
+    for run in &r.runs {
+        let c = &run.counters;
+        assert_eq!(
+            c.violations_duplicate_delivery, 0,
+            "{}: an update was delivered twice",
+            run.protocol
+        );
+        assert_eq!(
+            c.violations_missing_keyframe, 0,
+            "{}: a delta was delivered without its keyframe",
+            run.protocol
+        );
+        assert_eq!(c.decode_errors, 0, "{}: undecodable bytes", run.protocol);
+        assert_eq!(c.unknown_deliveries, 0, "{}: phantom update", run.protocol);
+    }
+}
+
+fn level<'a>(
+    r: &'a Report,
+    protocol: &str,
+    level: &str,
+) -> &'a elara_simulations::report::LevelReport {
+    r.runs
+        .iter()
+        .find(|x| x.protocol == protocol)
+        .and_then(|x| x.levels.iter().find(|l| l.level == level))
+        .unwrap_or_else(|| panic!("no {protocol}/{level} in report"))
+}
+
+#[test]
+fn same_seed_gives_byte_identical_json_and_another_seed_differs() {
+    let o = ["viewers=25", "duration_s=3", "drain_s=1"];
+    let a = serde_json::to_string(&run("livestream", 5, &o)).unwrap();
+    let b = serde_json::to_string(&run("livestream", 5, &o)).unwrap();
+    assert_eq!(a, b);
+    let c = serde_json::to_string(&run("livestream", 6, &o)).unwrap();
+    assert_ne!(a, c);
+}
+
+#[test]
+fn small_livestream_on_a_clean_lan_delivers_everything_with_every_protocol() {
+    let r = run(
+        "livestream",
+        1,
+        &[
+            "viewers=20",
+            "duration_s=4",
+            "network.preset=lan",
+            "network.mean_one_way_ms=5",
+            "network.loss=0",
+        ],
+    );
+    assert_invariants(&r);
+    for p in ["elara", "star", "elara-0.2"] {
+        let l = level(&r, p, "high");
+        assert!(l.delivery_ratio > 0.99, "{p}: {l:?}");
+        assert!(l.latency_p99_ms < 1000.0, "{p}: {l:?}");
+    }
+    // Gossip pushes every frame to several peers: duplicates are its cost.
+    assert!(
+        r.runs
+            .iter()
+            .find(|x| x.protocol == "gossip")
+            .unwrap()
+            .duplicate_ratio
+            > 0.5
+    );
+}
+
+#[test]
+fn star_fails_when_the_audience_outgrows_the_broadcaster_uplink() {
+    // 60 viewers x 2.6 Mbit/s is far above a 20 Mbit/s uplink.
+    let r = run(
+        "livestream",
+        2,
+        &[
+            "viewers=60",
+            "duration_s=4",
+            "network.loss=0",
+            "protocols=[\"star\", \"elara-0.2\"]",
+        ],
+    );
+    assert_invariants(&r);
+    let star = level(&r, "star", "medium");
+    assert!(star.continuity < 0.8, "{star:?}");
+    let tree = r.runs.iter().find(|x| x.protocol == "elara-0.2").unwrap();
+    assert!(
+        tree.hops_max >= 3,
+        "0.2.0's depth-first tree goes deep: {}",
+        tree.hops_max
+    );
+}
+
+#[test]
+fn calls_of_8_run_with_every_protocol() {
+    let r = run(
+        "call8",
+        3,
+        &["duration_s=3", "network.preset=lan", "network.loss=0"],
+    );
+    assert_invariants(&r);
+    let elara = level(&r, "elara", "high");
+    assert!(elara.delivery_ratio > 0.9, "{elara:?}");
+}
+
+#[test]
+fn call_of_32_runs() {
+    let r = run(
+        "call32",
+        3,
+        &["duration_s=2", "protocols=[\"elara\", \"star\"]"],
+    );
+    assert_invariants(&r);
+    assert_eq!(r.nodes, 32);
+}
+
+#[test]
+fn flash_crowd_churn_lossy_heterogeneous_and_partition_run_small() {
+    for (name, extra) in [
+        (
+            "flash_crowd",
+            vec![
+                "flash_crowd.viewers=30",
+                "flash_crowd.start_s=0.5",
+                "flash_crowd.over_s=2",
+                "duration_s=4",
+            ],
+        ),
+        (
+            "churn",
+            vec![
+                "viewers=30",
+                "duration_s=6",
+                "churn.leave_per_min=6",
+                "churn.start_s=1",
+            ],
+        ),
+        ("lossy", vec!["viewers=30", "duration_s=3"]),
+        (
+            "heterogeneous",
+            vec!["viewers=30", "duration_s=4", "faults[0].at_s=2"],
+        ),
+        ("partition", vec![]),
+    ] {
+        let mut o: Vec<&str> = extra;
+        if name == "partition" {
+            o = vec!["viewers=30", "duration_s=5"];
+        }
+        let r = run(name, 4, &o);
+        assert_invariants(&r);
+        assert!(!r.runs.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn mass_failure_is_repaired_and_reported() {
+    let r = run(
+        "heterogeneous",
+        9,
+        &[
+            "viewers=40",
+            "duration_s=8",
+            "faults[0].at_s=3",
+            "protocols=[\"elara\", \"elara-0.2\"]",
+        ],
+    );
+    assert_invariants(&r);
+    for run in &r.runs {
+        assert_eq!(run.repair.len(), 1);
+        let rep = &run.repair[0];
+        assert!(
+            rep.fault.contains("mass failure at 3.0 s (8 nodes)"),
+            "{rep:?}"
+        );
+        assert!(rep.viewers >= 25, "{rep:?}");
+        assert!(
+            rep.never_repaired < rep.viewers,
+            "{}: {rep:?}",
+            run.protocol
+        );
+        assert!(rep.p50_ms > 0.0, "{rep:?}");
+    }
+}
+
+#[test]
+fn bad_scenarios_are_refused_with_file_field_and_problem() {
+    let dir = std::env::temp_dir().join("elara-sim-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "name = \"bad\"\nkind = \"livestream\"\nviewers = 10\n[network]\nbroadcaster = { down_mbps = 10, up_mbps = 0 }\n",
+    )
+    .unwrap();
+    let e = Scenario::load(&f, &[]).unwrap_err().to_string();
+    assert!(e.contains("bad.toml"), "{e}");
+    assert!(e.contains("network.broadcaster.up_mbps"), "{e}");
+    assert!(e.contains("above zero"), "{e}");
+    let e = Scenario::load(&dir.join("missing.toml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("missing.toml") && e.contains("cannot read"),
+        "{e}"
+    );
+}
