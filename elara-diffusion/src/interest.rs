@@ -13,7 +13,9 @@
 //!   (`u8`), so iterating a state's viewers is a slice walk that allocates nothing;
 //! * the position of a node's first interest is stored inline in its record; a node's further
 //!   interests (a viewer of audio *and* video) sit in a secondary hash table keyed by
-//!   (node, state), so every lookup is O(1);
+//!   (node, state), so every lookup is O(1). (Withdrawing a node's *first* interest while it
+//!   holds others promotes one of them into the inline slot, which scans the map's states:
+//!   O(S) in the number of distinct states, a handful in practice.)
 //! * an interest with a TTL stores its expiry in a side table and a flag bit in its level byte,
 //!   so interests without TTL pay nothing for the feature.
 //!
@@ -31,8 +33,9 @@
 //!
 //! # Bad input
 //!
-//! * Withdrawing an interest that does not exist, or removing a node the map does not know,
-//!   changes nothing and reports [`InterestLevel::None`] / `0`.
+//! * The map has no separate membership: declaring for a node it has never seen is how a node
+//!   enters it. Withdrawing an interest that does not exist, or removing a node the map does
+//!   not know, changes nothing and reports [`InterestLevel::None`] / `0`.
 //! * Declaring [`InterestLevel::None`] is a withdrawal.
 //! * Declaring with an expiry at or before `now` (a TTL in the past or a zero TTL) is a
 //!   withdrawal too: the interest would already have expired. The returned [`InterestChange`]
