@@ -13,7 +13,9 @@
 //!   (`u8`), so iterating a state's viewers is a slice walk that allocates nothing;
 //! * the position of a node's first interest is stored inline in its record; a node's further
 //!   interests (a viewer of audio *and* video) sit in a secondary hash table keyed by
-//!   (node, state), so every lookup is O(1);
+//!   (node, state), so every lookup is O(1). (Withdrawing a node's *first* interest while it
+//!   holds others promotes one of them into the inline slot, which scans the map's states:
+//!   O(S) in the number of distinct states, a handful in practice.)
 //! * an interest with a TTL stores its expiry in a side table and a flag bit in its level byte,
 //!   so interests without TTL pay nothing for the feature.
 //!
@@ -31,8 +33,9 @@
 //!
 //! # Bad input
 //!
-//! * Withdrawing an interest that does not exist, or removing a node the map does not know,
-//!   changes nothing and reports [`InterestLevel::None`] / `0`.
+//! * The map has no separate membership: declaring for a node it has never seen is how a node
+//!   enters it. Withdrawing an interest that does not exist, or removing a node the map does
+//!   not know, changes nothing and reports [`InterestLevel::None`] / `0`.
 //! * Declaring [`InterestLevel::None`] is a withdrawal.
 //! * Declaring with an expiry at or before `now` (a TTL in the past or a zero TTL) is a
 //!   withdrawal too: the interest would already have expired. The returned [`InterestChange`]
@@ -251,12 +254,14 @@ impl InterestMap {
             .copied()
     }
 
-    /// The record index of `node`, interning it if new; `true` when it was new.
-    fn intern(&mut self, node: NodeId) -> (u32, bool) {
+    /// The record index of `node`, interning it if new; `true` when it was new. A new node's
+    /// first interest — in state `slot`, raw level byte `raw` — is appended to the state's
+    /// vectors and recorded inline here, so the common case (a new viewer) costs one hash
+    /// probe and three pushes.
+    fn intern_with_entry(&mut self, node: NodeId, slot: u32, raw: u8) -> (u32, bool) {
         let seed = self.seed;
         let h = hash_id(seed, &node);
         let records = &mut self.records;
-        let free = &mut self.free_records;
         let entry = self.index.entry(
             h,
             |&i| records[i as usize].id == node,
@@ -265,12 +270,14 @@ impl InterestMap {
         match entry {
             hashbrown::hash_table::Entry::Occupied(o) => (*o.get(), false),
             hashbrown::hash_table::Entry::Vacant(v) => {
+                let sv = &mut self.states[slot as usize];
+                let pos = sv.nodes.len() as u32;
                 let rec = NodeRecord {
                     id: node,
-                    first_state: NO_STATE,
-                    first_pos: 0,
+                    first_state: slot,
+                    first_pos: pos,
                 };
-                let idx = match free.pop() {
+                let idx = match self.free_records.pop() {
                     Some(i) => {
                         records[i as usize] = rec;
                         i
@@ -281,6 +288,10 @@ impl InterestMap {
                     }
                 };
                 v.insert(idx);
+                sv.nodes.push(idx);
+                sv.levels.push(raw);
+                sv.counts[(raw & LEVEL_MASK) as usize] += 1;
+                self.live += 1;
                 (idx, true)
             }
         }
@@ -386,12 +397,14 @@ impl InterestMap {
             });
         }
         let slot = self.state_slot_or_insert(state)?;
-        let (idx, new) = self.intern(node);
         let ttl_bit = if expires_at.is_some() { TTL_FLAG } else { 0 };
         let raw = level.as_u8() | ttl_bit;
+        let (idx, new) = self.intern_with_entry(node, slot, raw);
         let previous;
         let pos = if new { None } else { self.position(idx, slot) };
         match pos {
+            // A new node: `intern_with_entry` already placed its entry.
+            None if new => previous = InterestLevel::None,
             Some(pos) => {
                 let old_raw = self.states[slot as usize].levels[pos as usize];
                 previous = if self.is_expired(idx, slot, old_raw, now) {
@@ -433,7 +446,8 @@ impl InterestMap {
                 self.deadlines.push(Reverse((t, idx, slot)));
             }
             None => {
-                if !self.expiries.is_empty() {
+                // A new node's entry cannot have an expiry (removing an entry removes it).
+                if !new && !self.expiries.is_empty() {
                     self.expiries.remove(&(idx, slot));
                 }
             }
