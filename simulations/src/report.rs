@@ -234,9 +234,15 @@ impl Report {
         );
         for r in &self.runs {
             for l in &r.levels {
+                // Startup is attributed to a viewer's strongest level; "-" when none started.
+                let startup = if l.startup_max_ms == 0.0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.0}", l.startup_p95_ms)
+                };
                 let _ = writeln!(
                     s,
-                    "{:<10} {:<8} {:>7} {:>7.2}% {:>7.2}% {:>8.0} {:>8.0} {:>8.0} {:>9.0} {:>6.1}%",
+                    "{:<10} {:<8} {:>7} {:>7.2}% {:>7.2}% {:>8.0} {:>8.0} {:>8.0} {:>9} {:>6.1}%",
                     r.protocol,
                     l.level,
                     l.viewers,
@@ -245,7 +251,7 @@ impl Report {
                     l.latency_p50_ms,
                     l.latency_p95_ms,
                     l.latency_p99_ms,
-                    l.startup_p95_ms,
+                    startup,
                     l.duplicate_ratio * 100.0
                 );
             }

@@ -225,3 +225,30 @@ fn bad_scenarios_are_refused_with_file_field_and_problem() {
         "{e}"
     );
 }
+
+#[test]
+fn real_media_workload_replays_the_sample_files() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../elara-media/samples");
+    let video = elara_simulations::read_media(&samples.join("testsrc.h264"), true).unwrap();
+    // 10 s at 30 fps with an IDR every 2 s.
+    assert_eq!(video.len(), 300);
+    assert_eq!(video.iter().filter(|f| f.2).count(), 5);
+    assert!(video[0].2 && video[60].2);
+    let audio = elara_simulations::read_media(&samples.join("speech.opus"), false).unwrap();
+    assert!(
+        audio.windows(2).all(|w| w[1].0 - w[0].0 == 20_000),
+        "20 ms packets"
+    );
+    let e = elara_simulations::read_media(&samples.join("speech.opus"), true).unwrap_err();
+    assert!(
+        e.contains("audio file where the scenario expects video"),
+        "{e}"
+    );
+    let r = run("media_livestream", 1, &["viewers=15", "duration_s=3"]);
+    assert_invariants(&r);
+    assert!(
+        r.stream_kbps > 300.0 && r.stream_kbps < 700.0,
+        "{}",
+        r.stream_kbps
+    );
+}

@@ -128,13 +128,15 @@ impl Coordinator {
         self.stack.push(self.root);
     }
 
-    /// Admits (or re-admits) `m`; returns the (member, parent) assignments to announce.
-    fn join(&mut self, m: NodeId) -> Vec<(NodeId, NodeId)> {
-        if let Some(old) = self.slots.get(&m).and_then(|s| s.parent) {
-            // A member asking again has lost its parent: 0.2.0 removes that node.
-            if old != self.root {
-                self.remove(old);
-            }
+    /// Admits `m`, re-announces its place when it asks again, or — when it reports that its
+    /// parent is gone (`parent_lost`) — removes that parent and places `m` again. Returns the
+    /// (member, parent) assignments to announce.
+    fn join(&mut self, m: NodeId, parent_lost: bool) -> Vec<(NodeId, NodeId)> {
+        let old = self.slots.get(&m).and_then(|s| s.parent);
+        match old {
+            Some(old) if parent_lost && old != self.root => self.remove(old),
+            Some(old) if !parent_lost => return vec![(m, old)],
+            _ => {}
         }
         if self.slots.contains_key(&m) {
             self.detach(m);
@@ -242,8 +244,15 @@ impl Tree020Node {
                     state: s.key,
                     parent: None,
                 });
-                self.io
-                    .send(s.authority, Message::JoinRequest { state: s.key });
+                // Report the loss to the coordinator, which drops the lost node and re-places us.
+                self.io.send(
+                    s.authority,
+                    Message::Interest {
+                        state: s.key,
+                        level: InterestLevel::None,
+                        ttl_ms: 0,
+                    },
+                );
                 self.retry_at.get_or_insert(now + super::RETRY);
             }
         }
@@ -311,7 +320,7 @@ impl Protocol for Tree020Node {
                 if let Some(c) = &mut self.coordinator
                     && c.key == state
                 {
-                    let a = c.join(from);
+                    let a = c.join(from, false);
                     self.announce(a);
                     return;
                 }
@@ -347,6 +356,14 @@ impl Protocol for Tree020Node {
                 level: InterestLevel::None,
                 ..
             } => {
+                // To the coordinator: "my parent is gone"; to a relay: "I moved away".
+                if let Some(c) = &mut self.coordinator
+                    && c.key == state
+                {
+                    let a = c.join(from, true);
+                    self.announce(a);
+                    return;
+                }
                 if let Some(s) = self.streams.iter_mut().find(|s| s.key == state) {
                     s.children.retain(|c| *c != from);
                 }
@@ -457,9 +474,9 @@ mod tests {
     fn star_then_depth_first_tree() {
         let mut c = Coordinator::new(StateId(1), id(0));
         for i in 1..=STAR_LIMIT as u64 {
-            assert_eq!(c.join(id(i)), vec![(id(i), id(0))]);
+            assert_eq!(c.join(id(i), false), vec![(id(i), id(0))]);
         }
-        let all = c.join(id(51));
+        let all = c.join(id(51), false);
         assert_eq!(all.len(), 51);
         // Root takes 5, then the first child fills, then its first child, ...: depth-first.
         assert_eq!(c.children(id(0)).len(), FANOUT);
@@ -475,9 +492,10 @@ mod tests {
             d
         };
         assert!(depth(id(51)) >= 8, "depth {}", depth(id(51)));
-        // A re-join after losing the parent removes that parent.
+        // Asking again re-announces the same place; reporting the parent lost removes it.
         let p = c.slots[&id(51)].parent.unwrap();
-        c.join(id(51));
+        assert_eq!(c.join(id(51), false), vec![(id(51), p)]);
+        c.join(id(51), true);
         assert!(!c.slots.contains_key(&p));
     }
 }
