@@ -5,9 +5,13 @@
 //! arrive, as over QUIC. The same encoded [`Bytes`] is shared by every recipient of an identical
 //! message (a fan-out costs one encode and reference-count clones).
 //!
-//! Per message the engine schedules two events: arrival at the receiver's downlink after the
-//! sender's uplink FIFO, the core latency and jitter (and loss recovery), then delivery after the
-//! downlink FIFO. Queues are finite: a message that does not fit is dropped.
+//! Per message the engine schedules two events: the arrival of its first packet at the receiver's
+//! downlink (after the sender's uplink FIFO, the core latency and jitter), then its delivery once
+//! the downlink has serialised it and its last packet is in (loss recovery delays the last
+//! packet). Packets flow: the downlink works alongside the uplink, and a relay forwarding an
+//! update it is being handed starts once its first packet was in (cut-through), as a stream of
+//! 1,200-byte packets would, although each frame is one update. Queues are finite: a message that
+//! does not fit is dropped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -31,15 +35,19 @@ static ZEROS: [u8; wire::MAX_PAYLOAD] = [0; wire::MAX_PAYLOAD];
 
 enum Ev {
     Publish(u32),
+    /// The first packet of a message reaches the receiver's downlink; the last one at `last`.
     Arrive {
         to: u32,
         from: u32,
         bytes: Bytes,
+        last: u64,
     },
+    /// The whole message is in; its first packet was in at `ready`.
     Deliver {
         to: u32,
         from: u32,
         bytes: Bytes,
+        ready: u64,
     },
     Timer(u32),
     Feedback(u32),
@@ -170,6 +178,9 @@ pub struct Engine<'w, K: ProtocolKind> {
     down_queue: Vec<u64>,
     feedback_us: u64,
     stream_bps: f64,
+    /// While a node handles a delivered update: (node, (state, seq), when its first packet was
+    /// in), for cut-through forwarding.
+    forwarding: Option<(u32, (u64, u64), u64)>,
 }
 
 impl<'w, K: ProtocolKind> Engine<'w, K> {
@@ -207,6 +218,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             down_queue: world.nodes.iter().map(|p| q(p.down_bps)).collect(),
             feedback_us: (world.scenario.feedback_ms * 1000.0) as u64,
             stream_bps: world.stream_rate_bps(),
+            forwarding: None,
         };
         for (i, plan) in world.nodes.iter().enumerate() {
             e.queue.push(plan.join_us, Ev::Join(i as u32));
@@ -256,8 +268,18 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     fn dispatch(&mut self, ev: Ev) {
         match ev {
             Ev::Publish(i) => self.publish(i),
-            Ev::Arrive { to, from, bytes } => self.arrive(to, from, bytes),
-            Ev::Deliver { to, from, bytes } => self.deliver(to, from, bytes),
+            Ev::Arrive {
+                to,
+                from,
+                bytes,
+                last,
+            } => self.arrive(to, from, bytes, last),
+            Ev::Deliver {
+                to,
+                from,
+                bytes,
+                ready,
+            } => self.deliver(to, from, bytes, ready),
             Ev::Timer(n) => self.timer(n),
             Ev::Feedback(n) => self.feedback(n),
             Ev::Connected { node, peer } => {
@@ -684,7 +706,11 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         }
         let bytes = self.encode(from, &t.message);
         let len = bytes.len();
-        let is_update = matches!(t.message, Message::Update { .. });
+        let update_key = match &t.message {
+            Message::Update { update, .. } => Some((update.state.0, update.seq)),
+            _ => None,
+        };
+        let is_update = update_key.is_some();
         drop(t);
         let packets = len.div_ceil(PACKET_BYTES).max(1) as u32;
         // Connection (opened on first use for protocols that do not ask for one).
@@ -711,12 +737,25 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.metrics.counters.uplink_drops += 1;
             return;
         }
-        let depart = acc.up_busy.max(self.now) + network::tx_us(len, plan.up_bps);
+        // Packets flow (cut-through): a relay forwarding the update it is being handed starts
+        // sending once the update's first packet was in, and the last byte cannot leave before
+        // it arrived; the receiver's downlink serialises alongside the uplink.
+        let mut start = acc.up_busy.max(self.now);
+        if is_update
+            && let Some((node, key, ready)) = self.forwarding
+            && node == from
+            && Some(key) == update_key
+        {
+            start = acc.up_busy.max(ready);
+        }
+        let pkt_up = network::tx_us(PACKET_BYTES.min(len), plan.up_bps);
+        let depart = (start + network::tx_us(len, plan.up_bps)).max(self.now + pkt_up);
         acc.up_busy = depart;
         self.metrics.on_send(from, len, is_update);
         // Core: latency, jitter, loss and recovery.
-        let one_way = self.one_way(from, to);
-        let mut at = depart.max(ready_at) + one_way + self.link.jitter_us(&mut self.rng);
+        let one_way = self.one_way(from, to) + self.link.jitter_us(&mut self.rng);
+        let first = start.max(ready_at) + pkt_up + one_way;
+        let mut last = depart.max(ready_at + network::tx_us(len, plan.up_bps)) + one_way;
         let mut attempts = 1;
         loop {
             let bad = &mut self.access[to as usize].bad;
@@ -734,12 +773,20 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             let extra = PACKET_BYTES.min(len);
             self.metrics.bytes_up[from as usize] += extra as u64;
             self.metrics.counters.retransmitted_bytes += extra as u64;
-            at += 2 * one_way + one_way / 4 + 1000;
+            last += 2 * one_way + one_way / 4 + 1000;
         }
-        self.queue.push(at, Ev::Arrive { to, from, bytes });
+        self.queue.push(
+            first,
+            Ev::Arrive {
+                to,
+                from,
+                bytes,
+                last,
+            },
+        );
     }
 
-    fn arrive(&mut self, to: u32, from: u32, bytes: Bytes) {
+    fn arrive(&mut self, to: u32, from: u32, bytes: Bytes, last: u64) {
         if !self.alive[to as usize] {
             return;
         }
@@ -751,12 +798,24 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.metrics.counters.downlink_drops += 1;
             return;
         }
-        let done = acc.down_busy.max(self.now) + network::tx_us(len, plan.down_bps);
-        acc.down_busy = done;
-        self.queue.push(done, Ev::Deliver { to, from, bytes });
+        // The downlink is a work-conserving FIFO: it serialises this message after what it
+        // already holds, and the message is complete no earlier than its last packet's arrival.
+        let rx_start = acc.down_busy.max(self.now);
+        acc.down_busy = rx_start + network::tx_us(len, plan.down_bps);
+        let pkt_down = network::tx_us(PACKET_BYTES.min(len), plan.down_bps);
+        let done = acc.down_busy.max(last + pkt_down);
+        self.queue.push(
+            done,
+            Ev::Deliver {
+                to,
+                from,
+                bytes,
+                ready: rx_start + pkt_down,
+            },
+        );
     }
 
-    fn deliver(&mut self, to: u32, from: u32, bytes: Bytes) {
+    fn deliver(&mut self, to: u32, from: u32, bytes: Bytes, ready: u64) {
         if !self.alive[to as usize] {
             return;
         }
@@ -765,7 +824,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.metrics.counters.closed_connection += 1;
             return;
         }
-        let message = match wire::decode(&bytes) {
+        let mut message = match wire::decode(&bytes) {
             Ok((m, used)) if used == bytes.len() => m,
             _ => {
                 self.metrics.counters.decode_errors += 1;
@@ -773,17 +832,30 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             }
         };
         drop(bytes);
-        if let Message::Update { update, .. } = &message
+        if let Message::Update { update, .. } = &mut message
             && let Some(f) = self.world.frames.index(update.state, update.seq)
         {
             self.metrics.on_receive(to, f);
+            // Payloads are the engine's zeros: swap the decoded slice (which pins the sender's
+            // whole encoded frame) for the same bytes of the static buffer, so that nodes'
+            // repair buffers hold no per-hop copies.
+            let len = update.payload.len();
+            if len == self.world.frames.frames[f as usize].size as usize {
+                update.payload = Bytes::from_static(&ZEROS[..len]);
+            }
         }
+        let key = match &message {
+            Message::Update { update, .. } => Some((update.state.0, update.seq)),
+            _ => None,
+        };
         let now = self.time();
         let Some(p) = self.nodes[to as usize].as_mut() else {
             return;
         };
         p.handle_message(now, node_id(from), message);
+        self.forwarding = key.map(|k| (to, k, ready));
         self.after(to);
+        self.forwarding = None;
     }
 }
 
