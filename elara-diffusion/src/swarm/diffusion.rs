@@ -924,6 +924,11 @@ impl SwarmNode {
             }
             Arrival::Late => {
                 tree.metrics.late += 1;
+                // Too late for us, but children wait on their own reorder windows: a relay
+                // that dropped it would turn its own give-up into a gap for its whole subtree.
+                if !tree.children.is_empty() {
+                    self.forward(now, update, hops.saturating_add(1), Some(from), true);
+                }
                 return;
             }
             Arrival::New => {}
