@@ -259,6 +259,9 @@ impl InterestMap {
     /// vectors and recorded inline here, so the common case (a new viewer) costs one hash
     /// probe and three pushes.
     fn intern_with_entry(&mut self, node: NodeId, slot: u32, raw: u8) -> (u32, bool) {
+        if self.index.len() == self.index.capacity() {
+            self.grow_index();
+        }
         let seed = self.seed;
         let h = hash_id(seed, &node);
         let records = &mut self.records;
@@ -295,6 +298,26 @@ impl InterestMap {
                 (idx, true)
             }
         }
+    }
+
+    /// Replaces the full node table by one with room for one more node (the same size
+    /// hashbrown's own growth would pick), filled by walking the records in order: each id is
+    /// read sequentially rather than at the table's random bucket order, which is what makes
+    /// growing from empty cheap. Live records are exactly the non-empty ones.
+    #[cold]
+    fn grow_index(&mut self) {
+        let seed = self.seed;
+        let records = &self.records;
+        let mut table = HashTable::with_capacity(self.index.len() + 1);
+        for (i, rec) in records.iter().enumerate() {
+            if !rec.is_empty() {
+                table.insert_unique(hash_id(seed, &rec.id), i as u32, |&j| {
+                    hash_id(seed, &records[j as usize].id)
+                });
+            }
+        }
+        debug_assert_eq!(table.len(), self.index.len());
+        self.index = table;
     }
 
     fn release_node_if_empty(&mut self, idx: u32) {
