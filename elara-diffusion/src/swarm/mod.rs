@@ -355,8 +355,15 @@ impl SwarmNode {
         }
         p.feedback = Some(stats);
         if let (Some(link), Some(sched)) = (p.link_id, self.scheduler.as_deref_mut()) {
-            // The handle is current: it is dropped whenever the connection is.
-            let _ = sched.link_feedback(now, link, stats);
+            // The handle is current: it is dropped whenever the connection is. The bytes the
+            // transport still queues are our own sends, which the scheduler's bucket charged
+            // when it decided them: counting them again as debt throttled every relay twice
+            // (the sender-side queue after a keyframe fan-out starved the next frames).
+            let paid = LinkStats {
+                queued_bytes: 0,
+                ..stats
+            };
+            let _ = sched.link_feedback(now, link, paid);
         }
         self.check_parent_quality(now, peer);
     }
