@@ -378,19 +378,25 @@ impl H264AccessUnit {
     }
 }
 
+/// The header byte of one H.264 NAL unit, checked: present, with forbidden_zero_bit clear.
+fn h264_nal_header(unit: &[u8]) -> Result<u8> {
+    let h = *unit.first().ok_or(MediaError::Truncated {
+        what: "h264 nal header",
+    })?;
+    if h & 0x80 != 0 {
+        return Err(MediaError::Invalid {
+            what: "h264 forbidden_zero_bit",
+            value: 1,
+        });
+    }
+    Ok(h)
+}
+
 /// Lists the NAL unit types of an Annex B access unit.
 pub fn h264_access_unit(au: &[u8]) -> Result<H264AccessUnit> {
     let mut info = H264AccessUnit::default();
     for unit in h264_nal_units(au) {
-        let h = *unit.first().ok_or(MediaError::Truncated {
-            what: "h264 nal header",
-        })?;
-        if h & 0x80 != 0 {
-            return Err(MediaError::Invalid {
-                what: "h264 forbidden_zero_bit",
-                value: 1,
-            });
-        }
+        let h = h264_nal_header(unit)?;
         info.nal_units += 1;
         match h & 0x1f {
             nal::SLICE..=nal::IDR => {
@@ -415,15 +421,7 @@ pub fn h264_access_unit(au: &[u8]) -> Result<H264AccessUnit> {
 pub fn h264_is_keyframe(au: &[u8]) -> Result<bool> {
     let mut any = false;
     for unit in h264_nal_units(au) {
-        let h = *unit.first().ok_or(MediaError::Truncated {
-            what: "h264 nal header",
-        })?;
-        if h & 0x80 != 0 {
-            return Err(MediaError::Invalid {
-                what: "h264 forbidden_zero_bit",
-                value: 1,
-            });
-        }
+        let h = h264_nal_header(unit)?;
         any = true;
         if h & 0x1f == nal::IDR {
             return Ok(true);
