@@ -241,11 +241,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     /// Runs to the end and summarises.
     pub fn run(mut self, progress: Progress<'_>) -> RunReport {
         let end = self.world.end_us;
-        while let Some(t) = self.queue.peek_time() {
+        while let Some((t, ev)) = self.queue.pop() {
             if t > end {
                 break;
             }
-            let (t, ev) = self.queue.pop().expect("peeked");
             self.now = t;
             self.events += 1;
             if self.events & 0xFFFF == 0 {
@@ -754,7 +753,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         self.metrics.on_send(from, len, is_update);
         // Core: latency, jitter, loss and recovery.
         let one_way = self.one_way(from, to) + self.link.jitter_us(&mut self.rng);
-        let first = start.max(ready_at) + pkt_up + one_way;
+        // Cut-through may date the first packet before now (the update being forwarded was
+        // delayed by loss recovery); nothing arrives in the past.
+        let first = (start.max(ready_at) + pkt_up + one_way).max(self.now);
         let mut last = depart.max(ready_at + network::tx_us(len, plan.up_bps)) + one_way;
         let mut attempts = 1;
         loop {
