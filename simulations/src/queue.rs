@@ -160,7 +160,7 @@ impl<E> EventQueue<E> {
                 return Some((e.time, e.event));
             }
             if !self.ring[self.cur].is_empty() {
-                self.ring[self.cur].sort_unstable_by(|a, b| b.key().cmp(&a.key()));
+                self.ring[self.cur].sort_unstable_by_key(|e| Reverse(e.key()));
                 self.sorted = true;
                 continue;
             }
