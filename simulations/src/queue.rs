@@ -16,8 +16,11 @@ const BUCKET_SHIFT: u32 = 5;
 const BUCKETS: usize = 1 << 17;
 /// Simulated time the ring covers, µs (about 4.2 s).
 pub const HORIZON_US: u64 = BUCKET_US * BUCKETS as u64;
-/// A drained bucket that held more than this many events gives its memory back.
-const SHRINK_ABOVE: usize = 1 << 12;
+/// Drained buckets' vectors kept for reuse (the ring itself holds memory only in its pending
+/// buckets, whatever their peak sizes were).
+const POOL: usize = 256;
+/// A drained vector larger than this is freed rather than pooled.
+const POOL_MAX_CAPACITY: usize = 1 << 12;
 
 struct Entry<E> {
     time: u64,
@@ -66,6 +69,7 @@ pub struct EventQueue<E> {
     in_ring: usize,
     /// Events at or beyond `base + HORIZON_US`.
     far: BinaryHeap<Reverse<Entry<E>>>,
+    pool: Vec<Vec<Entry<E>>>,
     next_seq: u64,
 }
 
@@ -78,6 +82,7 @@ impl<E> Default for EventQueue<E> {
             sorted: false,
             in_ring: 0,
             far: BinaryHeap::new(),
+            pool: Vec::new(),
             next_seq: 0,
         }
     }
@@ -112,6 +117,11 @@ impl<E> EventQueue<E> {
         let slot = (self.cur + (offset >> BUCKET_SHIFT) as usize) & (BUCKETS - 1);
         self.in_ring += 1;
         let bucket = &mut self.ring[slot];
+        if bucket.capacity() == 0
+            && let Some(v) = self.pool.pop()
+        {
+            *bucket = v;
+        }
         if slot == self.cur && self.sorted {
             // The bucket being drained is sorted descending: insert in place.
             let key = entry.key();
@@ -124,9 +134,12 @@ impl<E> EventQueue<E> {
 
     /// Moves to the next bucket and pulls in far events that now fall within the horizon.
     fn advance(&mut self) {
-        let bucket = &mut self.ring[self.cur];
-        if bucket.capacity() > SHRINK_ABOVE {
-            *bucket = Vec::new();
+        let drained = std::mem::take(&mut self.ring[self.cur]);
+        if drained.capacity() > 0
+            && drained.capacity() <= POOL_MAX_CAPACITY
+            && self.pool.len() < POOL
+        {
+            self.pool.push(drained);
         }
         self.sorted = false;
         if self.in_ring == 0 {
