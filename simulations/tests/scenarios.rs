@@ -173,6 +173,30 @@ fn flash_crowd_churn_lossy_heterogeneous_and_partition_run_small() {
     }
 }
 
+/// The scale scenarios say what issue #4 measures (a 100,000-viewer 60 s and a 1,000,000-viewer
+/// 10 s livestream of 2.5 Mbit/s video at 30 fps with a keyframe every 2 s plus 20 ms audio) and
+/// run, scaled down, with the protocols they select.
+#[test]
+fn scale_scenarios_describe_the_issue_runs_and_run_small() {
+    for (name, viewers, duration) in [("scale-100k", 100_000, 60.0), ("scale-1m", 1_000_000, 10.0)]
+    {
+        let s = Scenario::load(&scenario_path(name), &[]).unwrap();
+        assert_eq!(s.viewers, viewers, "{name}");
+        assert_eq!(s.duration_s, duration, "{name}");
+        let v = &s.workload.video;
+        assert!(v.enabled && s.workload.audio.enabled, "{name}");
+        assert_eq!(
+            (v.bitrate_kbps, v.fps, v.keyframe_interval_s),
+            (2500.0, 30.0, 2.0)
+        );
+        assert_eq!(s.workload.audio.frame_ms, 20.0);
+        let r = run(name, 2, &["viewers=20", "duration_s=2", "join_over_s=0.5"]);
+        assert_invariants(&r);
+        let names: Vec<&str> = r.runs.iter().map(|x| x.protocol.as_str()).collect();
+        assert_eq!(names, s.protocols, "{name}");
+    }
+}
+
 #[test]
 fn mass_failure_is_repaired_and_reported() {
     let r = run(
