@@ -178,7 +178,8 @@ pub struct Engine<'w, K: ProtocolKind> {
     link: &'w LinkModel,
     now: u64,
     queue: crate::queue::EventQueue<Ev>,
-    nodes: Vec<Option<K::Node>>,
+    /// Boxed: a node is moved out of its slot while its output is handled (a pointer move).
+    nodes: Vec<Option<Box<K::Node>>>,
     access: Vec<Access>,
     links: Vec<LinkTable>,
     partition: Option<usize>,
@@ -361,7 +362,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             ),
         };
         let now = self.time();
-        let mut node = self.kind.create(&setup, now);
+        let mut node = Box::new(self.kind.create(&setup, now));
         node.start(now, &self.world.directory);
         for (t, track) in self.world.directory.iter().enumerate() {
             let l = self.world.level(n, t);
