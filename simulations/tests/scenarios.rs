@@ -15,7 +15,7 @@ fn scenario_path(name: &str) -> PathBuf {
 fn run(name: &str, seed: u64, overrides: &[&str]) -> Report {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let s = Scenario::load(&scenario_path(name), &o).unwrap();
-    elara_simulations::run(s, seed, o, &mut |_, _, _| {}).unwrap()
+    elara_simulations::run(s, seed, o, 1, &|_, _, _| {}).unwrap()
 }
 
 fn assert_invariants(r: &Report) {
@@ -54,6 +54,11 @@ fn same_seed_gives_byte_identical_json_and_another_seed_differs() {
     let a = serde_json::to_string(&run("livestream", 5, &o)).unwrap();
     let b = serde_json::to_string(&run("livestream", 5, &o)).unwrap();
     assert_eq!(a, b);
+    // The protocols run side by side on threads: the same report.
+    let owned: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+    let s = Scenario::load(&scenario_path("livestream"), &owned).unwrap();
+    let threaded = elara_simulations::run(s, 5, owned, 3, &|_, _, _| {}).unwrap();
+    assert_eq!(a, serde_json::to_string(&threaded).unwrap());
     let c = serde_json::to_string(&run("livestream", 6, &o)).unwrap();
     assert_ne!(a, c);
 }
