@@ -1006,6 +1006,20 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::UnknownLink, 1);
             return decision;
         }
+        // A delta of a group this scheduler cut for the target (it skipped an earlier delta
+        // of it) would not decode there either: repairing it would undo the cut at burst rate.
+        let track = self.states[s].tracks[link.index as usize];
+        if update.kind == UpdateKind::Video
+            && !update.keyframe
+            && update.layer == 0
+            && track.flags & (VALID | TRUNCATED) == VALID | TRUNCATED
+            && track.group == update.group.0
+        {
+            decision.verdict = Verdict::Drop(DropReason::FramesSkipped);
+            decision.quality = Quality::ReducedFrames;
+            self.stats.record_drops(DropReason::FramesSkipped, 1);
+            return decision;
+        }
         let now_us = now.as_micros() as f64;
         let p = &mut self.hot[link.index as usize];
         let end = fmax(p.tat, now_us) + cost * p.inv_rate;

@@ -515,10 +515,11 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             return;
         }
         // What each link could carry now: the uplink capacity left over by the other links at
-        // their current rates, at least an equal share, at most the receiver's downlink.
+        // their current rates, at least its max-min fair share (light links such as audio keep
+        // what they use, the heavy ones split the rest), at most the receiver's downlink.
         let cap = acc.up_bps as f64 / 8.0;
         let total: f64 = active.iter().map(|a| a.1).sum();
-        let equal = cap / active.len() as f64;
+        let equal = max_min_level(cap, active.iter().map(|a| a.1));
         let mut stats = Vec::with_capacity(active.len());
         let period_total: f64 = total.max(1.0);
         for (i, rate) in active {
@@ -883,4 +884,43 @@ pub fn splitmix(mut x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The max-min fair share ("water level") of `cap` among links demanding `rates`: links below
+/// the level get what they use, each of the others gets the level.
+fn max_min_level(cap: f64, rates: impl Iterator<Item = f64>) -> f64 {
+    let mut rates: Vec<f64> = rates.collect();
+    rates.sort_by(f64::total_cmp);
+    let mut left = cap;
+    let mut n = rates.len();
+    for r in rates {
+        let level = left / n as f64;
+        if r > level {
+            return level;
+        }
+        left -= r;
+        n -= 1;
+    }
+    // Everyone is below the level: the uplink has room, the largest share is what is left.
+    left.max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_min_share_gives_light_links_their_use_and_splits_the_rest() {
+        // 20 units among an audio-like link (1) and three heavy ones: the heavy ones get
+        // (20 - 1) / 3 each.
+        let level = max_min_level(20.0, [1.0, 9.0, 9.0, 9.0].into_iter());
+        assert!((level - 19.0 / 3.0).abs() < 1e-9, "{level}");
+        // Room to spare: the level is what the others leave.
+        assert_eq!(max_min_level(20.0, [1.0, 2.0].into_iter()), 17.0);
+        // Everyone heavy: an equal share.
+        assert_eq!(
+            max_min_level(20.0, [30.0, 30.0, 30.0, 30.0].into_iter()),
+            5.0
+        );
+    }
 }

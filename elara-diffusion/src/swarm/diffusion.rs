@@ -19,6 +19,9 @@ const PULL_BATCH: usize = 64;
 /// grandparent) measured best: with two, great-grandparents fill their repair slots with
 /// grandchildren's children and single failures re-attach more slowly.
 pub(crate) const STANDBYS: usize = 1;
+/// Children a node must be able to take to count as a strong relay, placed above the nodes
+/// that can take fewer.
+const STRONG_RELAY: u16 = 2;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
 
@@ -215,18 +218,35 @@ impl SwarmNode {
             self.send_accept(from, state);
             return;
         }
-        if tree.children.len() < capacity {
+        // Relays near the root, leaves at the edge: a joiner that cannot relay much (fewer
+        // than two children) is sent on down while this node has a relay child that can, so
+        // that the tree's inner levels are made of the strong uplinks and stay shallow. Only
+        // where no strong relay is below (the edge of the tree) does it take a free slot.
+        let joiner_cap = self.peers.get(&from).map_or(0, |p| p.caps.max_children);
+        let strong_below = tree.children.keys().any(|c| {
+            *c != from
+                && self
+                    .peers
+                    .get(c)
+                    .is_some_and(|p| p.caps.max_children >= STRONG_RELAY)
+        });
+        if tree.children.len() < capacity && (joiner_cap >= STRONG_RELAY || !strong_below) {
             self.accept_child(now, from, state);
             return;
         }
-        // Repair slots: a peer connected to us for a while is a standby (a grandchild whose
-        // parent failed). Taking it at once re-attaches it within one round trip; it is moved
-        // down a level later, when the tree has settled (make-before-break).
+        // Repair slots: after a relay child failed, a peer connected to us for a while is a
+        // standby (one of its orphans, our grandchildren). Taking it at once re-attaches it
+        // within one round trip; it is moved down a level later, when the tree has settled
+        // (make-before-break). Only then: a full node that took every returning joiner would
+        // overfill its uplink.
         let standby = self
             .peers
             .get(&from)
             .is_some_and(|p| now - p.since >= self.cfg.keepalive_interval);
-        if standby && tree.children.len() < 2 * capacity + 1 {
+        if standby && tree.repair_slots > 0 && now < tree.repair_until {
+            if let Some(t) = self.states.get_mut(&state) {
+                t.repair_slots -= 1;
+            }
             self.accept_child(now, from, state);
             self.timers.set_if_earlier(
                 TimerReason::Rebalance(state),
@@ -236,7 +256,6 @@ impl SwarmNode {
         }
         // Full. A joiner that can relay much more than our weakest child takes its place, and
         // that child is asked to move below the joiner once the joiner is attached.
-        let joiner_cap = self.peers.get(&from).map_or(0, |p| p.caps.max_children);
         let weakest = tree
             .children
             .keys()
@@ -274,13 +293,22 @@ impl SwarmNode {
             return;
         };
         let depth = tree.depth() + 1;
-        let relays: Vec<NodeId> = tree
+        // Strong relays first: a chain of one-child relays is the last resort.
+        let cap_of = |c: &NodeId| self.peers.get(c).map_or(0, |p| p.caps.max_children);
+        let mut relays: Vec<NodeId> = tree
             .children
             .keys()
             .copied()
-            .filter(|c| *c != from)
-            .filter(|c| self.peers.get(c).is_some_and(|p| p.caps.max_children > 0))
+            .filter(|c| *c != from && cap_of(c) >= STRONG_RELAY)
             .collect();
+        if relays.is_empty() {
+            relays = tree
+                .children
+                .keys()
+                .copied()
+                .filter(|c| *c != from && cap_of(c) > 0)
+                .collect();
+        }
         let mut picked = Vec::with_capacity(REDIRECT_FANOUT);
         if !relays.is_empty() {
             let start = tree.redirect_cursor % relays.len();
@@ -810,7 +838,8 @@ impl SwarmNode {
 
     /// Runs the scheduler for `update` over the children that want it (only `only`, when
     /// given; never `except`) and queues the sends it decides. A `repair` (a pulled update, or
-    /// one this node only just recovered) is judged by budget and rate alone.
+    /// one this node only just recovered) is judged by budget and rate alone. Returns how many
+    /// sends were queued.
     fn schedule_for(
         &mut self,
         now: Time,
@@ -819,9 +848,9 @@ impl SwarmNode {
         only: Option<NodeId>,
         except: Option<NodeId>,
         repair: bool,
-    ) {
+    ) -> usize {
         let Some(tree) = self.states.get(&update.state) else {
-            return;
+            return 0;
         };
         let unregistered: Vec<NodeId> = tree
             .children
@@ -836,7 +865,7 @@ impl SwarmNode {
             self.states.get_mut(&update.state),
             self.scheduler.as_deref_mut(),
         ) else {
-            return;
+            return 0;
         };
         let peers = &self.peers;
         let targets = tree
@@ -858,6 +887,7 @@ impl SwarmNode {
         } else {
             sched.schedule(now, update, targets, &mut decisions);
         }
+        let mut sent = 0;
         for d in &decisions {
             let Some(to) = sched.peer(d.link) else {
                 continue;
@@ -875,12 +905,14 @@ impl SwarmNode {
                 self.health_dirty = true;
             }
             if d.verdict == Verdict::Send {
+                sent += 1;
                 tree.metrics.forwarded += 1;
                 self.pacing
                     .push(now + d.delay(), to, d.link, hops, update.clone());
             }
         }
         self.decisions = decisions;
+        sent
     }
 
     /// True when a paced update may still go to `to` (the child still wants the state and the
@@ -1112,10 +1144,13 @@ impl SwarmNode {
             }
         }
         for (u, h) in found {
-            if let Some(t) = self.states.get_mut(&state) {
+            // A repair the scheduler refuses (the link is full, or the group was cut for this
+            // child) is as good as gone: saying so lets the child move on at once.
+            if self.schedule_for(now, &u, h, Some(from), None, true) == 0 {
+                unavailable.push(u.seq);
+            } else if let Some(t) = self.states.get_mut(&state) {
                 t.metrics.repaired += 1;
             }
-            self.schedule_for(now, &u, h, Some(from), None, true);
         }
         if !unavailable.is_empty() {
             self.send_control(
@@ -1215,11 +1250,19 @@ impl SwarmNode {
     // ----- repair ----------------------------------------------------------------------------
 
     /// Repairs every tree that depended on `peer`, which is gone.
-    pub(crate) fn repair_after_loss(&mut self, now: Time, peer: NodeId) {
+    pub(crate) fn repair_after_loss(&mut self, now: Time, peer: NodeId, peer_slots: u16) {
         let ids: Vec<StateId> = self.states.keys().copied().collect();
+        let window = self.cfg.idle_timeout * 2;
         for s in ids {
             let tree = self.states.get_mut(&s).expect("listed");
             let was_child = tree.children.remove(&peer).is_some();
+            if was_child && peer_slots > 0 {
+                if tree.repair_until <= now {
+                    tree.repair_slots = 0;
+                }
+                tree.repair_slots = tree.repair_slots.saturating_add(peer_slots).min(64);
+                tree.repair_until = now + window;
+            }
             if tree.prev_parent == Some(peer) {
                 tree.prev_parent = None;
             }

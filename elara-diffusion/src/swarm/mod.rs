@@ -141,9 +141,19 @@ use peer::Peer;
 use state::{Held, StateTree};
 use timer::Timers;
 
+/// Share of the announced upload capacity the scheduler paces updates into; the rest is left
+/// for control messages, transport retransmissions and estimation error.
+const UPLINK_SHARE: f64 = 0.9;
+
 fn scheduler_config(cfg: &SwarmConfig) -> SchedulerConfig {
+    // Every link's bucket draws on one uplink: without a node-wide bucket, each link's
+    // estimate assumes the others stay put, a keyframe fan-out plus repairs overfill the
+    // uplink queue, and every child's updates arrive late together.
+    let uplink_rate = (cfg.caps.upload_kbps > 0)
+        .then(|| (f64::from(cfg.caps.upload_kbps) * 125.0 * UPLINK_SHARE) as u64);
     SchedulerConfig {
         default_latency_budget: cfg.latency_budget,
+        uplink_rate,
         ..SchedulerConfig::default()
     }
 }

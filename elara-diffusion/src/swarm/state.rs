@@ -434,6 +434,11 @@ pub(crate) struct StateTree {
     /// A child asked to move below a stronger joiner once that joiner is attached: (child,
     /// joiner).
     pub pending_move: Option<(NodeId, NodeId)>,
+    /// Repair slots above capacity, opened when a relay child failed (as many as it could
+    /// take): its orphans, our grandchildren, re-attach here within a round trip.
+    pub repair_slots: u16,
+    /// The repair slots close at this time (orphans detect the failure about when we do).
+    pub repair_until: Time,
     /// Set when a new parent accepted us while we were already receiving: the first new
     /// keyframe from it resynchronises the window (the outage's gap is an older group, which the
     /// new parent's scheduler would drop as superseded anyway).
