@@ -1,6 +1,6 @@
 //! A neighbour as the node sees it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -106,25 +106,29 @@ impl Peer {
 }
 
 /// Peers that failed recently, each with the time until which it is not tried again as a
-/// parent. Expiring them is free until the earliest entry is due (a broadcaster sees thousands
-/// of failed joiners and handles a timeout for every keep-alive).
+/// parent. Entries are also kept ordered by that time, so expiring them costs only the entries
+/// that expire (a broadcaster sees thousands of failed joiners and handles a timeout for every
+/// keep-alive).
 #[derive(Debug, Default)]
 pub(crate) struct FailedPeers {
     until: BTreeMap<NodeId, Time>,
-    /// No entry expires before this (a lower bound; `None` when empty).
-    earliest: Option<Time>,
+    by_time: BTreeSet<(Time, NodeId)>,
 }
 
 impl FailedPeers {
     /// Avoids `peer` until `until`.
     pub(crate) fn insert(&mut self, peer: NodeId, until: Time) {
-        self.earliest = Some(self.earliest.map_or(until, |e| e.min(until)));
-        self.until.insert(peer, until);
+        if let Some(old) = self.until.insert(peer, until) {
+            self.by_time.remove(&(old, peer));
+        }
+        self.by_time.insert((until, peer));
     }
 
     /// Forgets `peer`.
     pub(crate) fn remove(&mut self, peer: &NodeId) {
-        self.until.remove(peer);
+        if let Some(old) = self.until.remove(peer) {
+            self.by_time.remove(&(old, *peer));
+        }
     }
 
     /// True while `peer` is avoided.
@@ -134,9 +138,11 @@ impl FailedPeers {
 
     /// Drops the entries whose time has come (`until <= now`).
     pub(crate) fn expire(&mut self, now: Time) {
-        if self.earliest.is_some_and(|e| e <= now) {
-            self.until.retain(|_, until| *until > now);
-            self.earliest = self.until.values().min().copied();
+        while let Some(&(at, peer)) = self.by_time.first()
+            && at <= now
+        {
+            self.by_time.pop_first();
+            self.until.remove(&peer);
         }
     }
 }
@@ -168,5 +174,12 @@ mod failed_tests {
         f.insert(b, Time::from_millis(5));
         f.expire(Time::from_millis(31));
         assert!(!f.contains_key(&b));
+        // Failing again moves the time.
+        f.insert(c, Time::from_millis(40));
+        f.insert(c, Time::from_millis(60));
+        f.expire(Time::from_millis(50));
+        assert!(f.contains_key(&c));
+        f.expire(Time::from_millis(60));
+        assert!(!f.contains_key(&c));
     }
 }
