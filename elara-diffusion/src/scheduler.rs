@@ -213,21 +213,23 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// What to do with one update for one target.
+/// What to do with one update for one target. 16 bytes: the decision loop writes one per
+/// target.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(C)]
 pub struct Decision {
     /// The target link.
     pub link: LinkId,
+    /// Pacing delay before sending, in microseconds (0 when dropped).
+    pub delay_micros: u32,
     /// The target's effective interest, as given to [`PropagationScheduler::schedule`].
     pub interest: InterestLevel,
     /// The update's urgency on the link: control first, then audio and keyframes, then deltas.
     pub priority: Priority,
-    /// The quality the target is receiving at this point.
-    pub quality: Quality,
     /// Send or drop.
     pub verdict: Verdict,
-    /// Pacing delay before sending, in microseconds (0 when dropped).
-    pub delay_micros: u32,
+    /// The quality the target is receiving at this point.
+    pub quality: Quality,
 }
 
 impl Decision {
@@ -285,7 +287,7 @@ pub enum SchedulerError {
 /// A token bucket kept as a virtual clock (GCRA): `tat` is the time at which the bucket would
 /// be full again; `tau` is the bucket depth in microseconds at the link's rate. Sending `c`
 /// bytes at `now` needs `max(tat, now) + c·inv_rate − now − tau` microseconds of pacing (if
-/// positive). 16 bytes and no refill step: the hot path streams one per target.
+/// positive). No refill step: a send reads and writes one time.
 #[derive(Clone, Copy, Debug)]
 struct Pacer {
     tat: f64,
@@ -348,6 +350,41 @@ impl Pacer {
     }
 }
 
+/// The pacers of all link slots, as a struct of arrays: the decision loop reads `inv` and `tau`
+/// and reads and writes `tat` of each target, nothing else.
+#[derive(Clone, Debug, Default)]
+struct Pacers {
+    tat: Vec<f64>,
+    inv: Vec<f64>,
+    tau: Vec<f64>,
+}
+
+impl Pacers {
+    fn get(&self, i: usize) -> Pacer {
+        Pacer {
+            tat: self.tat[i],
+            inv_rate: self.inv[i],
+            tau: self.tau[i],
+        }
+    }
+
+    fn put(&mut self, i: usize, p: Pacer) {
+        self.tat[i] = p.tat;
+        self.inv[i] = p.inv_rate;
+        self.tau[i] = p.tau;
+    }
+
+    fn push(&mut self, p: Pacer) {
+        self.tat.push(p.tat);
+        self.inv.push(p.inv_rate);
+        self.tau.push(p.tau);
+    }
+
+    fn len(&self) -> usize {
+        self.tat.len()
+    }
+}
+
 /// Set in `PropagationScheduler::gens` for a live link; the low bits are the generation.
 const LIVE: u32 = 1 << 31;
 const GEN_MASK: u32 = LIVE - 1;
@@ -376,40 +413,77 @@ fn fmax(a: f64, b: f64) -> f64 {
     if a > b { a } else { b }
 }
 
-/// Per (link, state): the group whose keyframe the target got, how that group went, and the
-/// link's registered interest (see [`PropagationScheduler::set_target`]). Reset when the link
-/// is removed.
-#[derive(Clone, Copy, Debug, Default)]
-struct Track {
-    group: u64,
-    flags: u8,
-    /// Registered interest (0: not a registered target).
-    level: u8,
+/// Per (link, state), one word: the state's group epoch (see [`StateSlot::epoch`]) of the
+/// group whose keyframe the target got, shifted left by 8, and that group's flags in the low
+/// byte ([`VALID`], [`HAS_KEY`], ...). Zero: nothing yet. One compare tells whether a delta
+/// goes on a healthy group.
+type Track = u64;
+
+const fn track(epoch: u64, flags: u8) -> Track {
+    (epoch << 8) | flags as u64
 }
 
 #[derive(Clone, Debug)]
 struct StateSlot {
     config: StateConfig,
     newest_group: u64,
+    /// Number of group starts seen with a newer group id than the one before: the newest
+    /// group's epoch (0: no group started yet). Tracks store epochs instead of group ids, so
+    /// the group and its flags fit one word; epochs follow group ids in order.
+    epoch: u64,
     /// Wire bytes of the state's last keyframe: deltas leave room for the next one.
     key_bytes: f64,
     tracks: Vec<Track>,
+    /// Per link slot: registered interest (0: not a registered target).
+    levels: Vec<u8>,
     /// Per link slot: position in the registered target list of its level.
     positions: Vec<u32>,
     /// Registered targets by interest level (index = level; 0 unused).
     targets: [Vec<LinkId>; 5],
 }
 
+impl StateSlot {
+    /// The epoch standing for `group` in tracks: the newest group's, or one no track holds.
+    fn epoch_of(&self, group: u64) -> u64 {
+        if self.epoch > 0 && group == self.newest_group {
+            self.epoch
+        } else {
+            self.epoch + 1
+        }
+    }
+}
+
 /// (layer limit, delta limit) on pressure, by interest level.
 const LIMITS: [(f64, f64); 5] = [(0.0, 0.0), (0.1, 0.3), (0.25, 0.6), (0.5, 0.9), (1.0, 1.0)];
 
-/// What one update needs for every target's decision, computed once per call.
+/// Adding this to a delay in `[0, 2^32)` microseconds leaves it, rounded, in the low 32 bits of
+/// the sum's representation: a conversion without saturation checks.
+const ROUND_MAGIC: f64 = 4_503_599_627_370_496.0; // 2^52
+
+/// The largest delay (µs) a decision can carry; longer ones saturate.
+const MAX_DELAY: f64 = u32::MAX as f64;
+
+/// A delay of `delay` µs (≥ 0) as a decision's `delay_micros`: rounded, saturating.
+#[inline(always)]
+fn delay_micros(delay: f64) -> u32 {
+    if delay < MAX_DELAY {
+        (delay + ROUND_MAGIC).to_bits() as u32
+    } else {
+        u32::MAX
+    }
+}
+
+/// What one update needs for every target's decision, computed once per call. Times are
+/// absolute microseconds; the pressure limits of the module documentation become deadlines
+/// (`now + limit × what is left of the budget`), so a decision compares times, never divides.
 #[derive(Clone, Copy)]
 struct UpdateCtx {
     now: f64,
     cost: f64,
-    inv_remaining: f64,
-    group: u64,
+    /// `now` plus what is left of the latency budget.
+    deadline: f64,
+    /// The update's group as a track epoch.
+    epoch: u64,
     delta: bool,
     enhancement: bool,
     /// Needs the group's keyframe at the target (a delta or a later keyframe fragment).
@@ -431,20 +505,28 @@ struct UpdateCtx {
 /// What one interest level needs, computed once per call.
 #[derive(Clone, Copy)]
 struct LevelCtx {
-    /// Pressure above which this update is dropped for targets of this level.
-    drop_above: f64,
-    /// Reason when dropped for pressure at or below 1.
+    interest: InterestLevel,
+    priority: Priority,
+    /// Delays ending after this lose enhancement layers.
+    lim_layer: f64,
+    /// Delays ending after this lose deltas.
+    lim_delta: f64,
+    /// Delays ending after this drop this update for targets of this level.
+    lim_drop: f64,
+    /// Reason when dropped within the deadline.
     quality_reason: DropReason,
-    layer_limit: f64,
-    delta_limit: f64,
+    /// Deltas only: a link at most this slow (µs per byte) cannot starve the next keyframe
+    /// when its delay is within `lim_drop` (the check the fast path skips).
+    inv_safe: f64,
 }
 
-/// The shared uplink's pacer during one call, in registers.
+/// The shared uplink's pacer during one call: `fl` is the end of what it carries so far plus
+/// one more update, minus its depth — the earliest time (when later than `now`) the next send
+/// can go. No uplink: `fl` is −∞ and `step` 0.
 #[derive(Clone, Copy)]
-struct Uplink {
-    tat: f64,
-    inv_rate: f64,
-    tau: f64,
+struct UplinkRun {
+    fl: f64,
+    step: f64,
 }
 
 /// The per-node scheduler. See the [module documentation](self) for what it enforces and how
@@ -453,7 +535,7 @@ struct Uplink {
 pub struct PropagationScheduler {
     config: SchedulerConfig,
     /// Pacer per link slot.
-    hot: Vec<Pacer>,
+    pacers: Pacers,
     /// Generation per link slot, with [`LIVE`] set while the link exists.
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
@@ -474,7 +556,7 @@ impl PropagationScheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         PropagationScheduler {
             config,
-            hot: Vec::new(),
+            pacers: Pacers::default(),
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
@@ -513,20 +595,21 @@ impl PropagationScheduler {
             Some(index) => {
                 let generation = (self.gens[index as usize] + 1) & GEN_MASK;
                 self.gens[index as usize] = generation | LIVE;
-                self.hot[index as usize] = pacer;
+                self.pacers.put(index as usize, pacer);
                 self.cold[index as usize] = cold;
                 LinkId { index, generation }
             }
             None => {
-                self.hot.push(pacer);
+                self.pacers.push(pacer);
                 self.gens.push(LIVE);
                 self.cold.push(cold);
                 for s in &mut self.states {
-                    s.tracks.push(Track::default());
+                    s.tracks.push(0);
+                    s.levels.push(0);
                     s.positions.push(0);
                 }
                 LinkId {
-                    index: (self.hot.len() - 1) as u32,
+                    index: (self.pacers.len() - 1) as u32,
                     generation: 0,
                 }
             }
@@ -543,7 +626,7 @@ impl PropagationScheduler {
         }
         for s in 0..self.states.len() {
             self.unregister_target(s, link);
-            self.states[s].tracks[link.index as usize] = Track::default();
+            self.states[s].tracks[link.index as usize] = 0;
         }
         let peer = self.cold[link.index as usize].peer;
         self.gens[link.index as usize] &= !LIVE;
@@ -579,7 +662,7 @@ impl PropagationScheduler {
         if !self.is_live(link) {
             return None;
         }
-        let h = &self.hot[link.index as usize];
+        let h = self.pacers.get(link.index as usize);
         let c = &self.cold[link.index as usize];
         Some(LinkInfo {
             peer: c.peer,
@@ -606,14 +689,16 @@ impl PropagationScheduler {
         }
         let cfg = self.config;
         let now_us = now.as_micros() as f64;
-        let p = &mut self.hot[link.index as usize];
+        let i = link.index as usize;
+        let mut p = self.pacers.get(i);
         p.set_rate(now_us, stats.send_rate_estimate, &cfg);
         if stats.queued_bytes > 0 {
             let cap = p.tau / p.inv_rate;
             let tokens = p.tokens(now_us).min(cap - stats.queued_bytes as f64);
             p.set_tokens(now_us, tokens);
         }
-        let c = &mut self.cold[link.index as usize];
+        self.pacers.put(i, p);
+        let c = &mut self.cold[i];
         c.rtt = stats.rtt;
         c.loss = stats.loss.clamp(0.0, 1.0);
         c.queued = stats.queued_bytes;
@@ -649,14 +734,17 @@ impl PropagationScheduler {
         if let Some(&s) = self.state_slots.get(&state) {
             return s as usize;
         }
+        let links = self.pacers.len();
         self.states.push(StateSlot {
             config: StateConfig {
                 latency_budget: self.config.default_latency_budget,
             },
             newest_group: 0,
+            epoch: 0,
             key_bytes: 0.0,
-            tracks: vec![Track::default(); self.hot.len()],
-            positions: vec![0; self.hot.len()],
+            tracks: vec![0; links],
+            levels: vec![0; links],
+            positions: vec![0; links],
             targets: Default::default(),
         });
         let s = self.states.len() - 1;
@@ -684,7 +772,7 @@ impl PropagationScheduler {
         if level.is_interested() {
             let st = &mut self.states[s];
             let list = &mut st.targets[level as usize];
-            st.tracks[link.index as usize].level = level as u8;
+            st.levels[link.index as usize] = level as u8;
             st.positions[link.index as usize] = list.len() as u32;
             list.push(link);
         }
@@ -695,8 +783,8 @@ impl PropagationScheduler {
     pub fn target(&self, state: StateId, link: LinkId) -> InterestLevel {
         match self.state_slots.get(&state) {
             Some(&s) if self.is_live(link) => {
-                let t = &self.states[s as usize].tracks[link.index as usize];
-                InterestLevel::from_u8(t.level).unwrap_or(InterestLevel::None)
+                let level = self.states[s as usize].levels[link.index as usize];
+                InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
             }
             _ => InterestLevel::None,
         }
@@ -704,7 +792,7 @@ impl PropagationScheduler {
 
     fn unregister_target(&mut self, s: usize, link: LinkId) -> InterestLevel {
         let st = &mut self.states[s];
-        let level = st.tracks[link.index as usize].level;
+        let level = st.levels[link.index as usize];
         if level == 0 {
             return InterestLevel::None;
         }
@@ -714,7 +802,7 @@ impl PropagationScheduler {
         if let Some(&moved) = list.get(pos as usize) {
             st.positions[moved.index as usize] = pos;
         }
-        st.tracks[link.index as usize].level = 0;
+        st.levels[link.index as usize] = 0;
         InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
     }
 
@@ -848,23 +936,25 @@ impl PropagationScheduler {
             self.stats.record_drops(reason, out.len() as u64);
             return summary;
         }
-        if update.keyframe && update.fragment.index == 0 && update.layer == 0 {
-            self.states[s].newest_group = group;
-            self.states[s].key_bytes = update.wire_len() as f64 * f64::from(update.fragment.count);
-        }
-        let remaining = (budget - age).as_micros() as f64;
         let keyframe_base = update.keyframe && update.layer == 0;
+        let starts_group = keyframe_base && update.fragment.index == 0;
+        let st = &mut self.states[s];
+        if starts_group {
+            if st.epoch == 0 || group > st.newest_group {
+                st.epoch += 1;
+            }
+            st.newest_group = group;
+            st.key_bytes = update.wire_len() as f64 * f64::from(update.fragment.count);
+        }
+        let now_us = now.as_micros() as f64;
+        let remaining = (budget - age).as_micros() as f64;
         let delta = update.kind == UpdateKind::Video && !update.keyframe;
         let enhancement = update.layer > 0;
         let ctx = UpdateCtx {
-            now: now.as_micros() as f64,
+            now: now_us,
             cost: update.wire_len() as f64,
-            inv_remaining: if remaining > 0.0 {
-                1.0 / remaining
-            } else {
-                f64::INFINITY
-            },
-            group,
+            deadline: now_us + remaining,
+            epoch: st.epoch_of(group),
             delta,
             enhancement,
             needs_key: delta || (update.keyframe && (update.fragment.index > 0 || enhancement)),
@@ -877,37 +967,44 @@ impl PropagationScheduler {
             } else {
                 NEVER
             },
-            starts_group: keyframe_base && update.fragment.index == 0,
+            starts_group,
             keyframe_base,
-            key_reserve: if delta { self.states[s].key_bytes } else { 0.0 },
+            key_reserve: if delta { st.key_bytes } else { 0.0 },
         };
         let mut up = match &self.uplink {
-            Some(p) => Uplink {
-                tat: p.tat,
-                inv_rate: p.inv_rate,
-                tau: p.tau,
+            Some(p) => UplinkRun {
+                fl: fmax(p.tat, now_us) + ctx.cost * p.inv_rate - p.tau,
+                step: ctx.cost * p.inv_rate,
             },
-            None => Uplink {
-                tat: 0.0,
-                inv_rate: 0.0,
-                tau: f64::INFINITY,
+            None => UplinkRun {
+                fl: f64::NEG_INFINITY,
+                step: 0.0,
             },
         };
+        let fl_start = up.fl;
         let mut drops = [0u32; DropReason::COUNT];
-        let hot = &mut self.hot[..];
+        let pacers = &mut self.pacers;
         let gens = &self.gens[..];
-        let tracks = &mut self.states[s].tracks[..];
+        let tracks = &mut st.tracks[..];
         for level in (1..5).rev() {
             let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
             let (layer_limit, delta_limit) = LIMITS[level];
+            let drop_above = if enhancement {
+                layer_limit
+            } else if delta {
+                delta_limit
+            } else {
+                1.0
+            };
+            let lim_drop = now_us + drop_above * remaining;
+            // Slack for rounding: the fast path's check must imply the exact one.
+            let slack = 2.0 + ctx.deadline.abs() * 4.0 * f64::EPSILON;
             let lv = LevelCtx {
-                drop_above: if enhancement {
-                    layer_limit
-                } else if delta {
-                    delta_limit
-                } else {
-                    1.0
-                },
+                interest,
+                priority,
+                lim_layer: now_us + layer_limit * remaining,
+                lim_delta: now_us + delta_limit * remaining,
+                lim_drop,
                 quality_reason: if enhancement {
                     DropReason::LayerSkipped
                 } else if delta {
@@ -915,26 +1012,13 @@ impl PropagationScheduler {
                 } else {
                     DropReason::RateLimited
                 },
-                layer_limit,
-                delta_limit,
-            };
-            let from = out.len();
-            let list = lists[level];
-            out.resize(
-                from + list.len(),
-                Decision {
-                    link: LinkId {
-                        index: 0,
-                        generation: 0,
-                    },
-                    interest,
-                    priority,
-                    quality: Quality::Full,
-                    verdict: Verdict::Send,
-                    delay_micros: 0,
+                inv_safe: if ctx.key_reserve > 0.0 {
+                    (ctx.deadline - lim_drop - slack) / ctx.key_reserve
+                } else {
+                    f64::INFINITY
                 },
-            );
-            let out = &mut out[from..];
+            };
+            let list = lists[level];
             // Monomorphised per kind of update, so the per-target loop carries no test that is
             // the same for every target.
             match (
@@ -943,21 +1027,24 @@ impl PropagationScheduler {
                 ctx.delta && !ctx.enhancement,
             ) {
                 (true, _, _) => decide_level::<CHECK, KIND_START>(
-                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
                 ),
                 (false, true, true) => decide_level::<CHECK, KIND_DELTA>(
-                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
                 ),
                 (false, true, false) => decide_level::<CHECK, KIND_DEPENDENT>(
-                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
                 ),
                 (false, false, _) => decide_level::<CHECK, KIND_INDEPENDENT>(
-                    &ctx, &lv, list, out, hot, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
                 ),
             }
         }
-        if let Some(p) = &mut self.uplink {
-            p.tat = up.tat;
+        if let Some(p) = &mut self.uplink
+            && up.fl > fl_start
+        {
+            // `fl` ran one update ahead of what was charged.
+            p.tat = up.fl - up.step + p.tau;
         }
         for r in DropReason::ALL {
             let n = drops[r as usize];
@@ -1007,7 +1094,8 @@ impl PropagationScheduler {
             return decision;
         }
         let now_us = now.as_micros() as f64;
-        let p = &mut self.hot[link.index as usize];
+        let i = link.index as usize;
+        let p = self.pacers.get(i);
         let end = fmax(p.tat, now_us) + cost * p.inv_rate;
         let mut delay = fmax(end - p.tau - now_us, 0.0);
         let up_end = self.uplink.as_ref().map(|u| {
@@ -1020,14 +1108,14 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::RateLimited, 1);
             return decision;
         }
-        p.tat = end;
+        self.pacers.tat[i] = end;
         if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
             u.tat = e;
         }
         self.stats.scheduled += 1;
         self.stats.scheduled_bytes += cost as u64;
         decision.verdict = Verdict::Send;
-        decision.delay_micros = delay.min(f64::from(u32::MAX)) as u32;
+        decision.delay_micros = delay_micros(delay);
         decision
     }
 
@@ -1060,19 +1148,24 @@ impl PropagationScheduler {
             return Err(SchedulerError::UnknownLink(link));
         }
         let cost = update.wire_len() as f64;
-        self.hot[link.index as usize].refund(cost);
+        let i = link.index as usize;
+        self.pacers.tat[i] -= cost * self.pacers.inv[i];
         if let Some(up) = &mut self.uplink {
             up.refund(cost);
         }
         if let Some(&s) = self.state_slots.get(&update.state) {
-            let track = &mut self.states[s as usize].tracks[link.index as usize];
-            if track.flags & VALID != 0 && track.group == update.group.0 {
+            let st = &mut self.states[s as usize];
+            // Only the newest group's tracks matter: every update of an older group is
+            // superseded as a whole.
+            let epoch = st.epoch_of(update.group.0);
+            let t = &mut st.tracks[i];
+            if *t as u8 & VALID != 0 && *t >> 8 == epoch {
                 if update.layer > 0 {
-                    track.flags |= LAYER_CUT;
+                    *t |= u64::from(LAYER_CUT);
                 } else if update.keyframe {
-                    track.flags &= !HAS_KEY;
+                    *t &= !u64::from(HAS_KEY);
                 } else if update.kind == UpdateKind::Video {
-                    track.flags |= TRUNCATED;
+                    *t |= u64::from(TRUNCATED);
                 }
             }
         }
@@ -1091,7 +1184,7 @@ const KIND_DEPENDENT: u8 = 2;
 /// An update that decodes on its own (audio, control, data).
 const KIND_INDEPENDENT: u8 = 3;
 
-/// Quality by rung number (see [`decide_level`]).
+/// Quality by rung number (see [`decide_one`]).
 const RUNGS: [Quality; 4] = [
     Quality::Full,
     Quality::BaseLayer,
@@ -1099,129 +1192,224 @@ const RUNGS: [Quality; 4] = [
     Quality::KeyframesOnly,
 ];
 
-/// Decides for every target of one interest level, writing `out[k]` (pre-filled with the
-/// level's interest and the update's priority) for `list[k]`. The common case (decodable,
-/// within the pressure limit) is straight-line code; drops go through [`drop_slow`].
+/// Decides for every target of one interest level, appending one decision per target of
+/// `list` to `out`. Base-layer deltas to a target whose group is healthy, within the level's
+/// limit, take a straight-line fast path; everything else goes through [`decide_one`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn decide_level<const CHECK: bool, const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
     list: &[LinkId],
-    out: &mut [Decision],
-    hot: &mut [Pacer],
+    out: &mut Vec<Decision>,
+    pacers: &mut Pacers,
     gens: &[u32],
     tracks: &mut [Track],
-    up: &mut Uplink,
+    up: &mut UplinkRun,
     drops: &mut [u32; DropReason::COUNT],
 ) {
-    let now = ctx.now;
-    let cost = ctx.cost;
-    let group = ctx.group;
-    let inv_remaining = ctx.inv_remaining;
-    let (layer_limit, delta_limit, drop_above) = (lv.layer_limit, lv.delta_limit, lv.drop_above);
-    // The uplink's end time and the pacing it imposes change only when something is sent.
-    let up_step = cost * up.inv_rate;
-    let mut up_end = fmax(up.tat, now) + up_step;
-    let mut up_floor = fmax(up_end - up.tau - now, 0.0);
-    let (key_mask, cut_mask) = (ctx.key_mask, ctx.cut_mask);
-    for (d, &link) in out.iter_mut().zip(list) {
+    // Every per-slot array has one entry per link slot: one bounds check covers them all.
+    let n = tracks.len();
+    let tat = &mut pacers.tat[..n];
+    let inv = &pacers.inv[..n];
+    let tau = &pacers.tau[..n];
+    let gens = &gens[..n];
+    let (now, cost) = (ctx.now, ctx.cost);
+    let step = up.step;
+    let mut fl = up.fl;
+    let mut floor = fmax(fl, now);
+    // The one track word of a target that has had this group's keyframe and some of its
+    // deltas, nothing cut: the fast path's only track test.
+    let healthy = track(ctx.epoch, VALID | HAS_KEY | DELTAS_SENT);
+    // The fast path's delays must fit a decision without saturating.
+    let lim_drop = lv.lim_drop.min(now + (MAX_DELAY - 1.0));
+    let (lim_layer, inv_safe) = (lv.lim_layer, lv.inv_safe);
+    // Every decision of the level starts as this; the loop writes what differs.
+    let from = out.len();
+    out.resize(
+        from + list.len(),
+        Decision {
+            link: LinkId {
+                index: 0,
+                generation: 0,
+            },
+            delay_micros: 0,
+            interest: lv.interest,
+            priority: lv.priority,
+            verdict: Verdict::Send,
+            quality: Quality::Full,
+        },
+    );
+    for (d, &link) in out[from..].iter_mut().zip(list) {
         d.link = link;
         let i = link.index as usize;
-        if CHECK && gens.get(i) != Some(&(link.generation | LIVE)) {
-            d.quality = Quality::KeyframesOnly;
-            d.verdict = Verdict::Drop(DropReason::UnknownLink);
-            drops[DropReason::UnknownLink as usize] += 1;
+        if i >= n || (CHECK && gens[i] != link.generation | LIVE) {
+            *d = unknown_link(link, lv, drops);
             continue;
         }
-        // In bounds: a live link (checked above, or registered, hence live) has a pacer and
-        // a track in every state.
-        let p = &mut hot[i];
-        let t = &mut tracks[i];
-        let end = fmax(p.tat, now) + cost * p.inv_rate;
-        let delay = fmax(end - p.tau - now, up_floor);
-        let pressure = delay * inv_remaining;
-        let flags = t.flags;
-        let same_group = t.group == group;
-        // Rung: 0 full, 1 base layer, 2 reduced frames (deltas of this group got through),
-        // 3 keyframes only.
-        let over_delta = pressure > delta_limit;
-        let had_deltas = same_group & (flags & (VALID | DELTAS_SENT) == VALID | DELTAS_SENT);
-        let rung = (pressure > layer_limit) as usize
-            + over_delta as usize
-            + (over_delta & !had_deltas) as usize;
-        d.quality = RUNGS[rung & 3];
-        // What the target can still decode: one test in the common case.
-        let decodable = if KIND == KIND_DELTA || KIND == KIND_DEPENDENT {
-            same_group & (flags & key_mask == VALID | HAS_KEY)
-        } else {
-            !((flags & VALID != 0) & (group < t.group))
-                & !(same_group & (flags & cut_mask == cut_mask))
-        };
-        // Deltas also keep room for the next keyframe (see `UpdateCtx::key_reserve`).
-        let starves_key = KIND == KIND_DELTA
-            && ctx.key_reserve > 0.0
-            && (end + ctx.key_reserve * p.inv_rate - p.tau - now) * inv_remaining > 1.0;
-        if decodable & (pressure <= drop_above) & !starves_key {
-            p.tat = end;
-            up_end += up_step;
-            up_floor = fmax(up_end - up.tau - now, 0.0);
-            if KIND == KIND_START {
-                t.group = group;
-                t.flags = VALID | HAS_KEY;
-            } else if KIND == KIND_DELTA {
-                t.flags = flags | DELTAS_SENT;
+        if KIND == KIND_DELTA {
+            let v = inv[i];
+            let end = fmax(tat[i], now) + cost * v;
+            let delay = fmax(end - tau[i], floor);
+            if delay <= lim_drop && v <= inv_safe && tracks[i] == healthy {
+                tat[i] = end;
+                fl += step;
+                floor = fmax(fl, now);
+                d.delay_micros = (delay - now + ROUND_MAGIC).to_bits() as u32;
+                d.quality = if delay > lim_layer {
+                    Quality::BaseLayer
+                } else {
+                    Quality::Full
+                };
+                continue;
             }
-            // `as` saturates; the delay is finite here (pressure <= 1).
-            d.delay_micros = delay as u32;
-        } else {
-            let reason = drop_slow(ctx, lv, t, decodable, pressure);
-            drops[reason as usize & 7] += 1;
-            d.verdict = Verdict::Drop(reason);
+            if decide_cold::<KIND>(
+                ctx,
+                lv,
+                d,
+                &mut tat[i],
+                v,
+                tau[i],
+                &mut tracks[i],
+                floor,
+                drops,
+            ) {
+                fl += step;
+                floor = fmax(fl, now);
+            }
+            continue;
+        }
+        if decide_one::<KIND>(
+            ctx,
+            lv,
+            d,
+            &mut tat[i],
+            inv[i],
+            tau[i],
+            &mut tracks[i],
+            floor,
+            drops,
+        ) {
+            fl += step;
+            floor = fmax(fl, now);
         }
     }
-    // `up_end` ran one step ahead of what was charged.
-    up.tat = up_end - up_step;
+    up.fl = fl;
 }
 
-/// The other half of [`decide_level`]: why the update is dropped, and what that does to the
-/// target's group.
-#[inline(always)]
-fn drop_slow(
+/// The decision for a target whose link is unknown or removed.
+#[cold]
+#[inline(never)]
+fn unknown_link(link: LinkId, lv: &LevelCtx, drops: &mut [u32; DropReason::COUNT]) -> Decision {
+    drops[DropReason::UnknownLink as usize] += 1;
+    Decision {
+        link,
+        delay_micros: 0,
+        interest: lv.interest,
+        priority: lv.priority,
+        verdict: Verdict::Drop(DropReason::UnknownLink),
+        quality: Quality::KeyframesOnly,
+    }
+}
+
+/// [`decide_one`] out of line, for the fast path's rare exits.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
+fn decide_cold<const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
+    d: &mut Decision,
+    tat: &mut f64,
+    inv: f64,
+    tau: f64,
     t: &mut Track,
-    decodable: bool,
-    pressure: f64,
-) -> DropReason {
-    let flags = t.flags;
-    let in_group = flags & VALID != 0 && t.group == ctx.group;
+    floor: f64,
+    drops: &mut [u32; DropReason::COUNT],
+) -> bool {
+    decide_one::<KIND>(ctx, lv, d, tat, inv, tau, t, floor, drops)
+}
+
+/// The whole decision for one target, written into `d` (which holds the target's link, the
+/// level's interest and the update's priority): its pacing delay (the later of its link's and
+/// the uplink's, `floor`), its quality rung, whether it can decode the update, and the verdict;
+/// updates the link's pacer and the target's track. Returns whether it sends (the caller
+/// charges the uplink).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn decide_one<const KIND: u8>(
+    ctx: &UpdateCtx,
+    lv: &LevelCtx,
+    d: &mut Decision,
+    tat: &mut f64,
+    inv: f64,
+    tau: f64,
+    t: &mut Track,
+    floor: f64,
+    drops: &mut [u32; DropReason::COUNT],
+) -> bool {
+    let end = fmax(*tat, ctx.now) + ctx.cost * inv;
+    let ld = end - tau;
+    let delay = fmax(ld, floor);
+    let word = *t;
+    let flags = word as u8;
+    let epoch = word >> 8;
+    let valid = flags & VALID != 0;
+    // Tracks that are not valid never count as in a group.
+    let same_group = valid & (epoch == ctx.epoch);
+    // Rung: 0 full, 1 base layer, 2 reduced frames (deltas of this group got through),
+    // 3 keyframes only.
+    let over_delta = delay > lv.lim_delta;
+    let had_deltas = same_group & (flags & DELTAS_SENT != 0);
+    let rung =
+        (delay > lv.lim_layer) as usize + over_delta as usize + (over_delta & !had_deltas) as usize;
+    d.quality = RUNGS[rung & 3];
+    // What the target can still decode.
+    let decodable = if KIND == KIND_DELTA || KIND == KIND_DEPENDENT {
+        same_group & (flags & ctx.key_mask == VALID | HAS_KEY)
+    } else {
+        !(valid & (ctx.epoch < epoch)) & !(same_group & (flags & ctx.cut_mask == ctx.cut_mask))
+    };
+    // Deltas also keep room for the next keyframe (see `UpdateCtx::key_reserve`).
+    let starves_key =
+        KIND == KIND_DELTA && ctx.key_reserve > 0.0 && ld + ctx.key_reserve * inv > ctx.deadline;
+    if decodable & (delay <= lv.lim_drop) & !starves_key {
+        *tat = end;
+        if KIND == KIND_START {
+            *t = track(ctx.epoch, VALID | HAS_KEY);
+        } else if KIND == KIND_DELTA {
+            *t = word | u64::from(DELTAS_SENT);
+        }
+        d.delay_micros = delay_micros(delay - ctx.now);
+        return true;
+    }
     let reason = if !decodable {
-        if flags & VALID != 0 && ctx.group < t.group {
+        if valid && ctx.epoch < epoch {
             DropReason::Superseded
-        } else if ctx.needs_key && !(in_group && flags & HAS_KEY != 0) {
+        } else if ctx.needs_key && !(same_group && flags & HAS_KEY != 0) {
             DropReason::MissingKeyframe
         } else if ctx.delta && flags & TRUNCATED != 0 {
             DropReason::FramesSkipped
         } else {
             DropReason::LayerSkipped
         }
-    } else if pressure > 1.0 {
+    } else if delay > ctx.deadline {
         DropReason::RateLimited
     } else {
         lv.quality_reason
     };
     if ctx.starts_group && reason != DropReason::Superseded {
-        t.group = ctx.group;
-        t.flags = VALID;
-    } else if ctx.keyframe_base && in_group {
-        t.flags &= !HAS_KEY;
-    } else if ctx.delta && !ctx.enhancement && in_group {
-        t.flags |= TRUNCATED;
-    } else if ctx.enhancement && in_group {
-        t.flags |= LAYER_CUT;
+        *t = track(ctx.epoch, VALID);
+    } else if ctx.keyframe_base && same_group {
+        *t = word & !u64::from(HAS_KEY);
+    } else if ctx.delta && !ctx.enhancement && same_group {
+        *t = word | u64::from(TRUNCATED);
+    } else if ctx.enhancement && same_group {
+        *t = word | u64::from(LAYER_CUT);
     }
-    reason
+    drops[reason as usize & 7] += 1;
+    d.verdict = Verdict::Drop(reason);
+    false
 }
 
 /// Link priority of an update: control first, audio and keyframes next, then deltas; never
