@@ -108,22 +108,44 @@ use crate::stats::{DropReason, PropagationStats};
 
 /// A handle on one link (one neighbour connection) of a [`PropagationScheduler`]. Stale handles
 /// (of a removed link) are recognised and refused.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LinkId {
-    index: u32,
-    generation: u32,
-}
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkId(
+    /// The slot index in the low half, the slot's generation in the high half: one word to
+    /// copy into a decision.
+    u64,
+);
 
 impl LinkId {
+    const fn new(index: u32, generation: u32) -> Self {
+        LinkId(((generation as u64) << 32) | index as u64)
+    }
+
     /// The slot index (dense, reused after removal), for drivers that keep per-link arrays.
     pub fn index(self) -> usize {
-        self.index as usize
+        self.0 as u32 as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// Ordered by index, then generation.
+impl Ord for LinkId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.index(), self.generation()).cmp(&(other.index(), other.generation()))
+    }
+}
+
+impl PartialOrd for LinkId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Debug for LinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LinkId({}.{})", self.index, self.generation)
+        write!(f, "LinkId({}.{})", self.index(), self.generation())
     }
 }
 
@@ -350,41 +372,6 @@ impl Pacer {
     }
 }
 
-/// The pacers of all link slots, as a struct of arrays: the decision loop reads `inv` and `tau`
-/// and reads and writes `tat` of each target, nothing else.
-#[derive(Clone, Debug, Default)]
-struct Pacers {
-    tat: Vec<f64>,
-    inv: Vec<f64>,
-    tau: Vec<f64>,
-}
-
-impl Pacers {
-    fn get(&self, i: usize) -> Pacer {
-        Pacer {
-            tat: self.tat[i],
-            inv_rate: self.inv[i],
-            tau: self.tau[i],
-        }
-    }
-
-    fn put(&mut self, i: usize, p: Pacer) {
-        self.tat[i] = p.tat;
-        self.inv[i] = p.inv_rate;
-        self.tau[i] = p.tau;
-    }
-
-    fn push(&mut self, p: Pacer) {
-        self.tat.push(p.tat);
-        self.inv.push(p.inv_rate);
-        self.tau.push(p.tau);
-    }
-
-    fn len(&self) -> usize {
-        self.tat.len()
-    }
-}
-
 /// Set in `PropagationScheduler::gens` for a live link; the low bits are the generation.
 const LIVE: u32 = 1 << 31;
 const GEN_MASK: u32 = LIVE - 1;
@@ -404,6 +391,10 @@ const HAS_KEY: u8 = 2;
 const TRUNCATED: u8 = 4;
 const DELTAS_SENT: u8 = 8;
 const LAYER_CUT: u8 = 16;
+/// The link is slow for this state: a keyframe as large as the state's last one takes more
+/// than [`KEY_SHARE`] of the latency budget on it, so its deltas need the exact keyframe
+/// reserve check (see [`StateSlot::inv_slow`]).
+const SLOW: u8 = 32;
 /// A flag never set, for masks that must never match.
 const NEVER: u8 = 128;
 
@@ -423,6 +414,12 @@ const fn track(epoch: u64, flags: u8) -> Track {
     (epoch << 8) | flags as u64
 }
 
+/// [`SLOW`] for a link of `inv` µs per byte, as a track bit.
+#[inline(always)]
+fn slow_flag(inv: f64, inv_slow: f64) -> Track {
+    if inv > inv_slow { SLOW as Track } else { 0 }
+}
+
 #[derive(Clone, Debug)]
 struct StateSlot {
     config: StateConfig,
@@ -433,6 +430,9 @@ struct StateSlot {
     epoch: u64,
     /// Wire bytes of the state's last keyframe: deltas leave room for the next one.
     key_bytes: f64,
+    /// Links slower than this (µs per byte) are [`SLOW`] for the state: `KEY_SHARE × budget /
+    /// key_bytes`.
+    inv_slow: f64,
     tracks: Vec<Track>,
     /// Per link slot: registered interest (0: not a registered target).
     levels: Vec<u8>,
@@ -443,6 +443,19 @@ struct StateSlot {
 }
 
 impl StateSlot {
+    /// Recomputes `inv_slow` and every track's [`SLOW`] flag (after the budget or the keyframe
+    /// size changed).
+    fn refresh_slow(&mut self, pacers: &[Pacer]) {
+        self.inv_slow = if self.key_bytes > 0.0 {
+            KEY_SHARE * self.config.latency_budget.as_micros() as f64 / self.key_bytes
+        } else {
+            f64::INFINITY
+        };
+        for (t, p) in self.tracks.iter_mut().zip(pacers) {
+            *t = (*t & !u64::from(SLOW)) | slow_flag(p.inv_rate, self.inv_slow);
+        }
+    }
+
     /// The epoch standing for `group` in tracks: the newest group's, or one no track holds.
     fn epoch_of(&self, group: u64) -> u64 {
         if self.epoch > 0 && group == self.newest_group {
@@ -452,6 +465,10 @@ impl StateSlot {
         }
     }
 }
+
+/// Share of a state's latency budget a keyframe may take on a link before the link counts as
+/// [`SLOW`] for it.
+const KEY_SHARE: f64 = 0.09;
 
 /// (layer limit, delta limit) on pressure, by interest level.
 const LIMITS: [(f64, f64); 5] = [(0.0, 0.0), (0.1, 0.3), (0.25, 0.6), (0.5, 0.9), (1.0, 1.0)];
@@ -500,6 +517,8 @@ struct UpdateCtx {
     /// next keyframe.
     key_reserve: f64,
     keyframe_base: bool,
+    /// See [`StateSlot::inv_slow`].
+    inv_slow: f64,
 }
 
 /// What one interest level needs, computed once per call.
@@ -534,8 +553,8 @@ struct UplinkRun {
 #[derive(Debug)]
 pub struct PropagationScheduler {
     config: SchedulerConfig,
-    /// Pacer per link slot.
-    pacers: Pacers,
+    /// Pacer per link slot: 24 bytes, all the decision loop reads and writes of a link.
+    pacers: Vec<Pacer>,
     /// Generation per link slot, with [`LIVE`] set while the link exists.
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
@@ -556,7 +575,7 @@ impl PropagationScheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         PropagationScheduler {
             config,
-            pacers: Pacers::default(),
+            pacers: Vec::new(),
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
@@ -595,9 +614,9 @@ impl PropagationScheduler {
             Some(index) => {
                 let generation = (self.gens[index as usize] + 1) & GEN_MASK;
                 self.gens[index as usize] = generation | LIVE;
-                self.pacers.put(index as usize, pacer);
+                self.pacers[index as usize] = pacer;
                 self.cold[index as usize] = cold;
-                LinkId { index, generation }
+                LinkId::new(index, generation)
             }
             None => {
                 self.pacers.push(pacer);
@@ -608,10 +627,7 @@ impl PropagationScheduler {
                     s.levels.push(0);
                     s.positions.push(0);
                 }
-                LinkId {
-                    index: (self.pacers.len() - 1) as u32,
-                    generation: 0,
-                }
+                LinkId::new((self.pacers.len() - 1) as u32, 0)
             }
         };
         self.peers.insert(peer, id);
@@ -626,12 +642,12 @@ impl PropagationScheduler {
         }
         for s in 0..self.states.len() {
             self.unregister_target(s, link);
-            self.states[s].tracks[link.index as usize] = 0;
+            self.states[s].tracks[link.index()] = 0;
         }
-        let peer = self.cold[link.index as usize].peer;
-        self.gens[link.index as usize] &= !LIVE;
+        let peer = self.cold[link.index()].peer;
+        self.gens[link.index()] &= !LIVE;
         self.peers.remove(&peer);
-        self.free_links.push(link.index);
+        self.free_links.push(link.index() as u32);
         true
     }
 
@@ -647,14 +663,13 @@ impl PropagationScheduler {
 
     fn is_live(&self, link: LinkId) -> bool {
         self.gens
-            .get(link.index as usize)
-            .is_some_and(|&g| g == link.generation | LIVE)
+            .get(link.index())
+            .is_some_and(|&g| g == link.generation() | LIVE)
     }
 
     /// The peer of a link.
     pub fn peer(&self, link: LinkId) -> Option<NodeId> {
-        self.is_live(link)
-            .then(|| self.cold[link.index as usize].peer)
+        self.is_live(link).then(|| self.cold[link.index()].peer)
     }
 
     /// A link's current rate, bucket level (at `now`) and last feedback.
@@ -662,8 +677,8 @@ impl PropagationScheduler {
         if !self.is_live(link) {
             return None;
         }
-        let h = self.pacers.get(link.index as usize);
-        let c = &self.cold[link.index as usize];
+        let h = self.pacers[link.index()];
+        let c = &self.cold[link.index()];
         Some(LinkInfo {
             peer: c.peer,
             rate: h.rate().round() as u64,
@@ -689,15 +704,19 @@ impl PropagationScheduler {
         }
         let cfg = self.config;
         let now_us = now.as_micros() as f64;
-        let i = link.index as usize;
-        let mut p = self.pacers.get(i);
+        let i = link.index();
+        let p = &mut self.pacers[i];
         p.set_rate(now_us, stats.send_rate_estimate, &cfg);
         if stats.queued_bytes > 0 {
             let cap = p.tau / p.inv_rate;
             let tokens = p.tokens(now_us).min(cap - stats.queued_bytes as f64);
             p.set_tokens(now_us, tokens);
         }
-        self.pacers.put(i, p);
+        let inv = p.inv_rate;
+        for st in &mut self.states {
+            let t = &mut st.tracks[i];
+            *t = (*t & !u64::from(SLOW)) | slow_flag(inv, st.inv_slow);
+        }
         let c = &mut self.cold[i];
         c.rtt = stats.rtt;
         c.loss = stats.loss.clamp(0.0, 1.0);
@@ -727,6 +746,7 @@ impl PropagationScheduler {
         }
         let s = self.state_slot(state);
         self.states[s].config = config;
+        self.states[s].refresh_slow(&self.pacers);
         Ok(())
     }
 
@@ -742,6 +762,7 @@ impl PropagationScheduler {
             newest_group: 0,
             epoch: 0,
             key_bytes: 0.0,
+            inv_slow: f64::INFINITY,
             tracks: vec![0; links],
             levels: vec![0; links],
             positions: vec![0; links],
@@ -772,8 +793,8 @@ impl PropagationScheduler {
         if level.is_interested() {
             let st = &mut self.states[s];
             let list = &mut st.targets[level as usize];
-            st.levels[link.index as usize] = level as u8;
-            st.positions[link.index as usize] = list.len() as u32;
+            st.levels[link.index()] = level as u8;
+            st.positions[link.index()] = list.len() as u32;
             list.push(link);
         }
         Ok(prev)
@@ -783,7 +804,7 @@ impl PropagationScheduler {
     pub fn target(&self, state: StateId, link: LinkId) -> InterestLevel {
         match self.state_slots.get(&state) {
             Some(&s) if self.is_live(link) => {
-                let level = self.states[s as usize].levels[link.index as usize];
+                let level = self.states[s as usize].levels[link.index()];
                 InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
             }
             _ => InterestLevel::None,
@@ -792,17 +813,17 @@ impl PropagationScheduler {
 
     fn unregister_target(&mut self, s: usize, link: LinkId) -> InterestLevel {
         let st = &mut self.states[s];
-        let level = st.levels[link.index as usize];
+        let level = st.levels[link.index()];
         if level == 0 {
             return InterestLevel::None;
         }
         let list = &mut st.targets[level as usize];
-        let pos = st.positions[link.index as usize];
+        let pos = st.positions[link.index()];
         list.swap_remove(pos as usize);
         if let Some(&moved) = list.get(pos as usize) {
-            st.positions[moved.index as usize] = pos;
+            st.positions[moved.index()] = pos;
         }
-        st.levels[link.index as usize] = 0;
+        st.levels[link.index()] = 0;
         InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
     }
 
@@ -843,13 +864,7 @@ impl PropagationScheduler {
             acc += per_level[level];
         }
         sorted.clear();
-        sorted.resize(
-            acc,
-            LinkId {
-                index: 0,
-                generation: 0,
-            },
-        );
+        sorted.resize(acc, LinkId::new(0, 0));
         let mut next = start;
         for &(link, level) in &staged {
             let l = level as usize;
@@ -940,11 +955,22 @@ impl PropagationScheduler {
         let starts_group = keyframe_base && update.fragment.index == 0;
         let st = &mut self.states[s];
         if starts_group {
-            if st.epoch == 0 || group > st.newest_group {
+            let new_group = st.epoch == 0 || group > st.newest_group;
+            if new_group {
                 st.epoch += 1;
             }
             st.newest_group = group;
-            st.key_bytes = update.wire_len() as f64 * f64::from(update.fragment.count);
+            let key_bytes = update.wire_len() as f64 * f64::from(update.fragment.count);
+            if key_bytes != st.key_bytes {
+                st.key_bytes = key_bytes;
+                if new_group {
+                    // Only this call's tracks can be of the new group; it sets their flag.
+                    st.inv_slow =
+                        KEY_SHARE * budget.as_micros() as f64 / key_bytes.max(f64::MIN_POSITIVE);
+                } else {
+                    st.refresh_slow(&self.pacers);
+                }
+            }
         }
         let now_us = now.as_micros() as f64;
         let remaining = (budget - age).as_micros() as f64;
@@ -970,6 +996,7 @@ impl PropagationScheduler {
             starts_group,
             keyframe_base,
             key_reserve: if delta { st.key_bytes } else { 0.0 },
+            inv_slow: st.inv_slow,
         };
         let mut up = match &self.uplink {
             Some(p) => UplinkRun {
@@ -1094,8 +1121,8 @@ impl PropagationScheduler {
             return decision;
         }
         let now_us = now.as_micros() as f64;
-        let i = link.index as usize;
-        let p = self.pacers.get(i);
+        let i = link.index();
+        let p = self.pacers[i];
         let end = fmax(p.tat, now_us) + cost * p.inv_rate;
         let mut delay = fmax(end - p.tau - now_us, 0.0);
         let up_end = self.uplink.as_ref().map(|u| {
@@ -1108,7 +1135,7 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::RateLimited, 1);
             return decision;
         }
-        self.pacers.tat[i] = end;
+        self.pacers[i].tat = end;
         if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
             u.tat = e;
         }
@@ -1130,7 +1157,7 @@ impl PropagationScheduler {
             return Err(SchedulerError::UnknownLink(link));
         }
         let bytes = update.wire_len() as u64;
-        self.cold[link.index as usize].bytes_sent += bytes;
+        self.cold[link.index()].bytes_sent += bytes;
         self.stats.record_sent(bytes, now - update.timestamp);
         Ok(())
     }
@@ -1148,8 +1175,8 @@ impl PropagationScheduler {
             return Err(SchedulerError::UnknownLink(link));
         }
         let cost = update.wire_len() as f64;
-        let i = link.index as usize;
-        self.pacers.tat[i] -= cost * self.pacers.inv[i];
+        let i = link.index();
+        self.pacers[i].refund(cost);
         if let Some(up) = &mut self.uplink {
             up.refund(cost);
         }
@@ -1192,9 +1219,59 @@ const RUNGS: [Quality; 4] = [
     Quality::KeyframesOnly,
 ];
 
+/// Targets decided per batch: their decisions are written into a small buffer that stays in
+/// the L1 cache and holds the level's constant fields already, then appended to the output in
+/// one copy.
+const BATCH: usize = 64;
+
+/// What the fast path of one level needs (see [`fast_run`]); times are absolute µs.
+#[derive(Clone, Copy)]
+struct FastCtx {
+    now: f64,
+    cost: f64,
+    /// Uplink time one send costs.
+    step: f64,
+    /// The level's drop limit, or −∞ when the fast path is off for this call.
+    lim_drop: f64,
+    lim_layer: f64,
+    lim_delta: f64,
+    /// `now` plus what is left of the budget.
+    deadline: f64,
+    /// Deltas with `KEYCHK`: links slower than this may starve the next keyframe.
+    inv_safe: f64,
+    /// Group starts: links slower than this get [`SLOW`].
+    inv_slow: f64,
+    /// `ROUND_MAGIC − now`: adding it to an absolute time leaves the delay from `now`,
+    /// rounded, in the low 32 bits.
+    magic_now: f64,
+    /// Deltas: the track of a target that had this group's keyframe and some of its deltas,
+    /// nothing cut. Group starts: tracks below this are of an older group.
+    healthy: Track,
+    /// Deltas: the track of a target that had this group's keyframe and no delta yet. Group
+    /// starts: the track written on send.
+    fresh: Track,
+    /// Deltas: the track of a target whose group was cut short (with [`DELTAS_SENT`]).
+    cut: Track,
+}
+
+/// Where a [`fast_run`] stopped, and what it counted.
+#[derive(Clone, Copy)]
+struct RunState {
+    /// Position of the next target to decide.
+    k: usize,
+    /// The uplink's floor (see [`UplinkRun`]).
+    fl: f64,
+    /// Batch slots whose verdict is not the template's.
+    dirty: u64,
+    rate_limited: u32,
+    frames_skipped: u32,
+}
+
 /// Decides for every target of one interest level, appending one decision per target of
-/// `list` to `out`. Base-layer deltas to a target whose group is healthy, within the level's
-/// limit, take a straight-line fast path; everything else goes through [`decide_one`].
+/// `list` to `out`, in batches of [`BATCH`]. The common cases (a base-layer delta to a target
+/// whose group is healthy or cut short, a group's keyframe to a target of an older group) run
+/// in [`fast_run`], a loop with no calls; it stops at the first target that needs more, which
+/// [`decide_one`] decides.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn decide_level<const CHECK: bool, const KIND: u8>(
@@ -1202,7 +1279,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     lv: &LevelCtx,
     list: &[LinkId],
     out: &mut Vec<Decision>,
-    pacers: &mut Pacers,
+    pacers: &mut [Pacer],
     gens: &[u32],
     tracks: &mut [Track],
     up: &mut UplinkRun,
@@ -1210,124 +1287,217 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
 ) {
     // Every per-slot array has one entry per link slot: one bounds check covers them all.
     let n = tracks.len();
-    let tat = &mut pacers.tat[..n];
-    let inv = &pacers.inv[..n];
-    let tau = &pacers.tau[..n];
+    let pac = &mut pacers[..n];
     let gens = &gens[..n];
-    let (now, cost) = (ctx.now, ctx.cost);
+    let now = ctx.now;
     let step = up.step;
-    let mut fl = up.fl;
-    let mut floor = fmax(fl, now);
-    // The one track word of a target that has had this group's keyframe and some of its
-    // deltas, nothing cut: the fast path's only track test.
-    let healthy = track(ctx.epoch, VALID | HAS_KEY | DELTAS_SENT);
-    // The fast path's delays must fit a decision without saturating.
-    let lim_drop = lv.lim_drop.min(now + (MAX_DELAY - 1.0));
-    let (lim_layer, inv_safe) = (lv.lim_layer, lv.inv_safe);
-    // Every decision of the level starts as this; the loop writes what differs.
-    let from = out.len();
-    out.resize(
-        from + list.len(),
-        Decision {
-            link: LinkId {
-                index: 0,
-                generation: 0,
-            },
-            delay_micros: 0,
-            interest: lv.interest,
-            priority: lv.priority,
-            verdict: Verdict::Send,
-            quality: Quality::Full,
+    let fast = KIND == KIND_DELTA || KIND == KIND_START;
+    // Deltas: a link that is not SLOW cannot starve the next keyframe within `lim_drop` when
+    // `inv_slow <= inv_safe`; otherwise the fast path checks each link's rate.
+    let keychk = ctx.inv_slow > lv.inv_safe;
+    let fc = FastCtx {
+        now,
+        cost: ctx.cost,
+        step,
+        // Delays must fit a decision without saturating, and `magic_now` must be exact.
+        lim_drop: if now < ROUND_MAGIC / 2.0 {
+            lv.lim_drop.min(now + (MAX_DELAY - 1.0))
+        } else {
+            f64::NEG_INFINITY
         },
-    );
-    for (d, &link) in out[from..].iter_mut().zip(list) {
-        d.link = link;
-        let i = link.index as usize;
-        if i >= n || (CHECK && gens[i] != link.generation | LIVE) {
-            *d = unknown_link(link, lv, drops);
-            continue;
-        }
-        if KIND == KIND_DELTA {
-            let v = inv[i];
-            let end = fmax(tat[i], now) + cost * v;
-            let delay = fmax(end - tau[i], floor);
-            if delay <= lim_drop && v <= inv_safe && tracks[i] == healthy {
-                tat[i] = end;
-                fl += step;
-                floor = fmax(fl, now);
-                d.delay_micros = (delay - now + ROUND_MAGIC).to_bits() as u32;
-                d.quality = if delay > lim_layer {
-                    Quality::BaseLayer
-                } else {
-                    Quality::Full
-                };
-                continue;
-            }
-            if decide_cold::<KIND>(
-                ctx,
-                lv,
-                d,
-                &mut tat[i],
-                v,
-                tau[i],
-                &mut tracks[i],
-                floor,
-                drops,
-            ) {
-                fl += step;
-                floor = fmax(fl, now);
-            }
-            continue;
-        }
-        if decide_one::<KIND>(
-            ctx,
-            lv,
-            d,
-            &mut tat[i],
-            inv[i],
-            tau[i],
-            &mut tracks[i],
-            floor,
-            drops,
-        ) {
-            fl += step;
-            floor = fmax(fl, now);
-        }
-    }
-    up.fl = fl;
-}
-
-/// The decision for a target whose link is unknown or removed.
-#[cold]
-#[inline(never)]
-fn unknown_link(link: LinkId, lv: &LevelCtx, drops: &mut [u32; DropReason::COUNT]) -> Decision {
-    drops[DropReason::UnknownLink as usize] += 1;
-    Decision {
-        link,
+        lim_layer: lv.lim_layer,
+        lim_delta: lv.lim_delta,
+        deadline: ctx.deadline,
+        inv_safe: lv.inv_safe,
+        inv_slow: ctx.inv_slow,
+        magic_now: ROUND_MAGIC - now,
+        healthy: if KIND == KIND_DELTA {
+            track(ctx.epoch, VALID | HAS_KEY | DELTAS_SENT)
+        } else {
+            track(ctx.epoch, 0)
+        },
+        fresh: track(ctx.epoch, VALID | HAS_KEY),
+        cut: track(ctx.epoch, VALID | HAS_KEY | DELTAS_SENT | TRUNCATED),
+    };
+    let template = Decision {
+        link: LinkId::new(0, 0),
         delay_micros: 0,
         interest: lv.interest,
         priority: lv.priority,
-        verdict: Verdict::Drop(DropReason::UnknownLink),
-        quality: Quality::KeyframesOnly,
+        verdict: Verdict::Send,
+        quality: Quality::Full,
+    };
+    let mut batch = [template; BATCH];
+    let mut st = RunState {
+        k: 0,
+        fl: up.fl,
+        dirty: 0,
+        rate_limited: 0,
+        frames_skipped: 0,
+    };
+    for part in list.chunks(BATCH) {
+        let buf = &mut batch[..part.len()];
+        st.k = 0;
+        st.dirty = 0;
+        loop {
+            if fast {
+                let args = (part, &mut *buf, &mut *pac, gens, &mut *tracks, fc, st);
+                st = match (st.fl >= now, keychk) {
+                    (true, false) => fast_run::<CHECK, KIND, true, false>(args),
+                    (true, true) => fast_run::<CHECK, KIND, true, true>(args),
+                    (false, false) => fast_run::<CHECK, KIND, false, false>(args),
+                    (false, true) => fast_run::<CHECK, KIND, false, true>(args),
+                };
+            }
+            let k = st.k;
+            let (Some(&link), Some(d)) = (part.get(k), buf.get_mut(k)) else {
+                break;
+            };
+            st.dirty |= 1 << k;
+            d.link = link;
+            let i = link.index();
+            if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
+                d.quality = Quality::KeyframesOnly;
+                d.verdict = Verdict::Drop(DropReason::UnknownLink);
+                drops[DropReason::UnknownLink as usize] += 1;
+            } else if decide_one::<KIND>(
+                ctx,
+                lv,
+                d,
+                &mut pac[i],
+                &mut tracks[i],
+                fmax(st.fl, now),
+                drops,
+            ) {
+                st.fl += step;
+            }
+            st.k = k + 1;
+        }
+        out.extend_from_slice(buf);
+        while st.dirty != 0 {
+            batch[st.dirty.trailing_zeros() as usize] = template;
+            st.dirty &= st.dirty - 1;
+        }
     }
+    drops[DropReason::RateLimited as usize] += st.rate_limited;
+    drops[DropReason::FramesSkipped as usize] += st.frames_skipped;
+    up.fl = st.fl;
 }
 
-/// [`decide_one`] out of line, for the fast path's rare exits.
-#[allow(clippy::too_many_arguments)]
-#[cold]
+/// The arguments of [`fast_run`]: the batch's targets and decisions, the pacers, the
+/// generations, the tracks, the level's constants and where the run starts.
+type FastArgs<'a> = (
+    &'a [LinkId],
+    &'a mut [Decision],
+    &'a mut [Pacer],
+    &'a [u32],
+    &'a mut [Track],
+    FastCtx,
+    RunState,
+);
+
+/// Decides targets `part[k..]` while they take the common path, writing link, delay and
+/// quality (and the verdict of a drop) into `buf`, whose other fields hold the level's
+/// template; returns where it stopped: at the first target that needs [`decide_one`], or at
+/// `part.len()`. `SAT`: the uplink's floor `fl` is already past `now`, so it is the floor
+/// itself. `KEYCHK`: deltas check the link's rate against the keyframe reserve (the [`SLOW`]
+/// flag does not suffice at this level). Out of line, so that its loop has the registers to
+/// itself.
+///
+/// Deltas: a target whose group is healthy gets the delta when its delay is within the
+/// level's limit, otherwise its group is cut ([`DropReason::FramesSkipped`], or
+/// [`DropReason::RateLimited`] past the deadline); a target whose group was cut gets nothing
+/// more of it. Group starts: a target of an older group gets the keyframe within the deadline.
+/// Exactly what [`decide_one`] decides for these cases.
 #[inline(never)]
-fn decide_cold<const KIND: u8>(
-    ctx: &UpdateCtx,
-    lv: &LevelCtx,
-    d: &mut Decision,
-    tat: &mut f64,
-    inv: f64,
-    tau: f64,
-    t: &mut Track,
-    floor: f64,
-    drops: &mut [u32; DropReason::COUNT],
-) -> bool {
-    decide_one::<KIND>(ctx, lv, d, tat, inv, tau, t, floor, drops)
+fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
+    (part, buf, pac, gens, tracks, c, mut st): FastArgs<'_>,
+) -> RunState {
+    let n = pac.len();
+    let (gens, tracks) = (&gens[..n], &mut tracks[..n]);
+    let buf = &mut buf[..part.len()];
+    let mut k = st.k;
+    let mut f = st.fl;
+    while k < part.len() {
+        let link = part[k];
+        let i = link.index();
+        if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
+            break;
+        }
+        let p = &mut pac[i];
+        let v = p.inv_rate;
+        let end = fmax(p.tat, c.now) + c.cost * v;
+        let mut delay = fmax(end - p.tau, f);
+        if !SAT {
+            delay = fmax(delay, c.now);
+        }
+        let t = tracks[i];
+        let d = &mut buf[k];
+        d.link = link;
+        let send = if KIND == KIND_DELTA {
+            let fits = delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
+            if t == c.healthy && fits {
+                true
+            } else if t == c.fresh && fits {
+                tracks[i] = c.healthy;
+                true
+            } else {
+                let cut = t | u64::from(DELTAS_SENT) == c.cut;
+                if !(cut || ((t == c.healthy || t == c.fresh) && delay > c.lim_drop)) {
+                    break;
+                }
+                // Dropped: the quality rung (see `decide_one`), the reason, the cut.
+                let over = delay > c.lim_delta;
+                let had_deltas = t & u64::from(DELTAS_SENT) != 0;
+                d.quality =
+                    match (delay > c.lim_layer) as u8 + over as u8 + (over & !had_deltas) as u8 {
+                        0 => Quality::Full,
+                        1 => Quality::BaseLayer,
+                        2 => Quality::ReducedFrames,
+                        _ => Quality::KeyframesOnly,
+                    };
+                st.dirty |= 1 << k;
+                if !cut && delay > c.deadline {
+                    st.rate_limited += 1;
+                    d.verdict = Verdict::Drop(DropReason::RateLimited);
+                } else {
+                    st.frames_skipped += 1;
+                    d.verdict = Verdict::Drop(DropReason::FramesSkipped);
+                }
+                tracks[i] = t | u64::from(TRUNCATED);
+                false
+            }
+        } else {
+            // A target of an older group (or none): no deltas of this group yet.
+            if t >= c.healthy || delay > c.lim_drop {
+                break;
+            }
+            tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
+            true
+        };
+        if send {
+            d.quality = if KIND == KIND_DELTA {
+                if delay > c.lim_layer {
+                    Quality::BaseLayer
+                } else {
+                    Quality::Full
+                }
+            } else {
+                match (delay > c.lim_layer, delay > c.lim_delta) {
+                    (false, _) => Quality::Full,
+                    (true, false) => Quality::BaseLayer,
+                    (true, true) => Quality::KeyframesOnly,
+                }
+            };
+            p.tat = end;
+            f += c.step;
+            d.delay_micros = (delay + c.magic_now).to_bits() as u32;
+        }
+        k += 1;
+    }
+    st.k = k;
+    st.fl = f;
+    st
 }
 
 /// The whole decision for one target, written into `d` (which holds the target's link, the
@@ -1341,15 +1511,14 @@ fn decide_one<const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
     d: &mut Decision,
-    tat: &mut f64,
-    inv: f64,
-    tau: f64,
+    p: &mut Pacer,
     t: &mut Track,
     floor: f64,
     drops: &mut [u32; DropReason::COUNT],
 ) -> bool {
-    let end = fmax(*tat, ctx.now) + ctx.cost * inv;
-    let ld = end - tau;
+    let inv = p.inv_rate;
+    let end = fmax(p.tat, ctx.now) + ctx.cost * inv;
+    let ld = end - p.tau;
     let delay = fmax(ld, floor);
     let word = *t;
     let flags = word as u8;
@@ -1374,9 +1543,9 @@ fn decide_one<const KIND: u8>(
     let starves_key =
         KIND == KIND_DELTA && ctx.key_reserve > 0.0 && ld + ctx.key_reserve * inv > ctx.deadline;
     if decodable & (delay <= lv.lim_drop) & !starves_key {
-        *tat = end;
+        p.tat = end;
         if KIND == KIND_START {
-            *t = track(ctx.epoch, VALID | HAS_KEY);
+            *t = track(ctx.epoch, VALID | HAS_KEY) | slow_flag(inv, ctx.inv_slow);
         } else if KIND == KIND_DELTA {
             *t = word | u64::from(DELTAS_SENT);
         }
