@@ -568,6 +568,8 @@ pub struct PropagationScheduler {
     staged: Vec<(LinkId, InterestLevel)>,
     /// The same, sorted by level (strongest first).
     scratch: Vec<LinkId>,
+    /// Decisions of one batch of targets (see [`BATCH`]).
+    batch: Vec<Decision>,
 }
 
 impl PropagationScheduler {
@@ -588,6 +590,7 @@ impl PropagationScheduler {
             stats: PropagationStats::new(),
             staged: Vec::new(),
             scratch: Vec::new(),
+            batch: Vec::new(),
         }
     }
 
@@ -1012,6 +1015,21 @@ impl PropagationScheduler {
         let mut drops = [0u32; DropReason::COUNT];
         let pacers = &mut self.pacers;
         let gens = &self.gens[..];
+        let batch = &mut self.batch;
+        if batch.len() < BATCH {
+            // Once per scheduler: the contents are rewritten per level.
+            batch.resize(
+                BATCH,
+                Decision {
+                    link: LinkId::new(0, 0),
+                    delay_micros: 0,
+                    interest: InterestLevel::None,
+                    priority: Priority::Background,
+                    verdict: Verdict::Send,
+                    quality: Quality::Full,
+                },
+            );
+        }
         let tracks = &mut st.tracks[..];
         for level in (1..5).rev() {
             let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
@@ -1054,16 +1072,16 @@ impl PropagationScheduler {
                 ctx.delta && !ctx.enhancement,
             ) {
                 (true, _, _) => decide_level::<CHECK, KIND_START>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
                 ),
                 (false, true, true) => decide_level::<CHECK, KIND_DELTA>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
                 ),
                 (false, true, false) => decide_level::<CHECK, KIND_DEPENDENT>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
                 ),
                 (false, false, _) => decide_level::<CHECK, KIND_INDEPENDENT>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
                 ),
             }
         }
@@ -1222,7 +1240,7 @@ const RUNGS: [Quality; 4] = [
 /// Targets decided per batch: their decisions are written into a small buffer that stays in
 /// the L1 cache and holds the level's constant fields already, then appended to the output in
 /// one copy.
-const BATCH: usize = 64;
+const BATCH: usize = 128;
 
 /// What the fast path of one level needs (see [`fast_run`]); times are absolute µs.
 #[derive(Clone, Copy)]
@@ -1262,9 +1280,9 @@ struct RunState {
     /// The uplink's floor (see [`UplinkRun`]).
     fl: f64,
     /// Batch slots whose verdict is not the template's.
-    dirty: u64,
-    rate_limited: u32,
-    frames_skipped: u32,
+    dirty: u128,
+    /// Drops counted in the run: rate-limited, frames skipped.
+    drops: [u32; 2],
 }
 
 /// Decides for every target of one interest level, appending one decision per target of
@@ -1279,6 +1297,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     lv: &LevelCtx,
     list: &[LinkId],
     out: &mut Vec<Decision>,
+    batch: &mut [Decision],
     pacers: &mut [Pacer],
     gens: &[u32],
     tracks: &mut [Track],
@@ -1327,13 +1346,13 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
         verdict: Verdict::Send,
         quality: Quality::Full,
     };
-    let mut batch = [template; BATCH];
+    let batch = &mut batch[..BATCH.min(list.len())];
+    batch.fill(template);
     let mut st = RunState {
         k: 0,
         fl: up.fl,
         dirty: 0,
-        rate_limited: 0,
-        frames_skipped: 0,
+        drops: [0; 2],
     };
     for part in list.chunks(BATCH) {
         let buf = &mut batch[..part.len()];
@@ -1357,6 +1376,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             d.link = link;
             let i = link.index();
             if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
+                d.delay_micros = 0;
                 d.quality = Quality::KeyframesOnly;
                 d.verdict = Verdict::Drop(DropReason::UnknownLink);
                 drops[DropReason::UnknownLink as usize] += 1;
@@ -1374,13 +1394,15 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             st.k = k + 1;
         }
         out.extend_from_slice(buf);
+        // Only a drop's verdict differs from the template: every path writes the link, the
+        // delay and the quality.
         while st.dirty != 0 {
-            batch[st.dirty.trailing_zeros() as usize] = template;
+            batch[st.dirty.trailing_zeros() as usize].verdict = Verdict::Send;
             st.dirty &= st.dirty - 1;
         }
     }
-    drops[DropReason::RateLimited as usize] += st.rate_limited;
-    drops[DropReason::FramesSkipped as usize] += st.frames_skipped;
+    drops[DropReason::RateLimited as usize] += st.drops[0];
+    drops[DropReason::FramesSkipped as usize] += st.drops[1];
     up.fl = st.fl;
 }
 
@@ -1457,13 +1479,14 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
                         _ => Quality::KeyframesOnly,
                     };
                 st.dirty |= 1 << k;
-                if !cut && delay > c.deadline {
-                    st.rate_limited += 1;
-                    d.verdict = Verdict::Drop(DropReason::RateLimited);
+                let rate_limited = !cut && delay > c.deadline;
+                st.drops[usize::from(!rate_limited)] += 1;
+                d.verdict = Verdict::Drop(if rate_limited {
+                    DropReason::RateLimited
                 } else {
-                    st.frames_skipped += 1;
-                    d.verdict = Verdict::Drop(DropReason::FramesSkipped);
-                }
+                    DropReason::FramesSkipped
+                });
+                d.delay_micros = 0;
                 tracks[i] = t | u64::from(TRUNCATED);
                 false
             }
@@ -1578,6 +1601,7 @@ fn decide_one<const KIND: u8>(
     }
     drops[reason as usize & 7] += 1;
     d.verdict = Verdict::Drop(reason);
+    d.delay_micros = 0;
     false
 }
 
