@@ -570,6 +570,9 @@ pub struct PropagationScheduler {
     scratch: Vec<LinkId>,
     /// Decisions of one batch of targets (see [`BATCH`]).
     batch: Vec<Decision>,
+    /// Tests: decide every target through [`decide_one`], to check the fast path against it.
+    #[cfg(test)]
+    general_only: bool,
 }
 
 impl PropagationScheduler {
@@ -591,6 +594,8 @@ impl PropagationScheduler {
             staged: Vec::new(),
             scratch: Vec::new(),
             batch: Vec::new(),
+            #[cfg(test)]
+            general_only: false,
         }
     }
 
@@ -1015,6 +1020,10 @@ impl PropagationScheduler {
         let mut drops = [0u32; DropReason::COUNT];
         let pacers = &mut self.pacers;
         let gens = &self.gens[..];
+        #[cfg(test)]
+        let fast_ok = !self.general_only;
+        #[cfg(not(test))]
+        let fast_ok = true;
         let batch = &mut self.batch;
         if batch.len() < BATCH {
             // Once per scheduler: the contents are rewritten per level.
@@ -1072,16 +1081,16 @@ impl PropagationScheduler {
                 ctx.delta && !ctx.enhancement,
             ) {
                 (true, _, _) => decide_level::<CHECK, KIND_START>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, true, true) => decide_level::<CHECK, KIND_DELTA>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, true, false) => decide_level::<CHECK, KIND_DEPENDENT>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, false, _) => decide_level::<CHECK, KIND_INDEPENDENT>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops,
+                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
             }
         }
@@ -1303,6 +1312,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     tracks: &mut [Track],
     up: &mut UplinkRun,
     drops: &mut [u32; DropReason::COUNT],
+    fast_ok: bool,
 ) {
     // Every per-slot array has one entry per link slot: one bounds check covers them all.
     let n = tracks.len();
@@ -1310,7 +1320,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     let gens = &gens[..n];
     let now = ctx.now;
     let step = up.step;
-    let fast = KIND == KIND_DELTA || KIND == KIND_START;
+    let fast = fast_ok && (KIND == KIND_DELTA || KIND == KIND_START);
     // Deltas: a link that is not SLOW cannot starve the next keyframe within `lim_drop` when
     // `inv_slow <= inv_safe`; otherwise the fast path checks each link's rate.
     let keychk = ctx.inv_slow > lv.inv_safe;
