@@ -1370,8 +1370,9 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
         st.dirty = 0;
         loop {
             if fast {
-                let args = (part, &mut *buf, &mut *pac, gens, &mut *tracks, fc, st);
-                st = match (st.fl >= now, keychk) {
+                let sat = st.fl >= now;
+                let args = (part, &mut *buf, &mut *pac, gens, &mut *tracks, fc, &mut st);
+                match (sat, keychk) {
                     (true, false) => fast_run::<CHECK, KIND, true, false>(args),
                     (true, true) => fast_run::<CHECK, KIND, true, true>(args),
                     (false, false) => fast_run::<CHECK, KIND, false, false>(args),
@@ -1425,7 +1426,7 @@ type FastArgs<'a> = (
     &'a [u32],
     &'a mut [Track],
     FastCtx,
-    RunState,
+    &'a mut RunState,
 );
 
 /// Decides targets `part[k..]` while they take the common path, writing link, delay and
@@ -1443,8 +1444,8 @@ type FastArgs<'a> = (
 /// Exactly what [`decide_one`] decides for these cases.
 #[inline(never)]
 fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
-    (part, buf, pac, gens, tracks, c, mut st): FastArgs<'_>,
-) -> RunState {
+    (part, buf, pac, gens, tracks, c, st): FastArgs<'_>,
+) {
     let n = pac.len();
     let (gens, tracks) = (&gens[..n], &mut tracks[..n]);
     let buf = &mut buf[..part.len()];
@@ -1530,7 +1531,6 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
     }
     st.k = k;
     st.fl = f;
-    st
 }
 
 /// The whole decision for one target, written into `d` (which holds the target's link, the
