@@ -372,6 +372,41 @@ impl Pacer {
     }
 }
 
+/// The pacers of all link slots, as a struct of arrays: the decision loop reads `inv` and `tau`
+/// and reads and writes `tat` of each target, each at the target's index.
+#[derive(Clone, Debug, Default)]
+struct Pacers {
+    tat: Vec<f64>,
+    inv: Vec<f64>,
+    tau: Vec<f64>,
+}
+
+impl Pacers {
+    fn get(&self, i: usize) -> Pacer {
+        Pacer {
+            tat: self.tat[i],
+            inv_rate: self.inv[i],
+            tau: self.tau[i],
+        }
+    }
+
+    fn put(&mut self, i: usize, p: Pacer) {
+        self.tat[i] = p.tat;
+        self.inv[i] = p.inv_rate;
+        self.tau[i] = p.tau;
+    }
+
+    fn push(&mut self, p: Pacer) {
+        self.tat.push(p.tat);
+        self.inv.push(p.inv_rate);
+        self.tau.push(p.tau);
+    }
+
+    fn len(&self) -> usize {
+        self.tat.len()
+    }
+}
+
 /// Set in `PropagationScheduler::gens` for a live link; the low bits are the generation.
 const LIVE: u32 = 1 << 31;
 const GEN_MASK: u32 = LIVE - 1;
@@ -445,14 +480,14 @@ struct StateSlot {
 impl StateSlot {
     /// Recomputes `inv_slow` and every track's [`SLOW`] flag (after the budget or the keyframe
     /// size changed).
-    fn refresh_slow(&mut self, pacers: &[Pacer]) {
+    fn refresh_slow(&mut self, inv: &[f64]) {
         self.inv_slow = if self.key_bytes > 0.0 {
             KEY_SHARE * self.config.latency_budget.as_micros() as f64 / self.key_bytes
         } else {
             f64::INFINITY
         };
-        for (t, p) in self.tracks.iter_mut().zip(pacers) {
-            *t = (*t & !u64::from(SLOW)) | slow_flag(p.inv_rate, self.inv_slow);
+        for (t, &v) in self.tracks.iter_mut().zip(inv) {
+            *t = (*t & !u64::from(SLOW)) | slow_flag(v, self.inv_slow);
         }
     }
 
@@ -553,8 +588,8 @@ struct UplinkRun {
 #[derive(Debug)]
 pub struct PropagationScheduler {
     config: SchedulerConfig,
-    /// Pacer per link slot: 24 bytes, all the decision loop reads and writes of a link.
-    pacers: Vec<Pacer>,
+    /// Pacer per link slot, as a struct of arrays (see [`Pacers`]).
+    pacers: Pacers,
     /// Generation per link slot, with [`LIVE`] set while the link exists.
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
@@ -580,7 +615,7 @@ impl PropagationScheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         PropagationScheduler {
             config,
-            pacers: Vec::new(),
+            pacers: Pacers::default(),
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
@@ -622,7 +657,7 @@ impl PropagationScheduler {
             Some(index) => {
                 let generation = (self.gens[index as usize] + 1) & GEN_MASK;
                 self.gens[index as usize] = generation | LIVE;
-                self.pacers[index as usize] = pacer;
+                self.pacers.put(index as usize, pacer);
                 self.cold[index as usize] = cold;
                 LinkId::new(index, generation)
             }
@@ -685,7 +720,7 @@ impl PropagationScheduler {
         if !self.is_live(link) {
             return None;
         }
-        let h = self.pacers[link.index()];
+        let h = self.pacers.get(link.index());
         let c = &self.cold[link.index()];
         Some(LinkInfo {
             peer: c.peer,
@@ -713,13 +748,14 @@ impl PropagationScheduler {
         let cfg = self.config;
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let p = &mut self.pacers[i];
+        let mut p = self.pacers.get(i);
         p.set_rate(now_us, stats.send_rate_estimate, &cfg);
         if stats.queued_bytes > 0 {
             let cap = p.tau / p.inv_rate;
             let tokens = p.tokens(now_us).min(cap - stats.queued_bytes as f64);
             p.set_tokens(now_us, tokens);
         }
+        self.pacers.put(i, p);
         let inv = p.inv_rate;
         for st in &mut self.states {
             let t = &mut st.tracks[i];
@@ -754,7 +790,7 @@ impl PropagationScheduler {
         }
         let s = self.state_slot(state);
         self.states[s].config = config;
-        self.states[s].refresh_slow(&self.pacers);
+        self.states[s].refresh_slow(&self.pacers.inv);
         Ok(())
     }
 
@@ -976,7 +1012,7 @@ impl PropagationScheduler {
                     st.inv_slow =
                         KEY_SHARE * budget.as_micros() as f64 / key_bytes.max(f64::MIN_POSITIVE);
                 } else {
-                    st.refresh_slow(&self.pacers);
+                    st.refresh_slow(&self.pacers.inv);
                 }
             }
         }
@@ -1149,7 +1185,7 @@ impl PropagationScheduler {
         }
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let p = self.pacers[i];
+        let p = self.pacers.get(i);
         let end = fmax(p.tat, now_us) + cost * p.inv_rate;
         let mut delay = fmax(end - p.tau - now_us, 0.0);
         let up_end = self.uplink.as_ref().map(|u| {
@@ -1162,7 +1198,7 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::RateLimited, 1);
             return decision;
         }
-        self.pacers[i].tat = end;
+        self.pacers.tat[i] = end;
         if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
             u.tat = e;
         }
@@ -1203,7 +1239,7 @@ impl PropagationScheduler {
         }
         let cost = update.wire_len() as f64;
         let i = link.index();
-        self.pacers[i].refund(cost);
+        self.pacers.tat[i] -= cost * self.pacers.inv[i];
         if let Some(up) = &mut self.uplink {
             up.refund(cost);
         }
@@ -1307,7 +1343,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     list: &[LinkId],
     out: &mut Vec<Decision>,
     batch: &mut [Decision],
-    pacers: &mut [Pacer],
+    pacers: &mut Pacers,
     gens: &[u32],
     tracks: &mut [Track],
     up: &mut UplinkRun,
@@ -1316,7 +1352,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
 ) {
     // Every per-slot array has one entry per link slot: one bounds check covers them all.
     let n = tracks.len();
-    let pac = &mut pacers[..n];
+    let (tat, inv, tau) = (&mut pacers.tat[..n], &pacers.inv[..n], &pacers.tau[..n]);
     let gens = &gens[..n];
     let now = ctx.now;
     let step = up.step;
@@ -1371,7 +1407,17 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
         loop {
             if fast {
                 let sat = st.fl >= now;
-                let args = (part, &mut *buf, &mut *pac, gens, &mut *tracks, fc, &mut st);
+                let args = (
+                    part,
+                    &mut *buf,
+                    &mut *tat,
+                    inv,
+                    tau,
+                    gens,
+                    &mut *tracks,
+                    fc,
+                    &mut st,
+                );
                 match (sat, keychk) {
                     (true, false) => fast_run::<CHECK, KIND, true, false>(args),
                     (true, true) => fast_run::<CHECK, KIND, true, true>(args),
@@ -1395,7 +1441,9 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
                 ctx,
                 lv,
                 d,
-                &mut pac[i],
+                &mut tat[i],
+                inv[i],
+                tau[i],
                 &mut tracks[i],
                 fmax(st.fl, now),
                 drops,
@@ -1422,7 +1470,9 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
 type FastArgs<'a> = (
     &'a [LinkId],
     &'a mut [Decision],
-    &'a mut [Pacer],
+    &'a mut [f64],
+    &'a [f64],
+    &'a [f64],
     &'a [u32],
     &'a mut [Track],
     FastCtx,
@@ -1444,10 +1494,10 @@ type FastArgs<'a> = (
 /// Exactly what [`decide_one`] decides for these cases.
 #[inline(never)]
 fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
-    (part, buf, pac, gens, tracks, c, st): FastArgs<'_>,
+    (part, buf, tat, inv, tau, gens, tracks, c, st): FastArgs<'_>,
 ) {
-    let n = pac.len();
-    let (gens, tracks) = (&gens[..n], &mut tracks[..n]);
+    let n = tat.len();
+    let (inv, tau, gens, tracks) = (&inv[..n], &tau[..n], &gens[..n], &mut tracks[..n]);
     let buf = &mut buf[..part.len()];
     let mut k = st.k;
     let mut f = st.fl;
@@ -1457,10 +1507,9 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
             break;
         }
-        let p = &mut pac[i];
-        let v = p.inv_rate;
-        let end = fmax(p.tat, c.now) + c.cost * v;
-        let mut delay = fmax(end - p.tau, f);
+        let v = inv[i];
+        let end = fmax(tat[i], c.now) + c.cost * v;
+        let mut delay = fmax(end - tau[i], f);
         if !SAT {
             delay = fmax(delay, c.now);
         }
@@ -1523,7 +1572,7 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
                     (true, true) => Quality::KeyframesOnly,
                 }
             };
-            p.tat = end;
+            tat[i] = end;
             f += c.step;
             d.delay_micros = (delay + c.magic_now).to_bits() as u32;
         }
@@ -1544,14 +1593,15 @@ fn decide_one<const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
     d: &mut Decision,
-    p: &mut Pacer,
+    tat: &mut f64,
+    inv: f64,
+    tau: f64,
     t: &mut Track,
     floor: f64,
     drops: &mut [u32; DropReason::COUNT],
 ) -> bool {
-    let inv = p.inv_rate;
-    let end = fmax(p.tat, ctx.now) + ctx.cost * inv;
-    let ld = end - p.tau;
+    let end = fmax(*tat, ctx.now) + ctx.cost * inv;
+    let ld = end - tau;
     let delay = fmax(ld, floor);
     let word = *t;
     let flags = word as u8;
@@ -1576,7 +1626,7 @@ fn decide_one<const KIND: u8>(
     let starves_key =
         KIND == KIND_DELTA && ctx.key_reserve > 0.0 && ld + ctx.key_reserve * inv > ctx.deadline;
     if decodable & (delay <= lv.lim_drop) & !starves_key {
-        p.tat = end;
+        *tat = end;
         if KIND == KIND_START {
             *t = track(ctx.epoch, VALID | HAS_KEY) | slow_flag(inv, ctx.inv_slow);
         } else if KIND == KIND_DELTA {
