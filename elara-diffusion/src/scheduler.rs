@@ -1393,7 +1393,12 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
         quality: Quality::Full,
     };
     let batch = &mut batch[..BATCH.min(list.len())];
-    batch.fill(template);
+    if let Some((first, rest)) = batch.split_first_mut() {
+        // Copies of one 16-byte value: one store each.
+        *first = template;
+        let first = *first;
+        rest.fill(first);
+    }
     let mut st = RunState {
         k: 0,
         fl: up.fl,
