@@ -1324,8 +1324,6 @@ struct RunState {
     k: usize,
     /// The uplink's floor (see [`UplinkRun`]).
     fl: f64,
-    /// Batch slots whose verdict is not the template's.
-    dirty: u128,
     /// Drops counted in the run: rate-limited, frames skipped.
     drops: [u32; 2],
 }
@@ -1402,13 +1400,11 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     let mut st = RunState {
         k: 0,
         fl: up.fl,
-        dirty: 0,
         drops: [0; 2],
     };
     for part in list.chunks(BATCH) {
         let buf = &mut batch[..part.len()];
         st.k = 0;
-        st.dirty = 0;
         loop {
             if fast {
                 let sat = st.fl >= now;
@@ -1434,7 +1430,6 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             let (Some(&link), Some(d)) = (part.get(k), buf.get_mut(k)) else {
                 break;
             };
-            st.dirty |= 1 << k;
             d.link = link;
             let i = link.index();
             if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
@@ -1457,13 +1452,9 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
             }
             st.k = k + 1;
         }
+        // Every path wrote the link, the delay, the quality and the verdict; the template
+        // holds the level's interest and the update's priority.
         out.extend_from_slice(buf);
-        // Only a drop's verdict differs from the template: every path writes the link, the
-        // delay and the quality.
-        while st.dirty != 0 {
-            batch[st.dirty.trailing_zeros() as usize].verdict = Verdict::Send;
-            st.dirty &= st.dirty - 1;
-        }
     }
     drops[DropReason::RateLimited as usize] += st.drops[0];
     drops[DropReason::FramesSkipped as usize] += st.drops[1];
@@ -1485,7 +1476,7 @@ type FastArgs<'a> = (
 );
 
 /// Decides targets `part[k..]` while they take the common path, writing link, delay and
-/// quality (and the verdict of a drop) into `buf`, whose other fields hold the level's
+/// quality and verdict into `buf`, whose other fields hold the level's
 /// template; returns where it stopped: at the first target that needs [`decide_one`], or at
 /// `part.len()`. `SAT`: the uplink's floor `fl` is already past `now`, so it is the floor
 /// itself. `KEYCHK`: deltas check the link's rate against the keyframe reserve (the [`SLOW`]
@@ -1523,16 +1514,10 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         d.link = link;
         let send = if KIND == KIND_DELTA {
             let fits = delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
+            let cut = t | u64::from(DELTAS_SENT) == c.cut;
             if t == c.healthy && fits {
                 true
-            } else if t == c.fresh && fits {
-                tracks[i] = c.healthy;
-                true
-            } else {
-                let cut = t | u64::from(DELTAS_SENT) == c.cut;
-                if !(cut || ((t == c.healthy || t == c.fresh) && delay > c.lim_drop)) {
-                    break;
-                }
+            } else if cut || ((t == c.healthy || t == c.fresh) && delay > c.lim_drop) {
                 // Dropped: the quality rung (see `decide_one`), the reason, the cut.
                 let over = delay > c.lim_delta;
                 let had_deltas = t & u64::from(DELTAS_SENT) != 0;
@@ -1543,7 +1528,6 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
                         2 => Quality::ReducedFrames,
                         _ => Quality::KeyframesOnly,
                     };
-                st.dirty |= 1 << k;
                 let rate_limited = !cut && delay > c.deadline;
                 st.drops[usize::from(!rate_limited)] += 1;
                 d.verdict = Verdict::Drop(if rate_limited {
@@ -1552,8 +1536,15 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
                     DropReason::FramesSkipped
                 });
                 d.delay_micros = 0;
-                tracks[i] = t | u64::from(TRUNCATED);
+                if !cut {
+                    tracks[i] = t | u64::from(TRUNCATED);
+                }
                 false
+            } else if t == c.fresh && fits {
+                tracks[i] = c.healthy;
+                true
+            } else {
+                break;
             }
         } else {
             // A target of an older group (or none): no deltas of this group yet.
@@ -1580,6 +1571,7 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
             tat[i] = end;
             f += c.step;
             d.delay_micros = (delay + c.magic_now).to_bits() as u32;
+            d.verdict = Verdict::Send;
         }
         k += 1;
     }
@@ -1638,6 +1630,7 @@ fn decide_one<const KIND: u8>(
             *t = word | u64::from(DELTAS_SENT);
         }
         d.delay_micros = delay_micros(delay - ctx.now);
+        d.verdict = Verdict::Send;
         return true;
     }
     let reason = if !decodable {
