@@ -27,9 +27,19 @@
 //! * **Bounded latency.** An update older than its state's latency budget is dropped
 //!   ([`DropReason::Stale`]); one from a group older than the newest group already scheduled is
 //!   dropped ([`DropReason::Superseded`]). Nothing is queued inside the scheduler.
-//! * **No allocation in steady state.** Decisions go into a caller-provided buffer; the only
-//!   internal buffer is reused. `tests/scheduler_alloc.rs` counts allocations at 10,000
-//!   receivers: zero per call once links and states are known.
+//! * **No allocation in steady state.** Decisions go into a caller-provided buffer; the internal
+//!   buffers are reused. `tests/scheduler_alloc.rs` counts allocations at 10,000 receivers:
+//!   zero per call once links and states are known.
+//!
+//! # Cost per target
+//!
+//! A decision reads the link's pacer (three `f64` in a struct of arrays) and the target's track
+//! (the group's epoch and flags in one word), and writes one 16-byte [`Decision`]. The pressure
+//! limits become deadlines once per call, so a decision compares times and never divides. The
+//! common cases — a base-layer delta to a target whose group is healthy or already cut short,
+//! a keyframe starting a group — run in a loop without calls; anything else takes the general
+//! per-target code, and a test checks on random workloads that both decide alike. About 40
+//! instructions per decision at 10,000 receivers (`benches/RESULTS.md`).
 //!
 //! # Driving contract
 //!
