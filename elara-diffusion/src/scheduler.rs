@@ -18,7 +18,9 @@
 //!   so the target gets fewer frames ([`Quality::ReducedFrames`]), or only keyframes when no delta
 //!   of the group got through ([`Quality::KeyframesOnly`]). A delta is also dropped when, after
 //!   it, a keyframe as large as the state's last one could no longer arrive within the budget:
-//!   deltas never starve the next keyframe. The pressure thresholds are lower
+//!   deltas never starve the next keyframe. A target whose group was cut short keeps that
+//!   quality ([`Quality::ReducedFrames`], or [`Quality::KeyframesOnly`]) until the next group
+//!   starts, whatever the pressure meanwhile. The pressure thresholds are lower
 //!   for lower interest, so Low viewers step down first and Critical ones last; keyframes, audio,
 //!   control and data go as long as they can arrive within the budget at all.
 //! * **Never a broken stream.** Per (link, state) the scheduler tracks the group whose keyframe
@@ -1513,75 +1515,88 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
             break;
         }
-        let v = inv[i];
-        let end = fmax(tat[i], c.now) + c.cost * v;
-        let mut delay = fmax(end - tau[i], f);
-        if !SAT {
-            delay = fmax(delay, c.now);
-        }
         let t = tracks[i];
         let d = &mut buf[k];
         d.link = link;
-        let send = if KIND == KIND_DELTA {
-            let fits = delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
-            let cut = t | u64::from(DELTAS_SENT) == c.cut;
-            if t == c.healthy && fits {
-                true
-            } else if cut || ((t == c.healthy || t == c.fresh) && delay > c.lim_drop) {
-                // Dropped: the quality rung (see `decide_one`), the reason, the cut.
-                let over = delay > c.lim_delta;
-                let had_deltas = t & u64::from(DELTAS_SENT) != 0;
-                d.quality =
-                    match (delay > c.lim_layer) as u8 + over as u8 + (over & !had_deltas) as u8 {
-                        0 => Quality::Full,
-                        1 => Quality::BaseLayer,
-                        2 => Quality::ReducedFrames,
-                        _ => Quality::KeyframesOnly,
-                    };
-                let rate_limited = !cut && delay > c.deadline;
-                st.drops[usize::from(!rate_limited)] += 1;
-                d.verdict = Verdict::Drop(if rate_limited {
-                    DropReason::RateLimited
-                } else {
-                    DropReason::FramesSkipped
-                });
-                d.delay_micros = 0;
-                if !cut {
-                    tracks[i] = t | u64::from(TRUNCATED);
-                }
-                false
-            } else if t == c.fresh && fits {
-                tracks[i] = c.healthy;
-                true
+        if KIND == KIND_DELTA && t != c.healthy && t | u64::from(DELTAS_SENT) == c.cut {
+            // The group was cut short: dropped, and the target receives fewer frames (or
+            // keyframes only) until the next group, whatever the pressure; the pacer is not
+            // read.
+            d.quality = if t & u64::from(DELTAS_SENT) != 0 {
+                Quality::ReducedFrames
             } else {
-                break;
-            }
-        } else {
-            // A target of an older group (or none): no deltas of this group yet.
-            if t >= c.healthy || delay > c.lim_drop {
-                break;
-            }
-            tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
-            true
-        };
-        if send {
-            d.quality = if KIND == KIND_DELTA {
-                if delay > c.lim_layer {
-                    Quality::BaseLayer
-                } else {
-                    Quality::Full
-                }
-            } else {
-                match (delay > c.lim_layer, delay > c.lim_delta) {
-                    (false, _) => Quality::Full,
-                    (true, false) => Quality::BaseLayer,
-                    (true, true) => Quality::KeyframesOnly,
-                }
+                Quality::KeyframesOnly
             };
-            tat[i] = end;
-            f += c.step;
-            d.delay_micros = (delay + c.magic_now).to_bits() as u32;
-            d.verdict = Verdict::Send;
+            d.verdict = Verdict::Drop(DropReason::FramesSkipped);
+            d.delay_micros = 0;
+            st.drops[1] += 1;
+        } else {
+            let v = inv[i];
+            let end = fmax(tat[i], c.now) + c.cost * v;
+            let mut delay = fmax(end - tau[i], f);
+            if !SAT {
+                delay = fmax(delay, c.now);
+            }
+            let send = if KIND == KIND_DELTA {
+                let fits = delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
+                if t == c.healthy && fits {
+                    true
+                } else if (t == c.healthy || t == c.fresh) && delay > c.lim_drop {
+                    // Over the level's limit: dropped, and the group is cut. The quality rung
+                    // (see `decide_one`) and the reason.
+                    let over = delay > c.lim_delta;
+                    let had_deltas = t & u64::from(DELTAS_SENT) != 0;
+                    d.quality =
+                        match (delay > c.lim_layer) as u8 + over as u8 + (over & !had_deltas) as u8
+                        {
+                            0 => Quality::Full,
+                            1 => Quality::BaseLayer,
+                            2 => Quality::ReducedFrames,
+                            _ => Quality::KeyframesOnly,
+                        };
+                    let rate_limited = delay > c.deadline;
+                    st.drops[usize::from(!rate_limited)] += 1;
+                    d.verdict = Verdict::Drop(if rate_limited {
+                        DropReason::RateLimited
+                    } else {
+                        DropReason::FramesSkipped
+                    });
+                    d.delay_micros = 0;
+                    tracks[i] = t | u64::from(TRUNCATED);
+                    false
+                } else if t == c.fresh && fits {
+                    tracks[i] = c.healthy;
+                    true
+                } else {
+                    break;
+                }
+            } else {
+                // A target of an older group (or none): no deltas of this group yet.
+                if t >= c.healthy || delay > c.lim_drop {
+                    break;
+                }
+                tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
+                true
+            };
+            if send {
+                d.quality = if KIND == KIND_DELTA {
+                    if delay > c.lim_layer {
+                        Quality::BaseLayer
+                    } else {
+                        Quality::Full
+                    }
+                } else {
+                    match (delay > c.lim_layer, delay > c.lim_delta) {
+                        (false, _) => Quality::Full,
+                        (true, false) => Quality::BaseLayer,
+                        (true, true) => Quality::KeyframesOnly,
+                    }
+                };
+                tat[i] = end;
+                f += c.step;
+                d.delay_micros = (delay + c.magic_now).to_bits() as u32;
+                d.verdict = Verdict::Send;
+            }
         }
         k += 1;
     }
@@ -1622,7 +1637,14 @@ fn decide_one<const KIND: u8>(
     let had_deltas = same_group & (flags & DELTAS_SENT != 0);
     let rung =
         (delay > lv.lim_layer) as usize + over_delta as usize + (over_delta & !had_deltas) as usize;
-    d.quality = RUNGS[rung & 3];
+    // A target whose group was cut short receives fewer frames (keyframes only if none of the
+    // group's deltas got through) until the next group starts, whatever the pressure now.
+    let cut = !ctx.starts_group & same_group & (flags & TRUNCATED != 0);
+    d.quality = RUNGS[if cut {
+        2 + !had_deltas as usize
+    } else {
+        rung & 3
+    }];
     // What the target can still decode.
     let decodable = if KIND == KIND_DELTA || KIND == KIND_DEPENDENT {
         same_group & (flags & ctx.key_mask == VALID | HAS_KEY)

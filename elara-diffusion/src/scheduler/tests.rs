@@ -725,3 +725,35 @@ fn the_fast_path_decides_like_the_general_path() {
         assert_eq!(fast.states[0].tracks, general.states[0].tracks);
     }
 }
+
+#[test]
+fn a_cut_group_reports_fewer_frames_until_the_next_keyframe() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(20_000)).unwrap();
+    let mut out = Vec::new();
+    let target = [(a, InterestLevel::Low)];
+    s.schedule(t(0), &video(0, 1, t(0), true), target, &mut out);
+    assert!(out[0].is_send());
+    // Deltas at the same instant until the slow link's pressure cuts the group.
+    let mut sent = 0;
+    let mut seq = 1;
+    loop {
+        s.schedule(t(0), &video(seq, 1, t(0), false), target, &mut out);
+        seq += 1;
+        if !out[0].is_send() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 0, "some deltas got through before the cut");
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::FramesSkipped));
+    // Much later the bucket is full again, but the group stays cut: the target receives
+    // fewer frames, whatever the pressure, until the next keyframe.
+    s.schedule(t(450), &video(seq, 1, t(450), false), target, &mut out);
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::FramesSkipped));
+    assert_eq!(out[0].quality, Quality::ReducedFrames);
+    s.schedule(t(460), &video(seq + 1, 2, t(460), true), target, &mut out);
+    assert!(out[0].is_send());
+    assert_eq!(out[0].quality, Quality::Full);
+}
