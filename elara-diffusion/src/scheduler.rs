@@ -40,7 +40,7 @@
 //! limits become deadlines once per call, so a decision compares times and never divides. The
 //! common cases — a base-layer delta to a target whose group is healthy or already cut short,
 //! a keyframe starting a group — run in a loop without calls; anything else takes the general
-//! per-target code, and a test checks on random workloads that both decide alike. About 40
+//! per-target code, and a test checks on random workloads that both decide alike. About 37
 //! instructions per decision at 10,000 receivers (`benches/RESULTS.md`).
 //!
 //! # Driving contract
