@@ -1197,12 +1197,13 @@ impl PropagationScheduler {
         }
         // A delta of a group this scheduler cut for the target (it skipped an earlier delta
         // of it) would not decode there either: repairing it would undo the cut at burst rate.
-        let track = self.states[s].tracks[link.index as usize];
+        let st = &self.states[s];
+        let track = st.tracks[link.index()];
         if update.kind == UpdateKind::Video
             && !update.keyframe
             && update.layer == 0
-            && track.flags & (VALID | TRUNCATED) == VALID | TRUNCATED
-            && track.group == update.group.0
+            && track as u8 & (VALID | TRUNCATED) == VALID | TRUNCATED
+            && track >> 8 == st.epoch_of(update.group.0)
         {
             decision.verdict = Verdict::Drop(DropReason::FramesSkipped);
             decision.quality = Quality::ReducedFrames;
