@@ -236,7 +236,7 @@ pub struct SwarmNode {
     decisions: Vec<Decision>,
     call: Option<Call>,
     /// Peers that failed recently, not tried again as parents until the time given.
-    failed: BTreeMap<NodeId, Time>,
+    failed: peer::FailedPeers,
     health: Health,
     health_dirty: bool,
     counters: NodeCounters,
@@ -258,7 +258,7 @@ impl SwarmNode {
             pacing: PacingQueue::default(),
             decisions: Vec::new(),
             call: None,
-            failed: BTreeMap::new(),
+            failed: peer::FailedPeers::default(),
             health: Health::Healthy,
             health_dirty: true,
             counters: NodeCounters::default(),
@@ -473,7 +473,7 @@ impl SwarmNode {
                 TimerReason::Scheduler => {}
             }
         }
-        self.failed.retain(|_, until| *until > now);
+        self.failed.expire(now);
         self.health_dirty = true;
         self.refresh_health(now);
     }
