@@ -1195,6 +1195,21 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::UnknownLink, 1);
             return decision;
         }
+        // A delta of a group this scheduler cut for the target (it skipped an earlier delta
+        // of it) would not decode there either: repairing it would undo the cut at burst rate.
+        let st = &self.states[s];
+        let track = st.tracks[link.index()];
+        if update.kind == UpdateKind::Video
+            && !update.keyframe
+            && update.layer == 0
+            && track as u8 & (VALID | TRUNCATED) == VALID | TRUNCATED
+            && track >> 8 == st.epoch_of(update.group.0)
+        {
+            decision.verdict = Verdict::Drop(DropReason::FramesSkipped);
+            decision.quality = Quality::ReducedFrames;
+            self.stats.record_drops(DropReason::FramesSkipped, 1);
+            return decision;
+        }
         let now_us = now.as_micros() as f64;
         let i = link.index();
         let p = self.pacers.get(i);

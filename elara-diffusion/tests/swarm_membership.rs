@@ -47,6 +47,40 @@ fn a_strong_relay_takes_a_weak_leafs_place_near_the_root() {
 }
 
 #[test]
+fn strong_relays_fill_the_inner_levels_and_the_tree_stays_shallow() {
+    // Root takes 4; 8 strong relays (4 children each) and 24 one-child nodes join mixed
+    // together. Placement puts the strong uplinks at the inner levels: every strong relay at
+    // depth 2 or less, none below a one-child node, and nobody deeper than ⌈log_4 33⌉ = 3.
+    let state = StateId(7);
+    let mut h = Harness::new(5, LinkProfile::wan());
+    h.add_node(config(1, 4, None, 1000));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    let strong: Vec<u64> = (2..34).filter(|i| i % 4 == 0).collect();
+    for id in 2..34 {
+        let k = if strong.contains(&id) { 4 } else { 1 };
+        h.add_node(config(id, k, Some(1), 1000));
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(Time::ZERO, state, InterestLevel::High);
+    }
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 90, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(2));
+    for id in 2..34u64 {
+        let n = h.node(NodeId::from_u64(id));
+        let depth = n.depth(state).expect("attached");
+        assert!(depth <= 3, "node {id} at depth {depth}");
+        if strong.contains(&id) {
+            assert!(depth <= 2, "strong relay {id} at depth {depth}");
+            let parent = n.parent(state).expect("attached").prefix_u64();
+            assert!(
+                parent == 1 || strong.contains(&parent),
+                "strong relay {id} below one-child node {parent}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_relay_leaving_gracefully_hands_its_children_over_at_once() {
     let (mut h, mut s) = livestream(6, LinkProfile::wan(), 12, 2, 1000, InterestLevel::High);
     h.run_for(Duration::from_secs(2));

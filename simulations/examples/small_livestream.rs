@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/livestream.toml");
     let overrides = vec!["viewers=200".to_owned(), "duration_s=10".to_owned()];
     let scenario = Scenario::load(&path, &overrides)?;
-    let report = elara_simulations::run(scenario, 1, overrides, &mut |_, _, _| {})?;
+    let report = elara_simulations::run(scenario, 1, overrides, 1, &|_, _, _| {})?;
     print!("{}", report.table());
     let out = std::env::temp_dir().join("elara-small-livestream");
     std::fs::create_dir_all(&out)?;

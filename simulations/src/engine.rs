@@ -96,26 +96,29 @@ struct Link {
     period_lost: u32,
 }
 
-/// A node's connections, in creation order (iteration never depends on hashing).
+/// A node's connections, in creation order (iteration never depends on hashing). `peers`
+/// mirrors `links[..].peer` so that a lookup scans 4-byte entries.
 #[derive(Default)]
 struct LinkTable {
     links: Vec<Link>,
+    peers: Vec<u32>,
     index: Option<HashMap<u32, u32, BuildHasherDefault<IndexHasher>>>,
 }
 
-const INDEX_FROM: usize = 24;
+const INDEX_FROM: usize = 32;
 
 impl LinkTable {
     fn find(&self, peer: u32) -> Option<usize> {
         match &self.index {
             Some(map) => map.get(&peer).map(|&i| i as usize),
-            None => self.links.iter().position(|l| l.peer == peer),
+            None => self.peers.iter().position(|&p| p == peer),
         }
     }
 
     fn insert(&mut self, link: Link) -> usize {
         let i = self.links.len();
         self.links.push(link);
+        self.peers.push(link.peer);
         if let Some(map) = &mut self.index {
             map.insert(link.peer, i as u32);
         } else if self.links.len() > INDEX_FROM {
@@ -135,6 +138,7 @@ impl LinkTable {
             return false;
         };
         self.links.swap_remove(i);
+        self.peers.swap_remove(i);
         if let Some(map) = &mut self.index {
             map.remove(&peer);
             if let Some(moved) = self.links.get(i) {
@@ -145,9 +149,22 @@ impl LinkTable {
     }
 }
 
+/// The engine's per-node state that every message touches, in one cache line: access link
+/// FIFOs, their capacities and queue limits, position, timer and liveness.
+#[derive(Clone, Copy)]
+#[repr(align(64))]
 struct Access {
     up_busy: u64,
     down_busy: u64,
+    /// Earliest armed timer (`u64::MAX`: none).
+    timer_at: u64,
+    up_bps: u64,
+    down_bps: u64,
+    up_queue: u32,
+    down_queue: u32,
+    pos: (f32, f32),
+    alive: bool,
+    /// Gilbert-Elliott state of the downlink.
     bad: bool,
 }
 
@@ -161,21 +178,17 @@ pub struct Engine<'w, K: ProtocolKind> {
     link: &'w LinkModel,
     now: u64,
     queue: crate::queue::EventQueue<Ev>,
-    nodes: Vec<Option<K::Node>>,
-    timer_at: Vec<u64>,
+    /// Boxed: a node is moved out of its slot while its output is handled (a pointer move).
+    nodes: Vec<Option<Box<K::Node>>>,
     access: Vec<Access>,
     links: Vec<LinkTable>,
-    alive: Vec<bool>,
     partition: Option<usize>,
     rng: ChaCha8Rng,
     metrics: Collector,
     next_frame: usize,
-    tx: Vec<Transmit>,
     evs: Vec<ProtocolEvent>,
     cache: Option<(u32, u8, u64, u64, usize, usize, Bytes)>,
     events: u64,
-    up_queue: Vec<u64>,
-    down_queue: Vec<u64>,
     feedback_us: u64,
     stream_bps: f64,
     /// While a node handles a delivered update: (node, (state, seq), when its first packet was
@@ -188,7 +201,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     pub fn new(world: &'w World, kind: &'w K) -> Self {
         let n = world.nodes.len();
         let link = &world.link;
-        let q = |bps: u64| ((bps as f64 * link.queue_us / 8e6) as u64).max(64 * 1024);
+        let q = |bps: u64| {
+            ((bps as f64 * link.queue_us / 8e6) as u64).clamp(64 * 1024, u64::from(u32::MAX)) as u32
+        };
         let mut e = Engine {
             world,
             kind,
@@ -196,26 +211,30 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             now: 0,
             queue: crate::queue::EventQueue::new(),
             nodes: (0..n).map(|_| None).collect(),
-            timer_at: vec![u64::MAX; n],
-            access: (0..n)
-                .map(|_| Access {
+            access: world
+                .nodes
+                .iter()
+                .map(|p| Access {
                     up_busy: 0,
                     down_busy: 0,
+                    timer_at: u64::MAX,
+                    up_bps: p.up_bps,
+                    down_bps: p.down_bps,
+                    up_queue: q(p.up_bps),
+                    down_queue: q(p.down_bps),
+                    pos: p.pos,
+                    alive: false,
                     bad: false,
                 })
                 .collect(),
             links: (0..n).map(|_| LinkTable::default()).collect(),
-            alive: vec![false; n],
             partition: None,
             rng: ChaCha8Rng::seed_from_u64(world.seed ^ 0x000e_1a2a_00e7),
             metrics: Collector::new(world),
             next_frame: 0,
-            tx: Vec::new(),
             evs: Vec::new(),
             cache: None,
             events: 0,
-            up_queue: world.nodes.iter().map(|p| q(p.up_bps)).collect(),
-            down_queue: world.nodes.iter().map(|p| q(p.down_bps)).collect(),
             feedback_us: (world.scenario.feedback_ms * 1000.0) as u64,
             stream_bps: world.stream_rate_bps(),
             forwarding: None,
@@ -241,11 +260,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     /// Runs to the end and summarises.
     pub fn run(mut self, progress: Progress<'_>) -> RunReport {
         let end = self.world.end_us;
-        while let Some(t) = self.queue.peek_time() {
+        while let Some((t, ev)) = self.queue.pop() {
             if t > end {
                 break;
             }
-            let (t, ev) = self.queue.pop().expect("peeked");
             self.now = t;
             self.events += 1;
             if self.events & 0xFFFF == 0 {
@@ -283,7 +301,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             Ev::Timer(n) => self.timer(n),
             Ev::Feedback(n) => self.feedback(n),
             Ev::Connected { node, peer } => {
-                if self.alive[node as usize] && self.links[node as usize].find(peer).is_some() {
+                if self.access[node as usize].alive
+                    && self.links[node as usize].find(peer).is_some()
+                {
                     let now = self.time();
                     if let Some(p) = self.nodes[node as usize].as_mut() {
                         p.peer_connected(now, node_id(peer));
@@ -300,7 +320,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 let current = table
                     .find(peer)
                     .is_some_and(|i| table.links[i].opened <= opened_by);
-                if self.alive[node as usize] && current && table.remove(peer) {
+                if self.access[node as usize].alive && current && table.remove(peer) {
                     let now = self.time();
                     if let Some(p) = self.nodes[node as usize].as_mut() {
                         p.peer_lost(now, node_id(peer));
@@ -342,7 +362,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             ),
         };
         let now = self.time();
-        let mut node = self.kind.create(&setup, now);
+        let mut node = Box::new(self.kind.create(&setup, now));
         node.start(now, &self.world.directory);
         for (t, track) in self.world.directory.iter().enumerate() {
             let l = self.world.level(n, t);
@@ -351,7 +371,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             }
         }
         self.nodes[n as usize] = Some(node);
-        self.alive[n as usize] = true;
+        self.access[n as usize].alive = true;
         self.after(n);
         let phase = self.feedback_us * u64::from(n % 97) / 97;
         self.queue
@@ -359,7 +379,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     }
 
     fn leave(&mut self, n: u32) {
-        if !self.alive[n as usize] {
+        if !self.access[n as usize].alive {
             return;
         }
         let plan = self.world.nodes[n as usize];
@@ -373,7 +393,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             self.after(n);
             0
         };
-        self.alive[n as usize] = false;
+        self.access[n as usize].alive = false;
         if let Some(p) = self.nodes[n as usize].take() {
             p.diagnostics(&mut self.metrics.protocol);
         }
@@ -401,7 +421,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         };
         self.partition = Some(j);
         for n in 0..self.nodes.len() {
-            if !self.alive[n] {
+            if !self.access[n].alive {
                 continue;
             }
             for l in &self.links[n].links {
@@ -447,7 +467,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         if f.keyframe {
             update = update.keyframe();
         }
-        if !self.alive[a as usize] {
+        if !self.access[a as usize].alive {
             return;
         }
         let now = self.time();
@@ -458,10 +478,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     }
 
     fn timer(&mut self, n: u32) {
-        if self.timer_at[n as usize] != self.now || !self.alive[n as usize] {
+        if self.access[n as usize].timer_at != self.now || !self.access[n as usize].alive {
             return;
         }
-        self.timer_at[n as usize] = u64::MAX;
+        self.access[n as usize].timer_at = u64::MAX;
         let now = self.time();
         let Some(p) = self.nodes[n as usize].as_mut() else {
             return;
@@ -473,16 +493,15 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     }
 
     fn feedback(&mut self, n: u32) {
-        if !self.alive[n as usize] {
+        if !self.access[n as usize].alive {
             return;
         }
         self.queue
             .push(self.now + self.feedback_us, Ev::Feedback(n));
-        let plan = self.world.nodes[n as usize];
+        let acc = self.access[n as usize];
         let period_s = self.feedback_us as f64 / 1e6;
-        let backlog =
-            network::backlog_bytes(self.now, self.access[n as usize].up_busy, plan.up_bps);
-        let queue_us = self.access[n as usize].up_busy.saturating_sub(self.now);
+        let backlog = network::backlog_bytes(self.now, acc.up_busy, acc.up_bps);
+        let queue_us = acc.up_busy.saturating_sub(self.now);
         // Max-min fair share of the uplink among the links used in the period.
         let table = &self.links[n as usize];
         let active: Vec<(usize, f64)> = table
@@ -496,15 +515,16 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             return;
         }
         // What each link could carry now: the uplink capacity left over by the other links at
-        // their current rates, at least an equal share, at most the receiver's downlink.
-        let cap = plan.up_bps as f64 / 8.0;
+        // their current rates, at least its max-min fair share (light links such as audio keep
+        // what they use, the heavy ones split the rest), at most the receiver's downlink.
+        let cap = acc.up_bps as f64 / 8.0;
         let total: f64 = active.iter().map(|a| a.1).sum();
-        let equal = cap / active.len() as f64;
+        let equal = max_min_level(cap, active.iter().map(|a| a.1));
         let mut stats = Vec::with_capacity(active.len());
         let period_total: f64 = total.max(1.0);
         for (i, rate) in active {
             let l = table.links[i];
-            let down = self.world.nodes[l.peer as usize].down_bps as f64 / 8.0;
+            let down = self.access[l.peer as usize].down_bps as f64 / 8.0;
             let est = (cap - (total - rate)).max(equal).min(down);
             stats.push((
                 l.peer,
@@ -531,46 +551,42 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     }
 
     fn one_way(&self, a: u32, b: u32) -> u64 {
-        self.link.one_way_us(
-            self.world.nodes[a as usize].pos,
-            self.world.nodes[b as usize].pos,
-        )
+        self.link
+            .one_way_us(self.access[a as usize].pos, self.access[b as usize].pos)
     }
 
     /// Drains a node after an input: transmits and events until both are empty, then its timer.
     fn after(&mut self, n: u32) {
         let now = self.time();
+        // The node is taken out of its slot while its output is handled: sending and events
+        // never touch the sender's own node, and each transmit is sent as it is polled.
+        let Some(mut node) = self.nodes[n as usize].take() else {
+            return;
+        };
         loop {
-            let Some(node) = self.nodes[n as usize].as_mut() else {
-                return;
-            };
+            let mut any = false;
             while let Some(t) = node.poll_transmit(now) {
-                self.tx.push(t);
+                any = true;
+                self.send(n, t);
             }
             while let Some(e) = node.poll_event() {
                 self.evs.push(e);
             }
-            if self.tx.is_empty() && self.evs.is_empty() {
+            if !any && self.evs.is_empty() {
                 break;
             }
-            let mut tx = std::mem::take(&mut self.tx);
-            for t in tx.drain(..) {
-                self.send(n, t);
-            }
-            self.tx = tx;
             let mut evs = std::mem::take(&mut self.evs);
             for e in evs.drain(..) {
                 self.on_event(n, e);
             }
             self.evs = evs;
         }
-        let deadline = self.nodes[n as usize]
-            .as_mut()
-            .and_then(|p| p.poll_timeout());
+        let deadline = node.poll_timeout();
+        self.nodes[n as usize] = Some(node);
         if let Some(t) = deadline {
             let t = t.as_micros().max(self.now);
-            if t < self.timer_at[n as usize] {
-                self.timer_at[n as usize] = t;
+            if t < self.access[n as usize].timer_at {
+                self.access[n as usize].timer_at = t;
                 self.queue.push(t, Ev::Timer(n));
             }
         }
@@ -622,7 +638,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     /// Creates the link `from → to` (and its reverse when reachable) and schedules the
     /// connection notifications; returns the index of the link in `from`'s table.
     fn open_link(&mut self, from: u32, to: u32) -> usize {
-        let reachable = self.alive[to as usize] && !self.cut(from, to);
+        let reachable = self.access[to as usize].alive && !self.cut(from, to);
         let rtt = 2 * self.one_way(from, to);
         let now = self.now;
         let fresh = |peer: u32, ready_at: u64| Link {
@@ -718,7 +734,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             Some(i) => i,
             None => self.open_link(from, to),
         };
-        let unreachable = !self.alive[to as usize] || self.cut(from, to);
+        let unreachable = !self.access[to as usize].alive || self.cut(from, to);
         let link = &mut self.links[from as usize].links[li];
         link.period_bytes += len as u64;
         link.period_packets += packets;
@@ -729,10 +745,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             return;
         }
         // Uplink FIFO.
-        let plan = &self.world.nodes[from as usize];
         let acc = &mut self.access[from as usize];
-        let backlog = network::backlog_bytes(self.now, acc.up_busy, plan.up_bps);
-        if backlog + len as u64 > self.up_queue[from as usize] {
+        let up_bps = acc.up_bps;
+        let backlog = network::backlog_bytes(self.now, acc.up_busy, up_bps);
+        if backlog + len as u64 > u64::from(acc.up_queue) {
             self.links[from as usize].links[li].period_lost += packets;
             self.metrics.counters.uplink_drops += 1;
             return;
@@ -748,14 +764,16 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         {
             start = acc.up_busy.max(ready);
         }
-        let pkt_up = network::tx_us(PACKET_BYTES.min(len), plan.up_bps);
-        let depart = (start + network::tx_us(len, plan.up_bps)).max(self.now + pkt_up);
+        let pkt_up = network::tx_us(PACKET_BYTES.min(len), up_bps);
+        let depart = (start + network::tx_us(len, up_bps)).max(self.now + pkt_up);
         acc.up_busy = depart;
         self.metrics.on_send(from, len, is_update);
         // Core: latency, jitter, loss and recovery.
         let one_way = self.one_way(from, to) + self.link.jitter_us(&mut self.rng);
-        let first = start.max(ready_at) + pkt_up + one_way;
-        let mut last = depart.max(ready_at + network::tx_us(len, plan.up_bps)) + one_way;
+        // Cut-through may date the first packet before now (the update being forwarded was
+        // delayed by loss recovery); nothing arrives in the past.
+        let first = (start.max(ready_at) + pkt_up + one_way).max(self.now);
+        let mut last = depart.max(ready_at + network::tx_us(len, up_bps)) + one_way;
         let mut attempts = 1;
         loop {
             let bad = &mut self.access[to as usize].bad;
@@ -787,22 +805,22 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     }
 
     fn arrive(&mut self, to: u32, from: u32, bytes: Bytes, last: u64) {
-        if !self.alive[to as usize] {
+        if !self.access[to as usize].alive {
             return;
         }
-        let plan = &self.world.nodes[to as usize];
         let acc = &mut self.access[to as usize];
+        let down_bps = acc.down_bps;
         let len = bytes.len();
-        let backlog = network::backlog_bytes(self.now, acc.down_busy, plan.down_bps);
-        if backlog + len as u64 > self.down_queue[to as usize] {
+        let backlog = network::backlog_bytes(self.now, acc.down_busy, down_bps);
+        if backlog + len as u64 > u64::from(acc.down_queue) {
             self.metrics.counters.downlink_drops += 1;
             return;
         }
         // The downlink is a work-conserving FIFO: it serialises this message after what it
         // already holds, and the message is complete no earlier than its last packet's arrival.
         let rx_start = acc.down_busy.max(self.now);
-        acc.down_busy = rx_start + network::tx_us(len, plan.down_bps);
-        let pkt_down = network::tx_us(PACKET_BYTES.min(len), plan.down_bps);
+        acc.down_busy = rx_start + network::tx_us(len, down_bps);
+        let pkt_down = network::tx_us(PACKET_BYTES.min(len), down_bps);
         let done = acc.down_busy.max(last + pkt_down);
         self.queue.push(
             done,
@@ -816,7 +834,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     }
 
     fn deliver(&mut self, to: u32, from: u32, bytes: Bytes, ready: u64) {
-        if !self.alive[to as usize] {
+        if !self.access[to as usize].alive {
             return;
         }
         if self.links[to as usize].find(from).is_none() {
@@ -866,4 +884,43 @@ pub fn splitmix(mut x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The max-min fair share ("water level") of `cap` among links demanding `rates`: links below
+/// the level get what they use, each of the others gets the level.
+fn max_min_level(cap: f64, rates: impl Iterator<Item = f64>) -> f64 {
+    let mut rates: Vec<f64> = rates.collect();
+    rates.sort_by(f64::total_cmp);
+    let mut left = cap;
+    let mut n = rates.len();
+    for r in rates {
+        let level = left / n as f64;
+        if r > level {
+            return level;
+        }
+        left -= r;
+        n -= 1;
+    }
+    // Everyone is below the level: the uplink has room, the largest share is what is left.
+    left.max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_min_share_gives_light_links_their_use_and_splits_the_rest() {
+        // 20 units among an audio-like link (1) and three heavy ones: the heavy ones get
+        // (20 - 1) / 3 each.
+        let level = max_min_level(20.0, [1.0, 9.0, 9.0, 9.0].into_iter());
+        assert!((level - 19.0 / 3.0).abs() < 1e-9, "{level}");
+        // Room to spare: the level is what the others leave.
+        assert_eq!(max_min_level(20.0, [1.0, 2.0].into_iter()), 17.0);
+        // Everyone heavy: an equal share.
+        assert_eq!(
+            max_min_level(20.0, [30.0, 30.0, 30.0, 30.0].into_iter()),
+            5.0
+        );
+    }
 }

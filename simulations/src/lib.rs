@@ -34,7 +34,7 @@
 //!     protocols = ["star", "elara-0.2"]
 //! "#;
 //! let scenario = Scenario::parse(Path::new("tiny.toml"), text, &[]).unwrap();
-//! let report = run(scenario, 7, Vec::new(), &mut |_, _, _| {}).unwrap();
+//! let report = run(scenario, 7, Vec::new(), 1, &|_, _, _| {}).unwrap();
 //! assert_eq!(report.runs.len(), 2);
 //! assert!(report.runs[0].levels[0].delivery_ratio > 0.9);
 //! ```
@@ -54,6 +54,8 @@ pub mod workload;
 pub mod world;
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::baselines::{gossip::Gossip, star::Star, tree020::Tree020};
 use crate::elara::Elara;
@@ -118,43 +120,74 @@ pub fn read_media(path: &Path, video: bool) -> Result<RawFrames, String> {
     Ok(frames)
 }
 
-fn run_one<K: ProtocolKind>(
-    world: &World,
-    kind: &K,
-    progress: &mut dyn FnMut(&str, u64, u64),
-) -> RunReport {
+/// Progress callback shared by the protocols' runs: protocol, simulated µs, events so far.
+pub type ProgressFn<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
+
+fn run_one<K: ProtocolKind>(world: &World, kind: &K, progress: ProgressFn<'_>) -> RunReport {
     let name = kind.name();
     Engine::new(world, kind).run(&mut |t, ev| progress(name, t, ev))
 }
 
+fn run_protocol(world: &World, protocol: &str, progress: ProgressFn<'_>) -> RunReport {
+    let s = &world.scenario;
+    match protocol {
+        "elara" => run_one(world, &Elara, progress),
+        "star" => run_one(world, &Star, progress),
+        "gossip" => run_one(
+            world,
+            &Gossip {
+                fanout: s.gossip.fanout as usize,
+                view: s.gossip.view as usize,
+            },
+            progress,
+        ),
+        "elara-0.2" => run_one(world, &Tree020, progress),
+        other => unreachable!("scenario validation admits only known protocols, got {other}"),
+    }
+}
+
 /// Plans the world from `scenario` and `seed`, then runs every protocol the scenario lists over
-/// it. `progress` is called with the protocol, the simulated µs and the events so far.
+/// it, up to `threads` protocols at a time (each protocol's run is single-threaded and
+/// independent of the others, so the report is the same for any `threads`; peak memory grows
+/// with it). `progress` is called with the protocol, the simulated µs and the events so far.
 pub fn run(
     scenario: Scenario,
     seed: u64,
     overrides: Vec<String>,
-    progress: &mut dyn FnMut(&str, u64, u64),
+    threads: usize,
+    progress: ProgressFn<'_>,
 ) -> Result<Report, RunError> {
     let world = World::build(scenario, seed, &read_media).map_err(RunError::Workload)?;
     let s = &world.scenario;
-    let mut runs = Vec::new();
-    for p in &s.protocols {
-        let r = match p.as_str() {
-            "elara" => run_one(&world, &Elara, progress),
-            "star" => run_one(&world, &Star, progress),
-            "gossip" => run_one(
-                &world,
-                &Gossip {
-                    fanout: s.gossip.fanout as usize,
-                    view: s.gossip.view as usize,
-                },
-                progress,
-            ),
-            "elara-0.2" => run_one(&world, &Tree020, progress),
-            other => unreachable!("scenario validation admits only known protocols, got {other}"),
-        };
-        runs.push(r);
-    }
+    let n = s.protocols.len();
+    let threads = threads.clamp(1, n.max(1));
+    let runs: Vec<RunReport> = if threads == 1 {
+        s.protocols
+            .iter()
+            .map(|p| run_protocol(&world, p, progress))
+            .collect()
+    } else {
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<RunReport>>> = (0..n).map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = s.protocols.get(i) else {
+                            break;
+                        };
+                        let r = run_protocol(&world, p, progress);
+                        *slots[i].lock().unwrap() = Some(r);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|m| m.into_inner().unwrap().expect("every protocol ran"))
+            .collect()
+    };
     Ok(Report {
         scenario: s.name.clone(),
         description: s.description.clone(),

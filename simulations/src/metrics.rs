@@ -103,10 +103,7 @@ fn bit(set: &[u64], i: u32) -> bool {
         .is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
-fn set_bit(set: &mut Vec<u64>, i: u32, words: usize) -> bool {
-    if set.is_empty() {
-        set.resize(words, 0);
-    }
+fn set_bit(set: &mut [u64], i: u32) -> bool {
     let w = &mut set[(i / 64) as usize];
     let had = *w & (1 << (i % 64)) != 0;
     *w |= 1 << (i % 64);
@@ -118,8 +115,11 @@ pub struct Collector {
     nt: usize,
     words: usize,
     deadline_us: u64,
-    received: Vec<Vec<u64>>,
-    delivered: Vec<Vec<u64>>,
+    /// Per node, `words` words of one bit per frame: received over the network (all nodes in
+    /// one allocation; pages of nodes that never receive stay untouched).
+    received: Vec<u64>,
+    /// Likewise: delivered to the application.
+    delivered: Vec<u64>,
     /// Bytes each node sent.
     pub bytes_up: Vec<u64>,
     recv_unique: Vec<u32>,
@@ -145,12 +145,13 @@ impl Collector {
         let n = world.nodes.len();
         let nt = world.track_count();
         let buckets = (world.stream_end_us / 1_000_000 + 1) as usize;
+        let words = world.frames.frames.len().div_ceil(64);
         Collector {
             nt,
-            words: world.frames.frames.len().div_ceil(64),
+            words,
             deadline_us: (world.scenario.playout.deadline_ms * 1000.0) as u64,
-            received: vec![Vec::new(); n],
-            delivered: vec![Vec::new(); n],
+            received: vec![0; n * words],
+            delivered: vec![0; n * words],
             bytes_up: vec![0; n],
             recv_unique: vec![0; n],
             recv_dup: vec![0; n],
@@ -182,7 +183,8 @@ impl Collector {
     /// An update for `frame` reached `node` over the network.
     pub fn on_receive(&mut self, node: u32, frame: u32) {
         let n = node as usize;
-        if set_bit(&mut self.received[n], frame, self.words) {
+        let w = self.words;
+        if set_bit(&mut self.received[n * w..(n + 1) * w], frame) {
             self.recv_dup[n] += 1;
         } else {
             self.recv_unique[n] += 1;
@@ -192,14 +194,15 @@ impl Collector {
     /// `node`'s protocol delivered `frame` to the application at `now_us`.
     pub fn on_delivered(&mut self, world: &World, node: u32, frame: u32, now_us: u64, hops: u8) {
         let n = node as usize;
-        if set_bit(&mut self.delivered[n], frame, self.words) {
+        let w = self.words;
+        if set_bit(&mut self.delivered[n * w..(n + 1) * w], frame) {
             self.counters.violations_duplicate_delivery += 1;
             return;
         }
         let f = world.frames.frames[frame as usize];
         if !f.keyframe
             && let Some(k) = world.frames.keyframe_of(frame)
-            && !bit(&self.delivered[n], k)
+            && !bit(&self.delivered[n * w..(n + 1) * w], k)
         {
             self.counters.violations_missing_keyframe += 1;
         }
@@ -546,9 +549,9 @@ mod tests {
 
     #[test]
     fn bitsets() {
-        let mut s = Vec::new();
-        assert!(!set_bit(&mut s, 70, 2));
-        assert!(set_bit(&mut s, 70, 2));
+        let mut s = vec![0; 2];
+        assert!(!set_bit(&mut s, 70));
+        assert!(set_bit(&mut s, 70));
         assert!(bit(&s, 70) && !bit(&s, 69));
     }
 }

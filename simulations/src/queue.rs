@@ -1,29 +1,54 @@
 //! The discrete-event queue: events ordered by time, ties broken by insertion sequence.
 //!
-//! The heap holds compact 24-byte keys `(time, seq, slot)`; event bodies live in a slab indexed by
-//! `slot` and are recycled through a free list, so the steady state allocates nothing per event.
+//! A calendar queue: a ring of buckets, each [`BUCKET_US`] µs of simulated time wide, covers the
+//! next [`HORIZON_US`] µs; events further away wait in a binary heap and move into the ring as
+//! time advances. Events are stored inline in their bucket, so a push appends to a vector and a
+//! pop takes the last element of the current bucket, which is sorted (descending by time, then
+//! sequence) when time reaches it. The order is exactly that of a heap keyed by
+//! `(time, sequence)`: runs stay reproducible whatever the bucket sizes.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Key {
+/// Width of one bucket, µs (a power of two).
+pub const BUCKET_US: u64 = 1 << BUCKET_SHIFT;
+const BUCKET_SHIFT: u32 = 5;
+const BUCKETS: usize = 1 << 17;
+/// Simulated time the ring covers, µs (about 4.2 s).
+pub const HORIZON_US: u64 = BUCKET_US * BUCKETS as u64;
+/// Drained buckets' vectors kept for reuse (the ring itself holds memory only in its pending
+/// buckets, whatever their peak sizes were).
+const POOL: usize = 256;
+/// A drained vector larger than this is freed rather than pooled.
+const POOL_MAX_CAPACITY: usize = 1 << 12;
+
+struct Entry<E> {
     time: u64,
     seq: u64,
-    slot: u32,
+    event: E,
 }
 
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: `BinaryHeap` is a max-heap and we pop the earliest event first.
-        other
-            .time
-            .cmp(&self.time)
-            .then_with(|| other.seq.cmp(&self.seq))
+impl<E> Entry<E> {
+    fn key(&self) -> (u64, u64) {
+        (self.time, self.seq)
     }
 }
 
-impl PartialOrd for Key {
+impl<E> PartialEq for Entry<E> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl<E> Eq for Entry<E> {}
+
+impl<E> Ord for Entry<E> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl<E> PartialOrd for Entry<E> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -33,18 +58,31 @@ impl PartialOrd for Key {
 /// time come out in the order they were pushed, which makes every run with the same inputs
 /// identical.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Key>,
-    slab: Vec<Option<E>>,
-    free: Vec<u32>,
+    ring: Vec<Vec<Entry<E>>>,
+    /// Start of the current bucket's time range (a multiple of [`BUCKET_US`]).
+    base: u64,
+    /// Ring index of the current bucket.
+    cur: usize,
+    /// Whether the current bucket is sorted (descending) and being drained.
+    sorted: bool,
+    /// Events in the ring.
+    in_ring: usize,
+    /// Events at or beyond `base + HORIZON_US`.
+    far: BinaryHeap<Reverse<Entry<E>>>,
+    pool: Vec<Vec<Entry<E>>>,
     next_seq: u64,
 }
 
 impl<E> Default for EventQueue<E> {
     fn default() -> Self {
         EventQueue {
-            heap: BinaryHeap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
+            ring: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            base: 0,
+            cur: 0,
+            sorted: false,
+            in_ring: 0,
+            far: BinaryHeap::new(),
+            pool: Vec::new(),
             next_seq: 0,
         }
     }
@@ -56,57 +94,113 @@ impl<E> EventQueue<E> {
         Self::default()
     }
 
-    /// Schedules `event` at `time` (microseconds).
+    /// Schedules `event` at `time` (microseconds), which must not be before the last popped
+    /// event's time (an earlier time is a driver bug: debug builds panic, release builds
+    /// schedule it at the start of the current bucket).
     pub fn push(&mut self, time: u64, event: E) {
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slab[slot as usize] = Some(event);
-                slot
-            }
-            None => {
-                let slot = u32::try_from(self.slab.len())
-                    .expect("more than 4 billion pending events: the scenario is far too large");
-                self.slab.push(Some(event));
-                slot
-            }
-        };
-        self.heap.push(Key {
-            time,
+        debug_assert!(time >= self.base, "event scheduled in the past");
+        let entry = Entry {
+            time: time.max(self.base),
             seq: self.next_seq,
-            slot,
-        });
+            event,
+        };
         self.next_seq += 1;
+        self.place(entry);
+    }
+
+    fn place(&mut self, entry: Entry<E>) {
+        let offset = entry.time - self.base;
+        if offset >= HORIZON_US {
+            self.far.push(Reverse(entry));
+            return;
+        }
+        let slot = (self.cur + (offset >> BUCKET_SHIFT) as usize) & (BUCKETS - 1);
+        self.in_ring += 1;
+        let bucket = &mut self.ring[slot];
+        if bucket.capacity() == 0
+            && let Some(v) = self.pool.pop()
+        {
+            *bucket = v;
+        }
+        if slot == self.cur && self.sorted {
+            // The bucket being drained is sorted descending: insert in place.
+            let key = entry.key();
+            let at = bucket.partition_point(|e| e.key() > key);
+            bucket.insert(at, entry);
+        } else {
+            bucket.push(entry);
+        }
+    }
+
+    /// Moves to the next bucket and pulls in far events that now fall within the horizon.
+    fn advance(&mut self) {
+        let drained = std::mem::take(&mut self.ring[self.cur]);
+        if drained.capacity() > 0
+            && drained.capacity() <= POOL_MAX_CAPACITY
+            && self.pool.len() < POOL
+        {
+            self.pool.push(drained);
+        }
+        self.sorted = false;
+        if self.in_ring == 0 {
+            // Nothing in the ring: jump straight to the next far event's bucket.
+            match self.far.peek() {
+                Some(Reverse(e)) if e.time >= self.base + BUCKET_US => {
+                    self.base = e.time & !(BUCKET_US - 1);
+                }
+                _ => self.base += BUCKET_US,
+            }
+        } else {
+            self.base += BUCKET_US;
+        }
+        self.cur = ((self.base >> BUCKET_SHIFT) as usize) & (BUCKETS - 1);
+        let limit = self.base + HORIZON_US;
+        while self.far.peek().is_some_and(|Reverse(e)| e.time < limit) {
+            let Some(Reverse(e)) = self.far.pop() else {
+                break;
+            };
+            self.place(e);
+        }
     }
 
     /// Removes and returns the earliest event with its time.
     pub fn pop(&mut self) -> Option<(u64, E)> {
-        let key = self.heap.pop()?;
-        let event = self.slab[key.slot as usize]
-            .take()
-            .expect("every heap key points at a filled slab slot");
-        self.free.push(key.slot);
-        Some((key.time, event))
-    }
-
-    /// Time of the earliest pending event.
-    pub fn peek_time(&self) -> Option<u64> {
-        self.heap.peek().map(|k| k.time)
+        loop {
+            if self.sorted
+                && let Some(e) = self.ring[self.cur].pop()
+            {
+                self.in_ring -= 1;
+                return Some((e.time, e.event));
+            }
+            if !self.ring[self.cur].is_empty() {
+                self.ring[self.cur].sort_unstable_by_key(|e| Reverse(e.key()));
+                self.sorted = true;
+                continue;
+            }
+            if self.in_ring == 0 && self.far.is_empty() {
+                // Stay on this bucket: later pushes are not earlier than the last pop.
+                return None;
+            }
+            self.advance();
+        }
     }
 
     /// Number of pending events.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.in_ring + self.far.len()
     }
 
     /// True when no event is pending.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     #[test]
     fn pops_by_time_then_insertion_order() {
@@ -124,15 +218,39 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    /// Random pushes interleaved with pops, near and far (beyond the ring's horizon) and into the
+    /// bucket being drained, come out exactly as from a heap keyed by (time, sequence).
     #[test]
-    fn slots_are_recycled() {
+    fn matches_a_heap_ordered_by_time_then_sequence() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut q = EventQueue::new();
-        for round in 0..10u64 {
-            q.push(round, round);
-            q.push(round, round + 100);
-            assert_eq!(q.pop(), Some((round, round)));
-            assert_eq!(q.pop(), Some((round, round + 100)));
+        let mut heap = BinaryHeap::new();
+        let mut seq = 0u64;
+        let mut now = 0u64;
+        for _ in 0..60_000 {
+            if rng.random_bool(0.55) {
+                let dt = match rng.random_range(0..4) {
+                    0 => rng.random_range(0..BUCKET_US),
+                    1 => rng.random_range(0..100_000),
+                    2 => rng.random_range(0..3 * HORIZON_US),
+                    _ => 0,
+                };
+                q.push(now + dt, seq);
+                heap.push(Reverse((now + dt, seq)));
+                seq += 1;
+            } else {
+                let want = heap.pop().map(|Reverse(k)| k);
+                let got = q.pop();
+                assert_eq!(got, want);
+                if let Some((t, _)) = got {
+                    now = t;
+                }
+            }
+            assert_eq!(q.len(), heap.len());
         }
-        assert!(q.slab.len() <= 2);
+        while let Some(Reverse(k)) = heap.pop() {
+            assert_eq!(q.pop(), Some(k));
+        }
+        assert!(q.pop().is_none());
     }
 }

@@ -15,7 +15,7 @@ fn scenario_path(name: &str) -> PathBuf {
 fn run(name: &str, seed: u64, overrides: &[&str]) -> Report {
     let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let s = Scenario::load(&scenario_path(name), &o).unwrap();
-    elara_simulations::run(s, seed, o, &mut |_, _, _| {}).unwrap()
+    elara_simulations::run(s, seed, o, 1, &|_, _, _| {}).unwrap()
 }
 
 fn assert_invariants(r: &Report) {
@@ -54,6 +54,11 @@ fn same_seed_gives_byte_identical_json_and_another_seed_differs() {
     let a = serde_json::to_string(&run("livestream", 5, &o)).unwrap();
     let b = serde_json::to_string(&run("livestream", 5, &o)).unwrap();
     assert_eq!(a, b);
+    // The protocols run side by side on threads: the same report.
+    let owned: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+    let s = Scenario::load(&scenario_path("livestream"), &owned).unwrap();
+    let threaded = elara_simulations::run(s, 5, owned, 3, &|_, _, _| {}).unwrap();
+    assert_eq!(a, serde_json::to_string(&threaded).unwrap());
     let c = serde_json::to_string(&run("livestream", 6, &o)).unwrap();
     assert_ne!(a, c);
 }
@@ -170,6 +175,30 @@ fn flash_crowd_churn_lossy_heterogeneous_and_partition_run_small() {
         let r = run(name, 4, &o);
         assert_invariants(&r);
         assert!(!r.runs.is_empty(), "{name}");
+    }
+}
+
+/// The scale scenarios say what issue #4 measures (a 100,000-viewer 60 s and a 1,000,000-viewer
+/// 10 s livestream of 2.5 Mbit/s video at 30 fps with a keyframe every 2 s plus 20 ms audio) and
+/// run, scaled down, with the protocols they select.
+#[test]
+fn scale_scenarios_describe_the_issue_runs_and_run_small() {
+    for (name, viewers, duration) in [("scale-100k", 100_000, 60.0), ("scale-1m", 1_000_000, 10.0)]
+    {
+        let s = Scenario::load(&scenario_path(name), &[]).unwrap();
+        assert_eq!(s.viewers, viewers, "{name}");
+        assert_eq!(s.duration_s, duration, "{name}");
+        let v = &s.workload.video;
+        assert!(v.enabled && s.workload.audio.enabled, "{name}");
+        assert_eq!(
+            (v.bitrate_kbps, v.fps, v.keyframe_interval_s),
+            (2500.0, 30.0, 2.0)
+        );
+        assert_eq!(s.workload.audio.frame_ms, 20.0);
+        let r = run(name, 2, &["viewers=20", "duration_s=2", "join_over_s=0.5"]);
+        assert_invariants(&r);
+        let names: Vec<&str> = r.runs.iter().map(|x| x.protocol.as_str()).collect();
+        assert_eq!(names, s.protocols, "{name}");
     }
 }
 

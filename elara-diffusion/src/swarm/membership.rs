@@ -244,6 +244,6 @@ impl SwarmNode {
         }
         self.events.push_back(Event::PeerDown { peer, reason });
         self.health_dirty = true;
-        self.repair_after_loss(now, peer);
+        self.repair_after_loss(now, peer, gone.caps.max_children);
     }
 }

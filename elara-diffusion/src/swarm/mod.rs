@@ -141,9 +141,19 @@ use peer::Peer;
 use state::{Held, StateTree};
 use timer::Timers;
 
+/// Share of the announced upload capacity the scheduler paces updates into; the rest is left
+/// for control messages, transport retransmissions and estimation error.
+const UPLINK_SHARE: f64 = 0.9;
+
 fn scheduler_config(cfg: &SwarmConfig) -> SchedulerConfig {
+    // Every link's bucket draws on one uplink: without a node-wide bucket, each link's
+    // estimate assumes the others stay put, a keyframe fan-out plus repairs overfill the
+    // uplink queue, and every child's updates arrive late together.
+    let uplink_rate = (cfg.caps.upload_kbps > 0)
+        .then(|| (f64::from(cfg.caps.upload_kbps) * 125.0 * UPLINK_SHARE) as u64);
     SchedulerConfig {
         default_latency_budget: cfg.latency_budget,
+        uplink_rate,
         ..SchedulerConfig::default()
     }
 }
@@ -182,6 +192,10 @@ pub struct NodeCounters {
     pub unexpected: u64,
     /// Tree loops detected (a path containing this node) and broken.
     pub loops_broken: u64,
+    /// Attempts to move up to the grandparent ([`TimerReason::Climb`]).
+    pub climbs: u64,
+    /// Updates not forwarded to a child because they would arrive after the latency budget.
+    pub too_late_to_forward: u64,
 }
 
 /// A group call this node takes part in.
@@ -222,7 +236,7 @@ pub struct SwarmNode {
     decisions: Vec<Decision>,
     call: Option<Call>,
     /// Peers that failed recently, not tried again as parents until the time given.
-    failed: BTreeMap<NodeId, Time>,
+    failed: peer::FailedPeers,
     health: Health,
     health_dirty: bool,
     counters: NodeCounters,
@@ -244,7 +258,7 @@ impl SwarmNode {
             pacing: PacingQueue::default(),
             decisions: Vec::new(),
             call: None,
-            failed: BTreeMap::new(),
+            failed: peer::FailedPeers::default(),
             health: Health::Healthy,
             health_dirty: true,
             counters: NodeCounters::default(),
@@ -454,11 +468,12 @@ impl SwarmNode {
                 TimerReason::PullRetry(s) => self.request_repair(now, s),
                 TimerReason::Announce(s) => self.on_announce_timer(now, s),
                 TimerReason::Rebalance(s) => self.on_rebalance(now, s),
+                TimerReason::Climb(s) => self.on_climb(now, s),
                 TimerReason::SwitchDeadline(s) => self.finish_switch(now, s),
                 TimerReason::Scheduler => {}
             }
         }
-        self.failed.retain(|_, until| *until > now);
+        self.failed.expire(now);
         self.health_dirty = true;
         self.refresh_health(now);
     }

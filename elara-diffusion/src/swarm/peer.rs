@@ -1,9 +1,10 @@
 //! A neighbour as the node sees it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use elara_core::{Capabilities, Time};
+use elara_core::{Capabilities, NodeId, Time};
 
 use crate::scheduler::{LinkId, LinkStats};
 
@@ -101,5 +102,84 @@ impl Peer {
         };
         self.srtt = Some(s);
         self.link.rtt = s;
+    }
+}
+
+/// Peers that failed recently, each with the time until which it is not tried again as a
+/// parent. Entries are also kept ordered by that time, so expiring them costs only the entries
+/// that expire (a broadcaster sees thousands of failed joiners and handles a timeout for every
+/// keep-alive).
+#[derive(Debug, Default)]
+pub(crate) struct FailedPeers {
+    until: BTreeMap<NodeId, Time>,
+    by_time: BTreeSet<(Time, NodeId)>,
+}
+
+impl FailedPeers {
+    /// Avoids `peer` until `until`.
+    pub(crate) fn insert(&mut self, peer: NodeId, until: Time) {
+        if let Some(old) = self.until.insert(peer, until) {
+            self.by_time.remove(&(old, peer));
+        }
+        self.by_time.insert((until, peer));
+    }
+
+    /// Forgets `peer`.
+    pub(crate) fn remove(&mut self, peer: &NodeId) {
+        if let Some(old) = self.until.remove(peer) {
+            self.by_time.remove(&(old, *peer));
+        }
+    }
+
+    /// True while `peer` is avoided.
+    pub(crate) fn contains_key(&self, peer: &NodeId) -> bool {
+        self.until.contains_key(peer)
+    }
+
+    /// Drops the entries whose time has come (`until <= now`).
+    pub(crate) fn expire(&mut self, now: Time) {
+        while let Some(&(at, peer)) = self.by_time.first()
+            && at <= now
+        {
+            self.by_time.pop_first();
+            self.until.remove(&peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod failed_tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_at_their_time_whatever_the_order_of_insertion() {
+        let mut f = FailedPeers::default();
+        let (a, b, c) = (
+            NodeId::from_u64(1),
+            NodeId::from_u64(2),
+            NodeId::from_u64(3),
+        );
+        f.insert(a, Time::from_millis(30));
+        f.insert(b, Time::from_millis(10));
+        f.insert(c, Time::from_millis(20));
+        f.remove(&b);
+        f.expire(Time::from_millis(15));
+        assert!(f.contains_key(&a) && f.contains_key(&c) && !f.contains_key(&b));
+        f.expire(Time::from_millis(20));
+        assert!(f.contains_key(&a) && !f.contains_key(&c));
+        f.expire(Time::from_millis(29));
+        assert!(f.contains_key(&a));
+        f.expire(Time::from_millis(30));
+        assert!(!f.contains_key(&a));
+        f.insert(b, Time::from_millis(5));
+        f.expire(Time::from_millis(31));
+        assert!(!f.contains_key(&b));
+        // Failing again moves the time.
+        f.insert(c, Time::from_millis(40));
+        f.insert(c, Time::from_millis(60));
+        f.expire(Time::from_millis(50));
+        assert!(f.contains_key(&c));
+        f.expire(Time::from_millis(60));
+        assert!(!f.contains_key(&c));
     }
 }

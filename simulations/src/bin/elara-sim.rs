@@ -9,6 +9,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,10 @@ enum Command {
         /// Override a scenario field, e.g. `--set viewers=100000 --set network.loss=0.02`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Protocols run at the same time, one thread each (default: the machine's cores). The
+        /// report is the same for any value; peak memory is that of the runs in flight.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Compare two JSON reports: what got better or worse from A to B.
     Compare {
@@ -89,6 +94,7 @@ fn run(
     json: Option<&Path>,
     plots: Option<&Path>,
     set: Vec<String>,
+    threads: usize,
 ) -> Result<(), String> {
     let path = resolve(scenario);
     let s = Scenario::load(&path, &set).map_err(|e| e.to_string())?;
@@ -107,21 +113,30 @@ fn run(
     );
     let started = Instant::now();
     let names: Vec<String> = s.protocols.clone();
-    let mut last_events = 0u64;
-    let mut report = elara_simulations::run(s, seed, set, &mut |name, t, ev| {
-        let i = names.iter().position(|n| n == name).unwrap_or(0) as u64;
-        bar.set_message(name.to_owned());
-        bar.set_position(i * end_us + t.min(end_us));
-        last_events = ev;
+    // Simulated µs reached by each protocol's run (they may run side by side).
+    let reached: Vec<AtomicU64> = names.iter().map(|_| AtomicU64::new(0)).collect();
+    let mut report = elara_simulations::run(s, seed, set, threads, &|name, t, _events| {
+        if let Some(i) = names.iter().position(|n| n == name) {
+            reached[i].store(t.min(end_us), Ordering::Relaxed);
+        }
+        let running: Vec<&str> = names
+            .iter()
+            .zip(&reached)
+            .filter(|(_, r)| (1..end_us).contains(&r.load(Ordering::Relaxed)))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        bar.set_message(running.join(","));
+        bar.set_position(reached.iter().map(|r| r.load(Ordering::Relaxed)).sum());
     })
     .map_err(|e| format!("{}: {e}", path.display()))?;
     bar.finish_and_clear();
-    let _ = last_events;
     let wall = started.elapsed().as_secs_f64();
     let events: u64 = report.runs.iter().map(|r| r.counters.events).sum();
     print!("{}", report.table());
+    let used = threads.clamp(1, names.len().max(1));
     eprintln!(
-        "{events} events in {wall:.1} s wall: {:.2} M events/s",
+        "{events} events in {wall:.1} s wall ({used} thread{}): {:.2} M events per wall second",
+        if used == 1 { "" } else { "s" },
         events as f64 / wall.max(1e-9) / 1e6
     );
     if let Some(j) = json {
@@ -171,7 +186,20 @@ fn main() -> ExitCode {
             json,
             plots,
             set,
-        } => run(&scenario, seed, json.as_deref(), plots.as_deref(), set),
+            threads,
+        } => {
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            });
+            run(
+                &scenario,
+                seed,
+                json.as_deref(),
+                plots.as_deref(),
+                set,
+                threads,
+            )
+        }
         Command::Compare {
             a,
             b,
