@@ -9,8 +9,10 @@
 //! topology's aggregated interest (a swarm node updates them when interest changes, not per
 //! update), with a GCRA pacer (token bucket) per link fed by feedback (one link in ten slower
 //! than the stream), a shared uplink that carries about 90 % of the full-quality demand, and
-//! quality selection over a 30 frames/s stream with a keyframe per second and enhancement
-//! layers — into a reused buffer. Throughput is in decisions (elements) per second.
+//! quality selection (quality rungs, deltas cut for the receivers that cannot keep up, never
+//! a delta without its keyframe) over a 30 frames/s stream of base-layer updates with a
+//! keyframe per second — into a reused buffer. Throughput is in decisions (elements) per
+//! second.
 //!
 //! The group `scheduler_star_resolve` (ELARA only) measures the general entry point instead:
 //! the topology's targets listed for every update and resolved to links by hash lookup, then

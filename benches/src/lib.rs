@@ -144,8 +144,8 @@ impl ElaraStar {
         s
     }
 
-    /// The next frame of a 30 frames/s video stream (a keyframe every 30 frames, alternate
-    /// frames carrying an enhancement layer), 33 ms after the previous one.
+    /// The next frame of a 30 frames/s video stream (a keyframe every 30 frames, base-layer
+    /// deltas in between; no enhancement-layer updates), 33 ms after the previous one.
     fn next_update(&mut self) -> StateUpdate {
         self.seq += 1;
         self.now += Duration::from_millis(33);

@@ -162,7 +162,8 @@ pub enum Message {
     Pull {
         /// The state.
         state: StateId,
-        /// Sequence numbers wanted (at most [`MAX_SEQS`]).
+        /// Sequence numbers wanted (at most [`MAX_SEQS`]). Empty: a new child asks to be
+        /// started at the newest keyframe the parent holds.
         seqs: Vec<u64>,
     },
     /// Lazy repair: answer to a [`Message::Pull`] for updates the sender cannot provide and

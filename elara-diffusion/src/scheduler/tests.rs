@@ -585,3 +585,175 @@ fn repairs_skip_group_bookkeeping_but_not_budget_or_rate() {
     let d = s.schedule_repair(t(902), &video(6, 2, t(900), false), a, InterestLevel::High);
     assert_eq!(d.verdict, Verdict::Drop(DropReason::UnknownLink));
 }
+
+/// The fast path (`fast_run`) decides exactly what the general path (`decide_one`) decides:
+/// two schedulers fed the same random workload, one forced through the general path, give
+/// the same decisions, pacers, tracks and statistics. Hundreds of targets (several batches),
+/// slow, stalled and queued links, a shared uplink, keyframes, deltas, enhancement layers,
+/// fragments, audio, late updates, failures, interest changes and link churn.
+#[test]
+fn the_fast_path_decides_like_the_general_path() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..6u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let cfg = SchedulerConfig {
+            uplink_rate: if seed % 3 == 2 {
+                None
+            } else {
+                Some(rng.random_range(2_000_000..12_000_000))
+            },
+            ..SchedulerConfig::default()
+        };
+        let mut fast = PropagationScheduler::new(cfg);
+        let mut general = PropagationScheduler::new(cfg);
+        general.general_only = true;
+        let mut links = Vec::new();
+        let levels = [
+            InterestLevel::Low,
+            InterestLevel::Medium,
+            InterestLevel::High,
+            InterestLevel::Critical,
+        ];
+        for i in 0..300u64 {
+            let a = fast.add_link(t(0), n(i + 1));
+            let b = general.add_link(t(0), n(i + 1));
+            assert_eq!(a, b);
+            links.push(a);
+        }
+        let feedback = |rng: &mut rand_chacha::ChaCha8Rng| LinkStats {
+            send_rate_estimate: match rng.random_range(0..10) {
+                0 => 0,
+                1..=2 => rng.random_range(5_000..60_000),
+                _ => rng.random_range(200_000..3_000_000),
+            },
+            queued_bytes: if rng.random_bool(0.1) {
+                rng.random_range(0..50_000)
+            } else {
+                0
+            },
+            ..LinkStats::default()
+        };
+        for &l in &links {
+            let st = feedback(&mut rng);
+            fast.link_feedback(t(0), l, st).unwrap();
+            general.link_feedback(t(0), l, st).unwrap();
+            let level = levels[rng.random_range(0..4)];
+            fast.set_target(S, l, level).unwrap();
+            general.set_target(S, l, level).unwrap();
+        }
+        let (mut of, mut og) = (Vec::new(), Vec::new());
+        let mut group = 1;
+        for frame in 0..400u64 {
+            let now = t(frame * 33);
+            if frame % 25 == 0 {
+                group += 1;
+            }
+            let payload = rng.random_range(300..2_500);
+            let mut u = StateUpdate::new(
+                S,
+                n(0),
+                frame,
+                now - Duration::from_millis(rng.random_range(0..60)),
+            )
+            .with_kind(UpdateKind::Video)
+            .with_group(GroupId(group))
+            .with_payload(Bytes::from(vec![0u8; payload]));
+            match rng.random_range(0..20) {
+                0 => u = u.with_layer(1),
+                1 => u = u.with_kind(UpdateKind::Audio),
+                2 => u = u.with_group(GroupId(group.saturating_sub(1))),
+                3 => u = u.keyframe().with_fragment(Fragment { index: 1, count: 2 }),
+                _ => {}
+            }
+            if frame % 25 == 0 {
+                u = u.keyframe();
+            }
+            let registered = rng.random_bool(0.5);
+            if registered {
+                fast.schedule_registered(now, &u, &mut of);
+                general.schedule_registered(now, &u, &mut og);
+            } else {
+                let targets: Vec<_> = links
+                    .iter()
+                    .map(|&l| (l, levels[(l.index() + frame as usize) % 4]))
+                    .collect();
+                fast.schedule(now, &u, targets.iter().copied(), &mut of);
+                general.schedule(now, &u, targets.iter().copied(), &mut og);
+            }
+            assert_eq!(of, og, "seed {seed} frame {frame}");
+            // Outcomes, feedback, interest and link churn, the same on both sides.
+            for _ in 0..3 {
+                if let Some(d) = of.get(rng.random_range(0..of.len().max(1)))
+                    && d.is_send()
+                {
+                    fast.on_send_failed(now, d.link, &u).unwrap();
+                    general.on_send_failed(now, d.link, &u).unwrap();
+                }
+            }
+            let l = links[rng.random_range(0..links.len())];
+            let st = feedback(&mut rng);
+            fast.link_feedback(now, l, st).unwrap();
+            general.link_feedback(now, l, st).unwrap();
+            let level = levels[rng.random_range(0..4)];
+            fast.set_target(S, l, level).unwrap();
+            general.set_target(S, l, level).unwrap();
+            if rng.random_bool(0.05) {
+                let k = rng.random_range(0..links.len());
+                assert!(fast.remove_link(links[k]));
+                assert!(general.remove_link(links[k]));
+                let peer = n(1_000 + frame);
+                let a = fast.add_link(now, peer);
+                assert_eq!(a, general.add_link(now, peer));
+                fast.set_target(S, a, InterestLevel::Medium).unwrap();
+                general.set_target(S, a, InterestLevel::Medium).unwrap();
+                links[k] = a;
+            }
+        }
+        assert_eq!(fast.stats(), general.stats(), "seed {seed}");
+        let sends = fast.stats().scheduled;
+        assert!(sends > 10_000, "seed {seed}: the workload sends ({sends})");
+        assert!(
+            fast.stats().dropped_total() > 1_000,
+            "seed {seed}: and drops"
+        );
+        for &l in &links {
+            assert_eq!(
+                fast.link_info(t(20_000), l),
+                general.link_info(t(20_000), l)
+            );
+        }
+        assert_eq!(fast.states[0].tracks, general.states[0].tracks);
+    }
+}
+
+#[test]
+fn a_cut_group_reports_fewer_frames_until_the_next_keyframe() {
+    let mut s = PropagationScheduler::new(SchedulerConfig::default());
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(20_000)).unwrap();
+    let mut out = Vec::new();
+    let target = [(a, InterestLevel::Low)];
+    s.schedule(t(0), &video(0, 1, t(0), true), target, &mut out);
+    assert!(out[0].is_send());
+    // Deltas at the same instant until the slow link's pressure cuts the group.
+    let mut sent = 0;
+    let mut seq = 1;
+    loop {
+        s.schedule(t(0), &video(seq, 1, t(0), false), target, &mut out);
+        seq += 1;
+        if !out[0].is_send() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 0, "some deltas got through before the cut");
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::FramesSkipped));
+    // Much later the bucket is full again, but the group stays cut: the target receives
+    // fewer frames, whatever the pressure, until the next keyframe.
+    s.schedule(t(450), &video(seq, 1, t(450), false), target, &mut out);
+    assert_eq!(out[0].verdict, Verdict::Drop(DropReason::FramesSkipped));
+    assert_eq!(out[0].quality, Quality::ReducedFrames);
+    s.schedule(t(460), &video(seq + 1, 2, t(460), true), target, &mut out);
+    assert!(out[0].is_send());
+    assert_eq!(out[0].quality, Quality::Full);
+}

@@ -19,6 +19,8 @@ const PULL_BATCH: usize = 64;
 /// grandparent) measured best: with two, great-grandparents fill their repair slots with
 /// grandchildren's children and single failures re-attach more slowly.
 pub(crate) const STANDBYS: usize = 1;
+/// How often an attached node tries to move up a level (plus up to as much again of jitter).
+const CLIMB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Children a node must be able to take to count as a strong relay, placed above the nodes
 /// that can take fewer.
 const STRONG_RELAY: u16 = 2;
@@ -61,6 +63,7 @@ impl SwarmNode {
             redirects: 0,
             also: None,
             also_sent: false,
+            climb: false,
         });
         self.contact_join_target(now, state, addr);
     }
@@ -230,7 +233,8 @@ impl SwarmNode {
                     .get(c)
                     .is_some_and(|p| p.caps.max_children >= STRONG_RELAY)
         });
-        if tree.children.len() < capacity && (joiner_cap >= STRONG_RELAY || !strong_below) {
+        let taken = tree.slots_taken();
+        if taken < capacity && (joiner_cap >= STRONG_RELAY || !strong_below) {
             self.accept_child(now, from, state);
             return;
         }
@@ -255,20 +259,29 @@ impl SwarmNode {
             return;
         }
         // Full. A joiner that can relay much more than our weakest child takes its place, and
-        // that child is asked to move below the joiner once the joiner is attached.
+        // that child is asked to move below the joiner once the joiner is attached. Several
+        // moves may be under way (a crowd of strong joiners rises to the top at once); each
+        // displaces a different child.
         let weakest = tree
             .children
-            .keys()
-            .map(|&c| (self.peers.get(&c).map_or(0, |p| p.caps.max_children), c))
+            .iter()
+            .filter(|(_, c)| !c.leaving)
+            .map(|(&c, _)| (self.peers.get(&c).map_or(0, |p| p.caps.max_children), c))
             .min();
+        // Only a fresh joiner (not a long-connected peer: a climber or an orphan, which
+        // bring children along) has the free slot the displaced child moves into.
         if let Some((weak_cap, weak)) = weakest
-            && tree.children.len() == capacity
+            && taken >= capacity
             && joiner_cap > weak_cap.saturating_add(1)
-            && tree.pending_move.is_none()
+            && tree.pending_moves.len() < capacity
+            && !standby
         {
             self.accept_child(now, from, state);
             if let Some(t) = self.states.get_mut(&state) {
-                t.pending_move = Some((weak, from));
+                if let Some(c) = t.children.get_mut(&weak) {
+                    c.leaving = true;
+                }
+                t.pending_moves.push((weak, from));
             }
             return;
         }
@@ -353,7 +366,8 @@ impl SwarmNode {
                 .insert(child, Child::new(InterestLevel::Medium, now));
         }
         self.send_accept(child, state);
-        self.start_child_at_keyframe(now, child, state);
+        // No replay here: a child switching parents make-before-break still receives from
+        // its old parent; one that needs the current group asks with an empty pull.
         self.propagate_interest(now, state);
     }
 
@@ -381,10 +395,15 @@ impl SwarmNode {
         let Some(tree) = self.states.get(&state) else {
             return;
         };
-        if tree.children.len() <= capacity || tree.pending_move.is_some() {
+        if tree.slots_taken() <= capacity {
             return;
         }
-        let Some((&mover, _)) = tree.children.iter().max_by_key(|(id, c)| (c.since, **id)) else {
+        let Some((&mover, _)) = tree
+            .children
+            .iter()
+            .filter(|(_, c)| !c.leaving)
+            .max_by_key(|(id, c)| (c.since, **id))
+        else {
             return;
         };
         let relays: Vec<NodeId> = tree
@@ -504,6 +523,72 @@ impl SwarmNode {
         self.health_dirty = true;
         self.propagate_interest(now, state);
         self.after_path_change(now, state);
+        self.arm_climb(now, state);
+        if old.is_none() && self.states.get(&state).is_some_and(|t| t.call.is_none()) {
+            // Nothing flows to us: ask to be started at the newest keyframe.
+            self.send_control(
+                from,
+                Message::Pull {
+                    state,
+                    seqs: Vec::new(),
+                },
+            );
+        }
+    }
+
+    fn arm_climb(&mut self, now: Time, state: StateId) {
+        use rand::Rng;
+        let jitter = self.rng.random_range(0..CLIMB_INTERVAL.as_micros() as u64);
+        self.timers.set(
+            TimerReason::Climb(state),
+            now + CLIMB_INTERVAL + std::time::Duration::from_micros(jitter),
+        );
+    }
+
+    /// Asks the grandparent to take us, when we are a strong relay (or below a one-child
+    /// relay) and it is connected as our standby: it accepts where it has a free slot or a
+    /// weaker child to move down, and we switch make-before-break; a redirect ends the try.
+    pub(crate) fn on_climb(&mut self, now: Time, state: StateId) {
+        let Some(tree) = self.states.get(&state) else {
+            return;
+        };
+        let Some(parent) = tree.parent else {
+            return;
+        };
+        self.arm_climb(now, state);
+        let tree = self.states.get(&state).expect("exists");
+        if tree.joining.is_some()
+            || tree.call.is_some()
+            || tree.prev_parent.is_some()
+            || tree.path.len() < 2
+        {
+            return;
+        }
+        let grandparent = tree.path[tree.path.len() - 2];
+        let cap_of = |id: &NodeId| self.peers.get(id).map_or(0, |p| p.caps.max_children);
+        let strong = self.cfg.caps.max_children >= STRONG_RELAY;
+        if !(strong || cap_of(&parent) < STRONG_RELAY)
+            || !self
+                .peers
+                .get(&grandparent)
+                .is_some_and(|p| p.is_connected())
+        {
+            return;
+        }
+        let tree = self.states.get_mut(&state).expect("exists");
+        tree.joining = Some(Joining {
+            target: grandparent,
+            sent: true,
+            candidates: Vec::new(),
+            redirects: 0,
+            also: None,
+            also_sent: false,
+            climb: true,
+        });
+        self.counters.climbs += 1;
+        self.send_control(grandparent, Message::JoinRequest { state });
+        self.timers
+            .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
     }
 
     /// Ends a make-before-break switch: leaves the previous parent.
@@ -592,6 +677,14 @@ impl SwarmNode {
         let Some(j) = tree.joining.as_mut() else {
             return;
         };
+        if j.climb {
+            // The grandparent has no room: stay where we are.
+            if j.target == from {
+                tree.joining = None;
+                self.timers.cancel(TimerReason::JoinRetry(state));
+            }
+            return;
+        }
         if j.also == Some(from) {
             // The racing request was redirected: race on with its best candidate.
             j.redirects = j.redirects.saturating_add(1);
@@ -690,10 +783,8 @@ impl SwarmNode {
             }
         }
         let tree = self.states.get_mut(&state).expect("exists");
-        if let Some((weak, joiner)) = tree.pending_move
-            && joiner == from
-        {
-            tree.pending_move = None;
+        if let Some(i) = tree.pending_moves.iter().position(|&(_, j)| j == from) {
+            let (weak, joiner) = tree.pending_moves.swap_remove(i);
             if tree.children.contains_key(&weak) {
                 let info = self.peer_info(joiner, 0);
                 self.send_control(
@@ -868,14 +959,26 @@ impl SwarmNode {
             return 0;
         };
         let peers = &self.peers;
+        // An update that would reach a child after its budget is useless there (and costs
+        // the uplink what live updates need): not sent.
+        let slack = self
+            .cfg
+            .latency_budget
+            .saturating_sub(now - update.timestamp);
+        let initial_rtt = self.cfg.initial_rtt;
+        let mut too_late = 0u64;
         let targets = tree
             .children
             .iter()
             .filter(|(c, _)| only.is_none_or(|o| o == **c) && Some(**c) != except)
             .filter(|(_, child)| child.wants(update))
             .filter_map(|(c, child)| {
-                let link = peers.get(c)?.link_id?;
-                Some((link, child.interest))
+                let peer = peers.get(c)?;
+                if peer.rtt_or(initial_rtt) / 2 > slack {
+                    too_late += 1;
+                    return None;
+                }
+                Some((peer.link_id?, child.interest))
             });
         let mut decisions = std::mem::take(&mut self.decisions);
         if repair {
@@ -887,6 +990,7 @@ impl SwarmNode {
         } else {
             sched.schedule(now, update, targets, &mut decisions);
         }
+        self.counters.too_late_to_forward += too_late;
         let mut sent = 0;
         for d in &decisions {
             let Some(to) = sched.peer(d.link) else {
@@ -1127,6 +1231,11 @@ impl SwarmNode {
             self.counters.unexpected += 1;
             return;
         };
+        if seqs.is_empty() {
+            // A new child asks to start: the buffered group from its keyframe on.
+            self.start_child_at_keyframe(now, from, state);
+            return;
+        }
         let mut found: Vec<(StateUpdate, u8)> = Vec::new();
         let mut unavailable = Vec::new();
         for &s in seqs.iter().take(MAX_SEQS) {
@@ -1266,12 +1375,7 @@ impl SwarmNode {
             if tree.prev_parent == Some(peer) {
                 tree.prev_parent = None;
             }
-            if tree
-                .pending_move
-                .is_some_and(|(w, j)| w == peer || j == peer)
-            {
-                tree.pending_move = None;
-            }
+            tree.pending_moves.retain(|&(w, j)| w != peer && j != peer);
             if let Some(j) = tree.joining.as_mut()
                 && j.also == Some(peer)
             {

@@ -192,6 +192,10 @@ pub struct NodeCounters {
     pub unexpected: u64,
     /// Tree loops detected (a path containing this node) and broken.
     pub loops_broken: u64,
+    /// Attempts to move up to the grandparent ([`TimerReason::Climb`]).
+    pub climbs: u64,
+    /// Updates not forwarded to a child because they would arrive after the latency budget.
+    pub too_late_to_forward: u64,
 }
 
 /// A group call this node takes part in.
@@ -464,6 +468,7 @@ impl SwarmNode {
                 TimerReason::PullRetry(s) => self.request_repair(now, s),
                 TimerReason::Announce(s) => self.on_announce_timer(now, s),
                 TimerReason::Rebalance(s) => self.on_rebalance(now, s),
+                TimerReason::Climb(s) => self.on_climb(now, s),
                 TimerReason::SwitchDeadline(s) => self.finish_switch(now, s),
                 TimerReason::Scheduler => {}
             }

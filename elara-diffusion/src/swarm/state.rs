@@ -347,6 +347,8 @@ pub(crate) struct Child {
     pub quality: Quality,
     /// When the child was accepted.
     pub since: Time,
+    /// A stronger joiner took this child's slot: it is served until it has moved below it.
+    pub leaving: bool,
 }
 
 impl Child {
@@ -357,6 +359,7 @@ impl Child {
             max_layer: u8::MAX,
             keyframes_only: false,
             quality: Quality::Full,
+            leaving: false,
         }
     }
 
@@ -386,6 +389,8 @@ pub(crate) struct Joining {
     pub also: Option<NodeId>,
     /// Whether the second request has been sent.
     pub also_sent: bool,
+    /// An attached node trying to move up to its grandparent: a redirect ends the attempt.
+    pub climb: bool,
 }
 
 /// This node's view of one state's tree.
@@ -431,9 +436,9 @@ pub(crate) struct StateTree {
     pub pull_rounds: u8,
     /// When the last make-before-break switch was started (rate limit).
     pub last_switch: Option<Time>,
-    /// A child asked to move below a stronger joiner once that joiner is attached: (child,
+    /// Children asked to move below a stronger joiner once that joiner is attached: (child,
     /// joiner).
-    pub pending_move: Option<(NodeId, NodeId)>,
+    pub pending_moves: Vec<(NodeId, NodeId)>,
     /// Repair slots above capacity, opened when a relay child failed (as many as it could
     /// take): its orphans, our grandchildren, re-attach here within a round trip.
     pub repair_slots: u16,
@@ -466,6 +471,11 @@ impl StateTree {
             .values()
             .map(|c| c.interest)
             .fold(self.own, InterestLevel::max)
+    }
+
+    /// Children holding a slot (those moving below a stronger joiner do not).
+    pub fn slots_taken(&self) -> usize {
+        self.children.values().filter(|c| !c.leaving).count()
     }
 
     /// Depth of this node (the authority is 0).

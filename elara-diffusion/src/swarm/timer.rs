@@ -30,6 +30,9 @@ pub enum TimerReason {
     SwitchDeadline(StateId),
     /// Children were taken above capacity to repair the tree fast: move one down.
     Rebalance(StateId),
+    /// A periodic attempt to move up a level, to the grandparent, where it has room: a tree
+    /// grown during a join storm or torn by failures compacts again.
+    Climb(StateId),
     /// The propagation scheduler can release queued data (a token bucket refilled).
     Scheduler,
 }
