@@ -1,10 +1,13 @@
 //! Diffusion per state: joining a tree (request, accept, redirect), interest aggregation,
 //! forwarding through the scheduler, in-order delivery, lazy repair and tree repair.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use elara_core::wire::{MAX_CANDIDATES, MAX_PATH, MAX_SEQS};
 use elara_core::{InterestLevel, Message, NodeId, PeerInfo, StateId, StateUpdate, Time};
 
+use super::peer::Peer;
 use super::state::{Arrival, Child, Held, Joining};
 use super::{Event, SwarmNode, TimerReason};
 use crate::scheduler::Verdict;
@@ -26,6 +29,11 @@ const CLIMB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 const STRONG_RELAY: u16 = 2;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
+
+/// Children `id` says it can take (its `Hello`'s `max_children`; 0 before its hello arrived).
+fn slots_of(peers: &BTreeMap<NodeId, Peer>, id: &NodeId) -> u16 {
+    peers.get(id).map_or(0, |p| p.caps.max_children)
+}
 
 impl SwarmNode {
     // ----- joining -------------------------------------------------------------------------
@@ -225,14 +233,11 @@ impl SwarmNode {
         // than two children) is sent on down while this node has a relay child that can, so
         // that the tree's inner levels are made of the strong uplinks and stay shallow. Only
         // where no strong relay is below (the edge of the tree) does it take a free slot.
-        let joiner_cap = self.peers.get(&from).map_or(0, |p| p.caps.max_children);
-        let strong_below = tree.children.keys().any(|c| {
-            *c != from
-                && self
-                    .peers
-                    .get(c)
-                    .is_some_and(|p| p.caps.max_children >= STRONG_RELAY)
-        });
+        let joiner_cap = slots_of(&self.peers, &from);
+        let strong_below = tree
+            .children
+            .keys()
+            .any(|c| *c != from && slots_of(&self.peers, c) >= STRONG_RELAY);
         let taken = tree.slots_taken();
         if taken < capacity && (joiner_cap >= STRONG_RELAY || !strong_below) {
             self.accept_child(now, from, state);
@@ -266,7 +271,7 @@ impl SwarmNode {
             .children
             .iter()
             .filter(|(_, c)| !c.leaving)
-            .map(|(&c, _)| (self.peers.get(&c).map_or(0, |p| p.caps.max_children), c))
+            .map(|(&c, _)| (slots_of(&self.peers, &c), c))
             .min();
         // Only a fresh joiner (not a long-connected peer: a climber or an orphan, which
         // bring children along) has the free slot the displaced child moves into.
@@ -307,7 +312,7 @@ impl SwarmNode {
         };
         let depth = tree.depth() + 1;
         // Strong relays first: a chain of one-child relays is the last resort.
-        let cap_of = |c: &NodeId| self.peers.get(c).map_or(0, |p| p.caps.max_children);
+        let cap_of = |c: &NodeId| slots_of(&self.peers, c);
         let mut relays: Vec<NodeId> = tree
             .children
             .keys()
@@ -411,7 +416,7 @@ impl SwarmNode {
             .keys()
             .copied()
             .filter(|&c| c != mover)
-            .filter(|c| self.peers.get(c).is_some_and(|p| p.caps.max_children > 0))
+            .filter(|c| slots_of(&self.peers, c) > 0)
             .collect();
         if !relays.is_empty() {
             let tree = self.states.get_mut(&state).expect("exists");
@@ -565,9 +570,8 @@ impl SwarmNode {
             return;
         }
         let grandparent = tree.path[tree.path.len() - 2];
-        let cap_of = |id: &NodeId| self.peers.get(id).map_or(0, |p| p.caps.max_children);
         let strong = self.cfg.caps.max_children >= STRONG_RELAY;
-        if !(strong || cap_of(&parent) < STRONG_RELAY)
+        if !(strong || slots_of(&self.peers, &parent) < STRONG_RELAY)
             || !self
                 .peers
                 .get(&grandparent)
