@@ -511,6 +511,14 @@ impl StateSlot {
             self.epoch + 1
         }
     }
+
+    /// Link slot `i`'s track when it is valid and holds `group` (only the newest group's
+    /// tracks matter: every update of an older group is superseded as a whole).
+    fn track_in_group(&mut self, i: usize, group: u64) -> Option<&mut Track> {
+        let epoch = self.epoch_of(group);
+        let t = &mut self.tracks[i];
+        (*t as u8 & VALID != 0 && *t >> 8 == epoch).then_some(t)
+    }
 }
 
 /// Share of a state's latency budget a keyframe may take on a link before the link counts as
@@ -1197,13 +1205,12 @@ impl PropagationScheduler {
         }
         // A delta of a group this scheduler cut for the target (it skipped an earlier delta
         // of it) would not decode there either: repairing it would undo the cut at burst rate.
-        let st = &self.states[s];
-        let track = st.tracks[link.index()];
         if update.kind == UpdateKind::Video
             && !update.keyframe
             && update.layer == 0
-            && track as u8 & (VALID | TRUNCATED) == VALID | TRUNCATED
-            && track >> 8 == st.epoch_of(update.group.0)
+            && self.states[s]
+                .track_in_group(link.index(), update.group.0)
+                .is_some_and(|t| *t as u8 & TRUNCATED != 0)
         {
             decision.verdict = Verdict::Drop(DropReason::FramesSkipped);
             decision.quality = Quality::ReducedFrames;
@@ -1270,20 +1277,15 @@ impl PropagationScheduler {
         if let Some(up) = &mut self.uplink {
             up.refund(cost);
         }
-        if let Some(&s) = self.state_slots.get(&update.state) {
-            let st = &mut self.states[s as usize];
-            // Only the newest group's tracks matter: every update of an older group is
-            // superseded as a whole.
-            let epoch = st.epoch_of(update.group.0);
-            let t = &mut st.tracks[i];
-            if *t as u8 & VALID != 0 && *t >> 8 == epoch {
-                if update.layer > 0 {
-                    *t |= u64::from(LAYER_CUT);
-                } else if update.keyframe {
-                    *t &= !u64::from(HAS_KEY);
-                } else if update.kind == UpdateKind::Video {
-                    *t |= u64::from(TRUNCATED);
-                }
+        if let Some(&s) = self.state_slots.get(&update.state)
+            && let Some(t) = self.states[s as usize].track_in_group(i, update.group.0)
+        {
+            if update.layer > 0 {
+                *t |= u64::from(LAYER_CUT);
+            } else if update.keyframe {
+                *t &= !u64::from(HAS_KEY);
+            } else if update.kind == UpdateKind::Video {
+                *t |= u64::from(TRUNCATED);
             }
         }
         self.stats.record_drops(DropReason::SendFailed, 1);
