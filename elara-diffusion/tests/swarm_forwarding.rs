@@ -61,3 +61,43 @@ fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() 
         "the child had to pull frames the relay should have forwarded live"
     );
 }
+
+#[test]
+fn low_interest_viewers_of_an_audio_stream_get_lost_frames_repaired() {
+    // Low interest filters a video stream down to its keyframes, but every audio frame is
+    // independent: a Low viewer of audio expects all of it, so a gap is a loss to repair.
+    let mut h = Harness::new(11, LinkProfile::wan().with_loss(0.05));
+    let state = StateId(9);
+    let publisher = NodeId::from_u64(1);
+    h.add_node(config(1, 3, None, 200));
+    h.node_mut(publisher).create_state(state).unwrap();
+    let viewers: Vec<NodeId> = (2..=21).map(NodeId::from_u64).collect();
+    for (i, &v) in viewers.iter().enumerate() {
+        h.add_node(config(i as u64 + 2, 3, Some(1), 200));
+        h.node_mut(v)
+            .declare_interest(Time::ZERO, state, InterestLevel::Low);
+    }
+    h.run_for(Duration::from_secs(3));
+    let frames = 300u64;
+    for seq in 0..frames {
+        let now = h.now();
+        let u = elara_core::StateUpdate::new(state, publisher, seq, now)
+            .with_kind(elara_core::UpdateKind::Audio)
+            .with_payload(bytes::Bytes::from(vec![1u8; 120]));
+        h.node_mut(publisher).publish(now, u).unwrap();
+        h.run_for(Duration::from_millis(20));
+    }
+    h.run_for(Duration::from_secs(1));
+    for &v in &viewers {
+        let got = delivered(&h, v, state);
+        // Playback starts at the first frame received; every frame after it is expected.
+        let first = got.first().map_or(frames, |g| g.seq);
+        let expected = frames - first;
+        assert!(
+            got.len() as u64 * 100 >= expected * 99,
+            "Low viewer {} got {} of {expected} audio frames",
+            v.prefix_u64(),
+            got.len()
+        );
+    }
+}

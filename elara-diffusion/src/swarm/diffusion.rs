@@ -1083,6 +1083,7 @@ impl SwarmNode {
             }
             Arrival::New => {}
         }
+        tree.recv.video |= update.kind == elara_core::UpdateKind::Video;
         if tree.recv.floor.is_none() && !update.is_independent() {
             // The first update is a delta: its keyframe went missing. Look back for it (the
             // pull below asks for it) and resynchronise on it when it comes.
