@@ -101,3 +101,40 @@ fn low_interest_viewers_of_an_audio_stream_get_lost_frames_repaired() {
         );
     }
 }
+
+#[test]
+fn a_keyframe_fans_out_to_the_strongest_relay_first() {
+    // The publisher takes three children of equal interest: two that cannot relay (ids 2 and
+    // 3, first in id order) and a strong relay (4). A large keyframe takes a while on the
+    // publisher's uplink per copy: the relay, whose subtree waits on it, gets it first.
+    let state = StateId(7);
+    let publisher = NodeId::from_u64(1);
+    let mut h = Harness::new(9, LinkProfile::wan());
+    h.add_node(config(1, 3, None, 1000));
+    h.node_mut(publisher).create_state(state).unwrap();
+    for (id, k) in [(2, 0), (3, 0), (4, 6)] {
+        h.add_node(config(id, k, Some(1), 1000));
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(Time::ZERO, state, InterestLevel::High);
+    }
+    h.run_for(Duration::from_secs(1));
+    for id in 2..=4 {
+        assert_eq!(h.node(NodeId::from_u64(id)).parent(state), Some(publisher));
+    }
+    let mut s = Stream::video(7, 1);
+    s.key_bytes = 200_000;
+    swarm_common::stream_frames(&mut h, &mut s, 1, Duration::from_millis(500));
+    let at = |id: u64| {
+        delivered(&h, NodeId::from_u64(id), state)
+            .first()
+            .map(|g| g.at)
+            .expect("keyframe delivered")
+    };
+    assert!(
+        at(4) < at(2) && at(4) < at(3),
+        "relay got the keyframe at {:?}, the leaves at {:?} and {:?}",
+        at(4),
+        at(2),
+        at(3)
+    );
+}

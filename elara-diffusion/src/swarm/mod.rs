@@ -148,7 +148,7 @@ pub use peer::LinkMetrics;
 pub use state::{LATENCY_BUCKETS_MS, StateMetrics};
 pub use timer::TimerReason;
 
-use crate::scheduler::{Decision, PropagationScheduler, SchedulerConfig};
+use crate::scheduler::{Decision, LinkId, PropagationScheduler, SchedulerConfig};
 pub use crate::scheduler::{LinkStats, Quality};
 use pacing::PacingQueue;
 use peer::Peer;
@@ -249,6 +249,8 @@ pub struct SwarmNode {
     scheduler: Option<Box<PropagationScheduler>>,
     pacing: PacingQueue,
     decisions: Vec<Decision>,
+    /// Reused buffer of one update's targets (announced child slots, link, interest).
+    fanout: Vec<(u16, LinkId, InterestLevel)>,
     call: Option<Call>,
     /// Peers that failed recently, not tried again as parents until the time given.
     failed: peer::FailedPeers,
@@ -272,6 +274,7 @@ impl SwarmNode {
             scheduler: None,
             pacing: PacingQueue::default(),
             decisions: Vec::new(),
+            fanout: Vec::new(),
             call: None,
             failed: peer::FailedPeers::default(),
             health: Health::Healthy,
