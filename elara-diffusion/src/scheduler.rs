@@ -35,12 +35,13 @@
 //!
 //! # Cost per target
 //!
-//! A decision reads the link's pacer (three `f64` in a struct of arrays) and the target's track
-//! (the group's epoch and flags in one word), and writes one 16-byte [`Decision`]. The pressure
+//! A decision reads the link's pacer (three `f64` side by side in one 24-byte slot) and the
+//! target's track (the group's epoch and flags in one word), and writes one 16-byte
+//! [`Decision`]. The pressure
 //! limits become deadlines once per call, so a decision compares times and never divides. The
 //! common cases — a base-layer delta to a target whose group is healthy or already cut short,
 //! a keyframe starting a group — run in a loop without calls; anything else takes the general
-//! per-target code, and a test checks on random workloads that both decide alike. About 37
+//! per-target code, and a test checks on random workloads that both decide alike. About 36
 //! instructions per decision at 10,000 receivers (`benches/RESULTS.md`).
 //!
 //! # Driving contract
@@ -318,16 +319,18 @@ pub enum SchedulerError {
     ZeroLatencyBudget,
 }
 
-/// A token bucket kept as a virtual clock (GCRA): `tat` is the time at which the bucket would
-/// be full again; `tau` is the bucket depth in microseconds at the link's rate. Sending `c`
-/// bytes at `now` needs `max(tat, now) + c·inv_rate − now − tau` microseconds of pacing (if
-/// positive). No refill step: a send reads and writes one time.
+/// A token bucket kept as a virtual clock (GCRA). `zero_at` is the time at which the bucket is
+/// back to zero tokens (out of debt: before it, sends are paced); `tau` is the bucket depth in
+/// microseconds at the link's rate (the classic GCRA's "theoretical arrival time" is
+/// `zero_at + tau`). Sending `c` bytes at `now` takes the bucket to zero at
+/// `max(zero_at, now − tau) + c·inv_rate`, and needs that minus `now` microseconds of pacing
+/// (if positive). No refill step: a send reads and writes one time.
 #[derive(Clone, Copy, Debug)]
 struct Pacer {
-    tat: f64,
+    zero_at: f64,
+    tau: f64,
     /// Microseconds per byte ([`STALLED`] for a stalled link).
     inv_rate: f64,
-    tau: f64,
 }
 
 /// Microseconds per byte standing for a stalled (zero-rate) link: any send takes years.
@@ -337,9 +340,9 @@ impl Pacer {
     fn new(now: Time, bytes_per_sec: u64, cfg: &SchedulerConfig) -> Self {
         let (inv_rate, tau) = Self::params(bytes_per_sec, cfg);
         Pacer {
-            tat: now.as_micros() as f64,
-            inv_rate,
+            zero_at: now.as_micros() as f64 - tau,
             tau,
+            inv_rate,
         }
     }
 
@@ -362,11 +365,11 @@ impl Pacer {
 
     /// Bytes in the bucket at `now` (negative: debt still being paced out).
     fn tokens(&self, now: f64) -> f64 {
-        (self.tau - (self.tat - now).max(0.0)) / self.inv_rate
+        (now - self.zero_at).min(self.tau) / self.inv_rate
     }
 
     fn set_tokens(&mut self, now: f64, tokens: f64) {
-        self.tat = now + self.tau - tokens * self.inv_rate;
+        self.zero_at = now - tokens * self.inv_rate;
     }
 
     /// Changes the rate, carrying the bucket level over.
@@ -379,43 +382,15 @@ impl Pacer {
         self.set_tokens(now, tokens.min(cap));
     }
 
+    /// When the bucket is back to zero after sending `cost` bytes at `now`: the absolute time
+    /// the send may leave, and the new `zero_at`.
+    #[inline(always)]
+    fn after_send(&self, now: f64, cost: f64) -> f64 {
+        fmax(now - self.tau, self.zero_at) + cost * self.inv_rate
+    }
+
     fn refund(&mut self, cost: f64) {
-        self.tat -= cost * self.inv_rate;
-    }
-}
-
-/// The pacers of all link slots, as a struct of arrays: the decision loop reads `inv` and `tau`
-/// and reads and writes `tat` of each target, each at the target's index.
-#[derive(Clone, Debug, Default)]
-struct Pacers {
-    tat: Vec<f64>,
-    inv: Vec<f64>,
-    tau: Vec<f64>,
-}
-
-impl Pacers {
-    fn get(&self, i: usize) -> Pacer {
-        Pacer {
-            tat: self.tat[i],
-            inv_rate: self.inv[i],
-            tau: self.tau[i],
-        }
-    }
-
-    fn put(&mut self, i: usize, p: Pacer) {
-        self.tat[i] = p.tat;
-        self.inv[i] = p.inv_rate;
-        self.tau[i] = p.tau;
-    }
-
-    fn push(&mut self, p: Pacer) {
-        self.tat.push(p.tat);
-        self.inv.push(p.inv_rate);
-        self.tau.push(p.tau);
-    }
-
-    fn len(&self) -> usize {
-        self.tat.len()
+        self.zero_at -= cost * self.inv_rate;
     }
 }
 
@@ -492,14 +467,14 @@ struct StateSlot {
 impl StateSlot {
     /// Recomputes `inv_slow` and every track's [`SLOW`] flag (after the budget or the keyframe
     /// size changed).
-    fn refresh_slow(&mut self, inv: &[f64]) {
+    fn refresh_slow(&mut self, pacers: &[Pacer]) {
         self.inv_slow = if self.key_bytes > 0.0 {
             KEY_SHARE * self.config.latency_budget.as_micros() as f64 / self.key_bytes
         } else {
             f64::INFINITY
         };
-        for (t, &v) in self.tracks.iter_mut().zip(inv) {
-            *t = (*t & !u64::from(SLOW)) | slow_flag(v, self.inv_slow);
+        for (t, p) in self.tracks.iter_mut().zip(pacers) {
+            *t = (*t & !u64::from(SLOW)) | slow_flag(p.inv_rate, self.inv_slow);
         }
     }
 
@@ -608,8 +583,8 @@ struct UplinkRun {
 #[derive(Debug)]
 pub struct PropagationScheduler {
     config: SchedulerConfig,
-    /// Pacer per link slot, as a struct of arrays (see [`Pacers`]).
-    pacers: Pacers,
+    /// Pacer per link slot.
+    pacers: Vec<Pacer>,
     /// Generation per link slot, with [`LIVE`] set while the link exists.
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
@@ -635,7 +610,7 @@ impl PropagationScheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         PropagationScheduler {
             config,
-            pacers: Pacers::default(),
+            pacers: Vec::new(),
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
@@ -677,7 +652,7 @@ impl PropagationScheduler {
             Some(index) => {
                 let generation = (self.gens[index as usize] + 1) & GEN_MASK;
                 self.gens[index as usize] = generation | LIVE;
-                self.pacers.put(index as usize, pacer);
+                self.pacers[index as usize] = pacer;
                 self.cold[index as usize] = cold;
                 LinkId::new(index, generation)
             }
@@ -740,7 +715,7 @@ impl PropagationScheduler {
         if !self.is_live(link) {
             return None;
         }
-        let h = self.pacers.get(link.index());
+        let h = self.pacers[link.index()];
         let c = &self.cold[link.index()];
         Some(LinkInfo {
             peer: c.peer,
@@ -768,14 +743,13 @@ impl PropagationScheduler {
         let cfg = self.config;
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let mut p = self.pacers.get(i);
+        let p = &mut self.pacers[i];
         p.set_rate(now_us, stats.send_rate_estimate, &cfg);
         if stats.queued_bytes > 0 {
             let cap = p.tau / p.inv_rate;
             let tokens = p.tokens(now_us).min(cap - stats.queued_bytes as f64);
             p.set_tokens(now_us, tokens);
         }
-        self.pacers.put(i, p);
         let inv = p.inv_rate;
         for st in &mut self.states {
             let t = &mut st.tracks[i];
@@ -810,7 +784,7 @@ impl PropagationScheduler {
         }
         let s = self.state_slot(state);
         self.states[s].config = config;
-        self.states[s].refresh_slow(&self.pacers.inv);
+        self.states[s].refresh_slow(&self.pacers);
         Ok(())
     }
 
@@ -1032,7 +1006,7 @@ impl PropagationScheduler {
                     st.inv_slow =
                         KEY_SHARE * budget.as_micros() as f64 / key_bytes.max(f64::MIN_POSITIVE);
                 } else {
-                    st.refresh_slow(&self.pacers.inv);
+                    st.refresh_slow(&self.pacers);
                 }
             }
         }
@@ -1064,7 +1038,7 @@ impl PropagationScheduler {
         };
         let mut up = match &self.uplink {
             Some(p) => UplinkRun {
-                fl: fmax(p.tat, now_us) + ctx.cost * p.inv_rate - p.tau,
+                fl: p.after_send(now_us, ctx.cost),
                 step: ctx.cost * p.inv_rate,
             },
             None => UplinkRun {
@@ -1154,7 +1128,7 @@ impl PropagationScheduler {
             && up.fl > fl_start
         {
             // `fl` ran one update ahead of what was charged.
-            p.tat = up.fl - up.step + p.tau;
+            p.zero_at = up.fl - up.step;
         }
         for r in DropReason::ALL {
             let n = drops[r as usize];
@@ -1219,12 +1193,11 @@ impl PropagationScheduler {
         }
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let p = self.pacers.get(i);
-        let end = fmax(p.tat, now_us) + cost * p.inv_rate;
-        let mut delay = fmax(end - p.tau - now_us, 0.0);
+        let end = self.pacers[i].after_send(now_us, cost);
+        let mut delay = fmax(end - now_us, 0.0);
         let up_end = self.uplink.as_ref().map(|u| {
-            let e = fmax(u.tat, now_us) + cost * u.inv_rate;
-            delay = fmax(delay, e - u.tau - now_us);
+            let e = u.after_send(now_us, cost);
+            delay = fmax(delay, e - now_us);
             e
         });
         if delay > (budget - age).as_micros() as f64 {
@@ -1232,9 +1205,9 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::RateLimited, 1);
             return decision;
         }
-        self.pacers.tat[i] = end;
+        self.pacers[i].zero_at = end;
         if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
-            u.tat = e;
+            u.zero_at = e;
         }
         self.stats.scheduled += 1;
         self.stats.scheduled_bytes += cost as u64;
@@ -1273,7 +1246,7 @@ impl PropagationScheduler {
         }
         let cost = update.wire_len() as f64;
         let i = link.index();
-        self.pacers.tat[i] -= cost * self.pacers.inv[i];
+        self.pacers[i].refund(cost);
         if let Some(up) = &mut self.uplink {
             up.refund(cost);
         }
@@ -1370,7 +1343,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
     list: &[LinkId],
     out: &mut Vec<Decision>,
     batch: &mut [Decision],
-    pacers: &mut Pacers,
+    pacers: &mut [Pacer],
     gens: &[u32],
     tracks: &mut [Track],
     up: &mut UplinkRun,
@@ -1379,7 +1352,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
 ) {
     // Every per-slot array has one entry per link slot: one bounds check covers them all.
     let n = tracks.len();
-    let (tat, inv, tau) = (&mut pacers.tat[..n], &pacers.inv[..n], &pacers.tau[..n]);
+    let pacers = &mut pacers[..n];
     let gens = &gens[..n];
     let now = ctx.now;
     let step = up.step;
@@ -1440,9 +1413,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
                 let args = (
                     part,
                     &mut *buf,
-                    &mut *tat,
-                    inv,
-                    tau,
+                    &mut *pacers,
                     gens,
                     &mut *tracks,
                     fc,
@@ -1470,9 +1441,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
                 ctx,
                 lv,
                 d,
-                &mut tat[i],
-                inv[i],
-                tau[i],
+                &mut pacers[i],
                 &mut tracks[i],
                 fmax(st.fl, now),
                 drops,
@@ -1495,9 +1464,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
 type FastArgs<'a> = (
     &'a [LinkId],
     &'a mut [Decision],
-    &'a mut [f64],
-    &'a [f64],
-    &'a [f64],
+    &'a mut [Pacer],
     &'a [u32],
     &'a mut [Track],
     FastCtx,
@@ -1519,23 +1486,87 @@ type FastArgs<'a> = (
 /// Exactly what [`decide_one`] decides for these cases.
 #[inline(never)]
 fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
-    (part, buf, tat, inv, tau, gens, tracks, c, st): FastArgs<'_>,
+    (part, buf, pacers, gens, tracks, c, st): FastArgs<'_>,
 ) {
-    let n = tat.len();
-    let (inv, tau, gens, tracks) = (&inv[..n], &tau[..n], &gens[..n], &mut tracks[..n]);
+    let n = pacers.len();
+    let mut s = FastSlots {
+        pacers,
+        gens: &gens[..n],
+        tracks: &mut tracks[..n],
+    };
     let buf = &mut buf[..part.len()];
     let mut k = st.k;
     let mut f = st.fl;
-    while k < part.len() {
-        let link = part[k];
-        let i = link.index();
-        if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
-            break;
+    let mut drops = st.drops;
+    while k < part.len()
+        && fast_one::<CHECK, KIND, SAT, KEYCHK>(
+            part[k],
+            &mut buf[k],
+            &mut s,
+            &c,
+            &mut f,
+            &mut drops,
+        )
+    {
+        k += 1;
+    }
+    st.k = k;
+    st.fl = f;
+    st.drops = drops;
+}
+
+/// The per-slot arrays [`fast_run`] reads and writes, all of one length.
+struct FastSlots<'a> {
+    pacers: &'a mut [Pacer],
+    gens: &'a [u32],
+    tracks: &'a mut [Track],
+}
+
+/// One target of [`fast_run`]: decides it into `d` and returns true when it takes a common
+/// path, or returns false (having changed nothing but `d.link`) when it needs [`decide_one`].
+/// `f` is the uplink's floor; `drops` counts rate-limited and frames-skipped drops.
+#[inline(always)]
+fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
+    link: LinkId,
+    d: &mut Decision,
+    s: &mut FastSlots<'_>,
+    c: &FastCtx,
+    f: &mut f64,
+    drops: &mut [u32; 2],
+) -> bool {
+    let i = link.index();
+    if i >= s.tracks.len() || (CHECK && s.gens[i] != link.generation() | LIVE) {
+        return false;
+    }
+    let t = s.tracks[i];
+    d.link = link;
+    // The link's pacing: when the update would leave, and the bucket's new time.
+    let pace = |s: &FastSlots<'_>| {
+        let p = &s.pacers[i];
+        let end = p.after_send(c.now, c.cost);
+        let mut delay = fmax(end, *f);
+        if !SAT {
+            delay = fmax(delay, c.now);
         }
-        let t = tracks[i];
-        let d = &mut buf[k];
-        d.link = link;
-        if KIND == KIND_DELTA && t != c.healthy && t | u64::from(DELTAS_SENT) == c.cut {
+        (p.inv_rate, end, delay)
+    };
+    if KIND == KIND_DELTA {
+        let fits = |delay: f64, v: f64| delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
+        if t == c.healthy {
+            // The common case: a delta of a healthy group.
+            let (v, end, delay) = pace(s);
+            if fits(delay, v) {
+                let q = delta_quality(delay, c);
+                fast_send(d, &mut s.pacers[i], end, delay, q, c, f);
+                return true;
+            }
+            if delay > c.lim_drop {
+                cut_group(d, &mut s.tracks[i], t, delay, c, drops);
+                return true;
+            }
+            return false;
+        }
+        if t | u64::from(DELTAS_SENT) == c.cut {
             // The group was cut short: dropped, and the target receives fewer frames (or
             // keyframes only) until the next group, whatever the pressure; the pacer is not
             // read.
@@ -1546,79 +1577,100 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
             };
             d.verdict = Verdict::Drop(DropReason::FramesSkipped);
             d.delay_micros = 0;
-            st.drops[1] += 1;
-        } else {
-            let v = inv[i];
-            let end = fmax(tat[i], c.now) + c.cost * v;
-            let mut delay = fmax(end - tau[i], f);
-            if !SAT {
-                delay = fmax(delay, c.now);
+            drops[1] += 1;
+            return true;
+        }
+        if t == c.fresh {
+            // The group's first delta.
+            let (v, end, delay) = pace(s);
+            if fits(delay, v) {
+                let q = delta_quality(delay, c);
+                fast_send(d, &mut s.pacers[i], end, delay, q, c, f);
+                // Last, so that this path does not share its tail with the common one.
+                s.tracks[i] = c.healthy;
+                return true;
             }
-            let send = if KIND == KIND_DELTA {
-                let fits = delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
-                if t == c.healthy && fits {
-                    true
-                } else if (t == c.healthy || t == c.fresh) && delay > c.lim_drop {
-                    // Over the level's limit: dropped, and the group is cut. The quality rung
-                    // (see `decide_one`) and the reason.
-                    let over = delay > c.lim_delta;
-                    let had_deltas = t & u64::from(DELTAS_SENT) != 0;
-                    d.quality =
-                        match (delay > c.lim_layer) as u8 + over as u8 + (over & !had_deltas) as u8
-                        {
-                            0 => Quality::Full,
-                            1 => Quality::BaseLayer,
-                            2 => Quality::ReducedFrames,
-                            _ => Quality::KeyframesOnly,
-                        };
-                    let rate_limited = delay > c.deadline;
-                    st.drops[usize::from(!rate_limited)] += 1;
-                    d.verdict = Verdict::Drop(if rate_limited {
-                        DropReason::RateLimited
-                    } else {
-                        DropReason::FramesSkipped
-                    });
-                    d.delay_micros = 0;
-                    tracks[i] = t | u64::from(TRUNCATED);
-                    false
-                } else if t == c.fresh && fits {
-                    tracks[i] = c.healthy;
-                    true
-                } else {
-                    break;
-                }
-            } else {
-                // A target of an older group (or none): no deltas of this group yet.
-                if t >= c.healthy || delay > c.lim_drop {
-                    break;
-                }
-                tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
-                true
-            };
-            if send {
-                d.quality = if KIND == KIND_DELTA {
-                    if delay > c.lim_layer {
-                        Quality::BaseLayer
-                    } else {
-                        Quality::Full
-                    }
-                } else {
-                    match (delay > c.lim_layer, delay > c.lim_delta) {
-                        (false, _) => Quality::Full,
-                        (true, false) => Quality::BaseLayer,
-                        (true, true) => Quality::KeyframesOnly,
-                    }
-                };
-                tat[i] = end;
-                f += c.step;
-                d.delay_micros = (delay + c.magic_now).to_bits() as u32;
-                d.verdict = Verdict::Send;
+            if delay > c.lim_drop {
+                cut_group(d, &mut s.tracks[i], t, delay, c, drops);
+                return true;
             }
         }
-        k += 1;
+        false
+    } else {
+        // A group start, to a target of an older group (or none): no deltas of this group yet.
+        let (v, end, delay) = pace(s);
+        if t >= c.healthy || delay > c.lim_drop {
+            return false;
+        }
+        s.tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
+        let q = match (delay > c.lim_layer, delay > c.lim_delta) {
+            (false, _) => Quality::Full,
+            (true, false) => Quality::BaseLayer,
+            (true, true) => Quality::KeyframesOnly,
+        };
+        fast_send(d, &mut s.pacers[i], end, delay, q, c, f);
+        true
     }
-    st.k = k;
-    st.fl = f;
+}
+
+/// The quality a delta that goes is sent at: the base layer once the delay is past the
+/// level's layer limit.
+#[inline(always)]
+fn delta_quality(delay: f64, c: &FastCtx) -> Quality {
+    if delay > c.lim_layer {
+        Quality::BaseLayer
+    } else {
+        Quality::Full
+    }
+}
+
+/// A send on the fast path: charges the link's pacer (its new `zero_at` is `end`) and the
+/// uplink's floor `f`, and writes the delay, the quality and the verdict.
+#[inline(always)]
+fn fast_send(
+    d: &mut Decision,
+    p: &mut Pacer,
+    end: f64,
+    delay: f64,
+    quality: Quality,
+    c: &FastCtx,
+    f: &mut f64,
+) {
+    p.zero_at = end;
+    *f += c.step;
+    d.quality = quality;
+    d.delay_micros = (delay + c.magic_now).to_bits() as u32;
+    d.verdict = Verdict::Send;
+}
+
+/// A delta over its level's limit, to a target whose group is healthy or fresh (`t`): dropped,
+/// and the group is cut. The quality rung (see [`decide_one`]) and the reason.
+#[inline(always)]
+fn cut_group(
+    d: &mut Decision,
+    track: &mut Track,
+    t: Track,
+    delay: f64,
+    c: &FastCtx,
+    drops: &mut [u32; 2],
+) {
+    let over = delay > c.lim_delta;
+    let had_deltas = t & u64::from(DELTAS_SENT) != 0;
+    d.quality = match (delay > c.lim_layer) as u8 + over as u8 + (over & !had_deltas) as u8 {
+        0 => Quality::Full,
+        1 => Quality::BaseLayer,
+        2 => Quality::ReducedFrames,
+        _ => Quality::KeyframesOnly,
+    };
+    let rate_limited = delay > c.deadline;
+    drops[usize::from(!rate_limited)] += 1;
+    d.verdict = Verdict::Drop(if rate_limited {
+        DropReason::RateLimited
+    } else {
+        DropReason::FramesSkipped
+    });
+    d.delay_micros = 0;
+    *track = t | u64::from(TRUNCATED);
 }
 
 /// The whole decision for one target, written into `d` (which holds the target's link, the
@@ -1632,15 +1684,14 @@ fn decide_one<const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
     d: &mut Decision,
-    tat: &mut f64,
-    inv: f64,
-    tau: f64,
+    p: &mut Pacer,
     t: &mut Track,
     floor: f64,
     drops: &mut [u32; DropReason::COUNT],
 ) -> bool {
-    let end = fmax(*tat, ctx.now) + ctx.cost * inv;
-    let ld = end - tau;
+    let inv = p.inv_rate;
+    // The link's own delay: when the bucket is back to zero after the send.
+    let ld = p.after_send(ctx.now, ctx.cost);
     let delay = fmax(ld, floor);
     let word = *t;
     let flags = word as u8;
@@ -1672,7 +1723,7 @@ fn decide_one<const KIND: u8>(
     let starves_key =
         KIND == KIND_DELTA && ctx.key_reserve > 0.0 && ld + ctx.key_reserve * inv > ctx.deadline;
     if decodable & (delay <= lv.lim_drop) & !starves_key {
-        *tat = end;
+        p.zero_at = ld;
         if KIND == KIND_START {
             *t = track(ctx.epoch, VALID | HAS_KEY) | slow_flag(inv, ctx.inv_slow);
         } else if KIND == KIND_DELTA {
