@@ -1540,11 +1540,10 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
     }
     let t = s.tracks[i];
     d.link = link;
-    // The link's pacing: when the update would leave, and the bucket's new time.
-    let pace = |s: &FastSlots<'_>| {
-        let p = &s.pacers[i];
+    // The link's pacing: the bucket's new zero time, and when the update would leave.
+    let pace = |p: &Pacer, f: f64| {
         let end = p.after_send(c.now, c.cost);
-        let mut delay = fmax(end, *f);
+        let mut delay = fmax(end, f);
         if !SAT {
             delay = fmax(delay, c.now);
         }
@@ -1554,10 +1553,11 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         let fits = |delay: f64, v: f64| delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
         if t == c.healthy {
             // The common case: a delta of a healthy group.
-            let (v, end, delay) = pace(s);
+            let p = &mut s.pacers[i];
+            let (v, end, delay) = pace(p, *f);
             if fits(delay, v) {
                 let q = delta_quality(delay, c);
-                fast_send(d, &mut s.pacers[i], end, delay, q, c, f);
+                fast_send(d, p, end, delay, q, c, f);
                 return true;
             }
             if delay > c.lim_drop {
@@ -1582,10 +1582,11 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         }
         if t == c.fresh {
             // The group's first delta.
-            let (v, end, delay) = pace(s);
+            let p = &mut s.pacers[i];
+            let (v, end, delay) = pace(p, *f);
             if fits(delay, v) {
                 let q = delta_quality(delay, c);
-                fast_send(d, &mut s.pacers[i], end, delay, q, c, f);
+                fast_send(d, p, end, delay, q, c, f);
                 // Last, so that this path does not share its tail with the common one.
                 s.tracks[i] = c.healthy;
                 return true;
@@ -1598,7 +1599,8 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         false
     } else {
         // A group start, to a target of an older group (or none): no deltas of this group yet.
-        let (v, end, delay) = pace(s);
+        let p = &mut s.pacers[i];
+        let (v, end, delay) = pace(p, *f);
         if t >= c.healthy || delay > c.lim_drop {
             return false;
         }
@@ -1608,7 +1610,7 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
             (true, false) => Quality::BaseLayer,
             (true, true) => Quality::KeyframesOnly,
         };
-        fast_send(d, &mut s.pacers[i], end, delay, q, c, f);
+        fast_send(d, p, end, delay, q, c, f);
         true
     }
 }
