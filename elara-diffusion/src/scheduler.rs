@@ -268,6 +268,18 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision before the scheduler has looked at the target: send at full quality, now.
+    const fn start(link: LinkId, interest: InterestLevel, priority: Priority) -> Self {
+        Decision {
+            link,
+            delay_micros: 0,
+            interest,
+            priority,
+            verdict: Verdict::Send,
+            quality: Quality::Full,
+        }
+    }
+
     /// The pacing delay.
     pub fn delay(&self) -> Duration {
         Duration::from_micros(u64::from(self.delay_micros))
@@ -460,8 +472,13 @@ struct StateSlot {
     levels: Vec<u8>,
     /// Per link slot: position in the registered target list of its level.
     positions: Vec<u32>,
-    /// Registered targets by interest level (index = level; 0 unused).
-    targets: [Vec<LinkId>; 5],
+    /// Registered targets by interest level (index = level; 0 unused), each as the decision a
+    /// call starts from: the link, the level, `targets_priority`, [`Verdict::Send`] at full
+    /// quality with no delay. A call copies a level's list into its output in one go and
+    /// decides in place, writing only what differs.
+    targets: [Vec<Decision>; 5],
+    /// The priority the registered decisions carry (rewritten when an update's differs).
+    targets_priority: Priority,
 }
 
 impl StateSlot {
@@ -554,8 +571,6 @@ struct UpdateCtx {
 /// What one interest level needs, computed once per call.
 #[derive(Clone, Copy)]
 struct LevelCtx {
-    interest: InterestLevel,
-    priority: Priority,
     /// Delays ending after this lose enhancement layers.
     lim_layer: f64,
     /// Delays ending after this lose deltas.
@@ -596,10 +611,9 @@ pub struct PropagationScheduler {
     stats: PropagationStats,
     /// Targets of a [`PropagationScheduler::schedule`] call, as given.
     staged: Vec<(LinkId, InterestLevel)>,
-    /// The same, sorted by level (strongest first).
-    scratch: Vec<LinkId>,
-    /// Decisions of one batch of targets (see [`BATCH`]).
-    batch: Vec<Decision>,
+    /// The same, sorted by level (strongest first), as decisions to start from (see
+    /// [`StateSlot::targets`]).
+    scratch: Vec<Decision>,
     /// Tests: decide every target through [`decide_one`], to check the fast path against it.
     #[cfg(test)]
     general_only: bool,
@@ -623,7 +637,6 @@ impl PropagationScheduler {
             stats: PropagationStats::new(),
             staged: Vec::new(),
             scratch: Vec::new(),
-            batch: Vec::new(),
             #[cfg(test)]
             general_only: false,
         }
@@ -805,6 +818,7 @@ impl PropagationScheduler {
             levels: vec![0; links],
             positions: vec![0; links],
             targets: Default::default(),
+            targets_priority: Priority::Normal,
         });
         let s = self.states.len() - 1;
         self.state_slots.insert(state, s as u32);
@@ -833,7 +847,7 @@ impl PropagationScheduler {
             let list = &mut st.targets[level as usize];
             st.levels[link.index()] = level as u8;
             st.positions[link.index()] = list.len() as u32;
-            list.push(link);
+            list.push(Decision::start(link, level, st.targets_priority));
         }
         Ok(prev)
     }
@@ -858,8 +872,8 @@ impl PropagationScheduler {
         let list = &mut st.targets[level as usize];
         let pos = st.positions[link.index()];
         list.swap_remove(pos as usize);
-        if let Some(&moved) = list.get(pos as usize) {
-            st.positions[moved.index()] = pos;
+        if let Some(moved) = list.get(pos as usize) {
+            st.positions[moved.link.index()] = pos;
         }
         st.levels[link.index()] = 0;
         InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
@@ -901,16 +915,20 @@ impl PropagationScheduler {
             start[level] = acc;
             acc += per_level[level];
         }
+        let priority = priority_of(update);
         sorted.clear();
-        sorted.resize(acc, LinkId::new(0, 0));
+        sorted.resize(
+            acc,
+            Decision::start(LinkId::new(0, 0), InterestLevel::None, priority),
+        );
         let mut next = start;
         for &(link, level) in &staged {
             let l = level as usize;
-            sorted[next[l]] = link;
+            sorted[next[l]] = Decision::start(link, level, priority);
             next[l] += 1;
         }
         let s = self.state_slot(update.state);
-        let lists: [&[LinkId]; 5] = [
+        let lists: [&[Decision]; 5] = [
             &[],
             &sorted[start[1]..start[1] + per_level[1]],
             &sorted[start[2]..start[2] + per_level[2]],
@@ -935,8 +953,16 @@ impl PropagationScheduler {
     ) -> ScheduleSummary {
         let s = self.state_slot(update.state);
         // The lists are moved out for the call so the decision loop can borrow the tracks.
-        let targets = std::mem::take(&mut self.states[s].targets);
-        let lists: [&[LinkId]; 5] = [
+        let mut targets = std::mem::take(&mut self.states[s].targets);
+        let priority = priority_of(update);
+        if self.states[s].targets_priority != priority {
+            // Once per change of priority (a keyframe among deltas), not per call.
+            self.states[s].targets_priority = priority;
+            for d in targets.iter_mut().flatten() {
+                d.priority = priority;
+            }
+        }
+        let lists: [&[Decision]; 5] = [
             &targets[0],
             &targets[1],
             &targets[2],
@@ -950,18 +976,18 @@ impl PropagationScheduler {
     }
 
     /// The decision loop shared by both schedule calls; `lists[level]` are the targets of each
-    /// interest level; `CHECK` validates link handles.
+    /// interest level, as decisions to start from (see [`StateSlot::targets`]; the update's
+    /// priority); `CHECK` validates link handles.
     fn run<const CHECK: bool>(
         &mut self,
         now: Time,
         update: &StateUpdate,
         s: usize,
         out: &mut Vec<Decision>,
-        lists: [&[LinkId]; 5],
+        lists: [&[Decision]; 5],
     ) -> ScheduleSummary {
         out.clear();
         out.reserve(lists.iter().map(|l| l.len()).sum());
-        let priority = priority_of(update);
         let budget = self.states[s].config.latency_budget;
         let age = now - update.timestamp;
         let group = update.group.0;
@@ -975,14 +1001,9 @@ impl PropagationScheduler {
         };
         if let Some(reason) = whole {
             for level in (1..5).rev() {
-                let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
-                out.extend(lists[level].iter().map(|&link| Decision {
-                    link,
-                    interest,
-                    priority,
-                    quality: Quality::Full,
+                out.extend(lists[level].iter().map(|&d| Decision {
                     verdict: Verdict::Drop(reason),
-                    delay_micros: 0,
+                    ..d
                 }));
             }
             summary.dropped = out.len() as u32;
@@ -1054,24 +1075,8 @@ impl PropagationScheduler {
         let fast_ok = !self.general_only;
         #[cfg(not(test))]
         let fast_ok = true;
-        let batch = &mut self.batch;
-        if batch.len() < BATCH {
-            // Once per scheduler: the contents are rewritten per level.
-            batch.resize(
-                BATCH,
-                Decision {
-                    link: LinkId::new(0, 0),
-                    delay_micros: 0,
-                    interest: InterestLevel::None,
-                    priority: Priority::Background,
-                    verdict: Verdict::Send,
-                    quality: Quality::Full,
-                },
-            );
-        }
         let tracks = &mut st.tracks[..];
         for level in (1..5).rev() {
-            let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
             let (layer_limit, delta_limit) = LIMITS[level];
             let drop_above = if enhancement {
                 layer_limit
@@ -1084,8 +1089,6 @@ impl PropagationScheduler {
             // Slack for rounding: the fast path's check must imply the exact one.
             let slack = 2.0 + ctx.deadline.abs() * 4.0 * f64::EPSILON;
             let lv = LevelCtx {
-                interest,
-                priority,
                 lim_layer: now_us + layer_limit * remaining,
                 lim_delta: now_us + delta_limit * remaining,
                 lim_drop,
@@ -1111,16 +1114,16 @@ impl PropagationScheduler {
                 ctx.delta && !ctx.enhancement,
             ) {
                 (true, _, _) => decide_level::<CHECK, KIND_START>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, true, true) => decide_level::<CHECK, KIND_DELTA>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, true, false) => decide_level::<CHECK, KIND_DEPENDENT>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, false, _) => decide_level::<CHECK, KIND_INDEPENDENT>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
             }
         }
@@ -1284,11 +1287,6 @@ const RUNGS: [Quality; 4] = [
     Quality::KeyframesOnly,
 ];
 
-/// Targets decided per batch: their decisions are written into a small buffer that stays in
-/// the L1 cache and holds the level's constant fields already, then appended to the output in
-/// one copy.
-const BATCH: usize = 128;
-
 /// What the fast path of one level needs (see [`fast_run`]); times are absolute µs.
 #[derive(Clone, Copy)]
 struct FastCtx {
@@ -1330,19 +1328,20 @@ struct RunState {
     drops: [u32; 2],
 }
 
-/// Decides for every target of one interest level, appending one decision per target of
-/// `list` to `out`, in batches of [`BATCH`]. The common cases (a base-layer delta to a target
-/// whose group is healthy or cut short, a group's keyframe to a target of an older group) run
-/// in [`fast_run`], a loop with no calls; it stops at the first target that needs more, which
-/// [`decide_one`] decides.
+/// Decides for every target of one interest level: `list` holds one decision per target as it
+/// starts (the link, the level, the update's priority, a send at full quality with no delay).
+/// They are appended to `out` in batches of [`BATCH`] and each batch is decided in place
+/// while it is in the L1 cache, rewriting what differs. The common cases (a base-layer delta to a
+/// target whose group is healthy or cut short, a group's keyframe to a target of an older
+/// group) run in [`fast_run`], a loop with no calls; it stops at the first target that needs
+/// more, which [`decide_one`] decides.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn decide_level<const CHECK: bool, const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
-    list: &[LinkId],
+    list: &[Decision],
     out: &mut Vec<Decision>,
-    batch: &mut [Decision],
     pacers: &mut [Pacer],
     gens: &[u32],
     tracks: &mut [Track],
@@ -1384,85 +1383,87 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
         fresh: track(ctx.epoch, VALID | HAS_KEY),
         cut: track(ctx.epoch, VALID | HAS_KEY | DELTAS_SENT | TRUNCATED),
     };
-    let template = Decision {
-        link: LinkId::new(0, 0),
-        delay_micros: 0,
-        interest: lv.interest,
-        priority: lv.priority,
-        verdict: Verdict::Send,
-        quality: Quality::Full,
-    };
-    let batch = &mut batch[..BATCH.min(list.len())];
-    if let Some((first, rest)) = batch.split_first_mut() {
-        // Copies of one 16-byte value: one store each.
-        *first = template;
-        let first = *first;
-        rest.fill(first);
-    }
     let mut st = RunState {
         k: 0,
         fl: up.fl,
         drops: [0; 2],
     };
     for part in list.chunks(BATCH) {
-        let buf = &mut batch[..part.len()];
+        let start = out.len();
+        out.extend_from_slice(part);
+        let ds = &mut out[start..];
         st.k = 0;
-        loop {
-            if fast {
-                let sat = st.fl >= now;
-                let args = (
-                    part,
-                    &mut *buf,
-                    &mut *pacers,
-                    gens,
-                    &mut *tracks,
-                    fc,
-                    &mut st,
-                );
-                match (sat, keychk) {
-                    (true, false) => fast_run::<CHECK, KIND, true, false>(args),
-                    (true, true) => fast_run::<CHECK, KIND, true, true>(args),
-                    (false, false) => fast_run::<CHECK, KIND, false, false>(args),
-                    (false, true) => fast_run::<CHECK, KIND, false, true>(args),
-                };
-            }
-            let k = st.k;
-            let (Some(&link), Some(d)) = (part.get(k), buf.get_mut(k)) else {
-                break;
-            };
-            d.link = link;
-            let i = link.index();
-            if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
-                d.delay_micros = 0;
-                d.quality = Quality::KeyframesOnly;
-                d.verdict = Verdict::Drop(DropReason::UnknownLink);
-                drops[DropReason::UnknownLink as usize] += 1;
-            } else if decide_one::<KIND>(
-                ctx,
-                lv,
-                d,
-                &mut pacers[i],
-                &mut tracks[i],
-                fmax(st.fl, now),
-                drops,
-            ) {
-                st.fl += step;
-            }
-            st.k = k + 1;
-        }
-        // Every path wrote the link, the delay, the quality and the verdict; the template
-        // holds the level's interest and the update's priority.
-        out.extend_from_slice(buf);
+        decide_batch::<CHECK, KIND>(
+            ctx, lv, ds, pacers, gens, tracks, &fc, &mut st, drops, fast, keychk,
+        );
     }
     drops[DropReason::RateLimited as usize] += st.drops[0];
     drops[DropReason::FramesSkipped as usize] += st.drops[1];
     up.fl = st.fl;
 }
 
-/// The arguments of [`fast_run`]: the batch's targets and decisions, the pacers, the
-/// generations, the tracks, the level's constants and where the run starts.
+/// Targets decided per batch: the batch's decisions are copied into the output from the
+/// target list and decided in place while they are in the L1 cache.
+const BATCH: usize = 128;
+
+/// Decides one batch of [`decide_level`] in place: [`fast_run`] while it can, [`decide_one`]
+/// where it stops.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn decide_batch<const CHECK: bool, const KIND: u8>(
+    ctx: &UpdateCtx,
+    lv: &LevelCtx,
+    ds: &mut [Decision],
+    pacers: &mut [Pacer],
+    gens: &[u32],
+    tracks: &mut [Track],
+    fc: &FastCtx,
+    st: &mut RunState,
+    drops: &mut [u32; DropReason::COUNT],
+    fast: bool,
+    keychk: bool,
+) {
+    let n = tracks.len();
+    let now = ctx.now;
+    loop {
+        if fast {
+            let sat = st.fl >= now;
+            let args = (&mut *ds, &mut *pacers, gens, &mut *tracks, *fc, &mut *st);
+            match (sat, keychk) {
+                (true, false) => fast_run::<CHECK, KIND, true, false>(args),
+                (true, true) => fast_run::<CHECK, KIND, true, true>(args),
+                (false, false) => fast_run::<CHECK, KIND, false, false>(args),
+                (false, true) => fast_run::<CHECK, KIND, false, true>(args),
+            };
+        }
+        let k = st.k;
+        let Some(d) = ds.get_mut(k) else {
+            break;
+        };
+        let link = d.link;
+        let i = link.index();
+        if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
+            d.quality = Quality::KeyframesOnly;
+            d.verdict = Verdict::Drop(DropReason::UnknownLink);
+            drops[DropReason::UnknownLink as usize] += 1;
+        } else if decide_one::<KIND>(
+            ctx,
+            lv,
+            d,
+            &mut pacers[i],
+            &mut tracks[i],
+            fmax(st.fl, now),
+            drops,
+        ) {
+            st.fl += fc.step;
+        }
+        st.k = k + 1;
+    }
+}
+
+/// The arguments of [`fast_run`]: the level's decisions, the pacers, the generations, the
+/// tracks, the level's constants and where the run starts.
 type FastArgs<'a> = (
-    &'a [LinkId],
     &'a mut [Decision],
     &'a mut [Pacer],
     &'a [u32],
@@ -1471,13 +1472,12 @@ type FastArgs<'a> = (
     &'a mut RunState,
 );
 
-/// Decides targets `part[k..]` while they take the common path, writing link, delay and
-/// quality and verdict into `buf`, whose other fields hold the level's
-/// template; returns where it stopped: at the first target that needs [`decide_one`], or at
-/// `part.len()`. `SAT`: the uplink's floor `fl` is already past `now`, so it is the floor
-/// itself. `KEYCHK`: deltas check the link's rate against the keyframe reserve (the [`SLOW`]
-/// flag does not suffice at this level). Out of line, so that its loop has the registers to
-/// itself.
+/// Decides targets `ds[k..]` in place while they take the common path (see
+/// [`decide_level`] for what a decision holds before), and records where it stopped: at the
+/// first target that needs [`decide_one`], or at the end. `SAT`: the uplink's floor `fl` is
+/// already past `now`, so it is the floor itself. `KEYCHK`: deltas check the link's rate
+/// against the keyframe reserve (the [`SLOW`] flag does not suffice at this level). Out of
+/// line, so that its loop has the registers to itself.
 ///
 /// Deltas: a target whose group is healthy gets the delta when its delay is within the
 /// level's limit, otherwise its group is cut ([`DropReason::FramesSkipped`], or
@@ -1486,7 +1486,7 @@ type FastArgs<'a> = (
 /// Exactly what [`decide_one`] decides for these cases.
 #[inline(never)]
 fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
-    (part, buf, pacers, gens, tracks, c, st): FastArgs<'_>,
+    (ds, pacers, gens, tracks, c, st): FastArgs<'_>,
 ) {
     let n = pacers.len();
     let mut s = FastSlots {
@@ -1494,23 +1494,14 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         gens: &gens[..n],
         tracks: &mut tracks[..n],
     };
-    let buf = &mut buf[..part.len()];
-    let mut k = st.k;
     let mut f = st.fl;
     let mut drops = st.drops;
-    while k < part.len()
-        && fast_one::<CHECK, KIND, SAT, KEYCHK>(
-            part[k],
-            &mut buf[k],
-            &mut s,
-            &c,
-            &mut f,
-            &mut drops,
-        )
-    {
-        k += 1;
-    }
-    st.k = k;
+    let rest = ds.get_mut(st.k..).unwrap_or_default();
+    let done = rest
+        .iter_mut()
+        .position(|d| !fast_one::<CHECK, KIND, SAT, KEYCHK>(d, &mut s, &c, &mut f, &mut drops))
+        .unwrap_or(rest.len());
+    st.k += done;
     st.fl = f;
     st.drops = drops;
 }
@@ -1522,24 +1513,23 @@ struct FastSlots<'a> {
     tracks: &'a mut [Track],
 }
 
-/// One target of [`fast_run`]: decides it into `d` and returns true when it takes a common
-/// path, or returns false (having changed nothing but `d.link`) when it needs [`decide_one`].
-/// `f` is the uplink's floor; `drops` counts rate-limited and frames-skipped drops.
+/// One target of [`fast_run`]: decides `d` and returns true when it takes a common path, or
+/// returns false (having changed nothing) when it needs [`decide_one`]. `f` is the uplink's
+/// floor; `drops` counts rate-limited and frames-skipped drops.
 #[inline(always)]
 fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
-    link: LinkId,
     d: &mut Decision,
     s: &mut FastSlots<'_>,
     c: &FastCtx,
     f: &mut f64,
     drops: &mut [u32; 2],
 ) -> bool {
+    let link = d.link;
     let i = link.index();
     if i >= s.tracks.len() || (CHECK && s.gens[i] != link.generation() | LIVE) {
         return false;
     }
     let t = s.tracks[i];
-    d.link = link;
     // The link's pacing: the bucket's new zero time, and when the update would leave.
     let pace = |p: &Pacer, f: f64| {
         let end = p.after_send(c.now, c.cost);
@@ -1576,7 +1566,6 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
                 Quality::KeyframesOnly
             };
             d.verdict = Verdict::Drop(DropReason::FramesSkipped);
-            d.delay_micros = 0;
             drops[1] += 1;
             return true;
         }
@@ -1627,7 +1616,7 @@ fn delta_quality(delay: f64, c: &FastCtx) -> Quality {
 }
 
 /// A send on the fast path: charges the link's pacer (its new `zero_at` is `end`) and the
-/// uplink's floor `f`, and writes the delay, the quality and the verdict.
+/// uplink's floor `f`, and writes the delay and the quality (the decision says send already).
 #[inline(always)]
 fn fast_send(
     d: &mut Decision,
@@ -1642,7 +1631,6 @@ fn fast_send(
     *f += c.step;
     d.quality = quality;
     d.delay_micros = (delay + c.magic_now).to_bits() as u32;
-    d.verdict = Verdict::Send;
 }
 
 /// A delta over its level's limit, to a target whose group is healthy or fresh (`t`): dropped,
@@ -1671,7 +1659,6 @@ fn cut_group(
     } else {
         DropReason::FramesSkipped
     });
-    d.delay_micros = 0;
     *track = t | u64::from(TRUNCATED);
 }
 
