@@ -10,7 +10,8 @@
 //!   bits of the id's hash), and a `hashbrown::HashTable<u32>` maps an id to its record index,
 //!   so the table holds 4-byte indices only (5 bytes per bucket with its control byte). When the
 //!   table grows it is rebuilt from the hashes stored in the records, read in order: no id is
-//!   hashed twice;
+//!   hashed twice. It grows fourfold while it has fewer than 65,536 buckets (320 kB) and
+//!   twofold above, so a large map's table is at most twice what its nodes need;
 //! * the id hash is seeded ([`InterestMap::with_hash_seed`]) and covers all 32 bytes of the id.
 //!   Ids are derived from public keys, so their bytes are already uniform, but a relay's map
 //!   also holds ids it only heard of from others; with a seed nobody else knows, nobody can
@@ -62,6 +63,10 @@ use crate::hash::{IdHashBuilder, hash_id};
 /// The most states one node may declare interest in (the overflow count in a node record is
 /// 8 bits wide, plus the inline slot).
 pub const MAX_STATES_PER_NODE: usize = 256;
+
+/// Node tables with fewer buckets than this grow fourfold, larger ones twofold (see
+/// `InterestMap::grow_index`).
+const QUADRUPLE_BELOW: usize = 1 << 16;
 
 /// The most distinct states one map can track (state slots are 24 bits wide).
 pub const MAX_STATES: usize = 1 << 24;
@@ -309,15 +314,27 @@ impl InterestMap {
         }
     }
 
-    /// Replaces the full node table by one with room for one more node (the same size
-    /// hashbrown's own growth would pick), filled from the hashes stored in the records: no id
-    /// is re-hashed. When no record is free (a map that only grew), every record is live and
-    /// they are read in order; otherwise the old table lists the live ones.
+    /// Replaces the full node table by a larger one, filled from the hashes stored in the
+    /// records: no id is re-hashed. When no record is free (a map that only grew), every
+    /// record is live and they are read in order; otherwise the old table lists the live ones.
+    ///
+    /// Below [`QUADRUPLE_BELOW`] buckets the table grows fourfold (a few hundred kilobytes at
+    /// most, and a third fewer entries rebuilt on the way up from empty), above it twofold, the
+    /// size hashbrown's own growth would pick, so a large map's table is never more than
+    /// twice what its nodes need.
     #[cold]
     fn grow_index(&mut self) {
         let records = &self.records;
         let rehash = |&j: &u32| table_hash(records[j as usize].hash);
-        let mut table = HashTable::with_capacity(self.index.len() + 1);
+        let cap = self.index.capacity();
+        // hashbrown keeps 7/8 of its buckets usable (3 of 4 in the smallest table).
+        let buckets = (cap * 8 / 7).next_power_of_two();
+        let want = if buckets < QUADRUPLE_BELOW {
+            cap * 4
+        } else {
+            self.index.len() + 1
+        };
+        let mut table = HashTable::with_capacity(want.max(self.index.len() + 1));
         if self.free_records.is_empty() {
             for (i, rec) in records.iter().enumerate() {
                 table.insert_unique(table_hash(rec.hash), i as u32, rehash);
