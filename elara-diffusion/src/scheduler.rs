@@ -35,14 +35,17 @@
 //!
 //! # Cost per target
 //!
-//! A decision reads the link's pacer (three `f64` side by side in one 24-byte slot) and the
-//! target's track (the group's epoch and flags in one word), and writes one 16-byte
-//! [`Decision`]. The pressure
-//! limits become deadlines once per call, so a decision compares times and never divides. The
-//! common cases — a base-layer delta to a target whose group is healthy or already cut short,
-//! a keyframe starting a group — run in a loop without calls; anything else takes the general
-//! per-target code, and a test checks on random workloads that both decide alike. About 36
-//! instructions per decision at 10,000 receivers (`benches/RESULTS.md`).
+//! A registered target is kept as the 16-byte [`Decision`] a call starts from (its link, its
+//! level, the update's priority, send at full quality now); a call copies them into its output
+//! 128 at a time and decides each batch in place while it is in the L1 cache, writing only what
+//! differs (a send's delay and quality, a drop's verdict). A decision reads the link's pacer
+//! (three `f64` side by side in one 24-byte slot) and the target's track (the group's epoch
+//! and flags in one word). The pressure limits become deadlines once per call, so a decision
+//! compares times and never divides. The common cases — a base-layer delta to a target whose
+//! group is healthy or already cut short, a keyframe starting a group — run in a loop without
+//! calls; anything else takes the general per-target code, and a test checks on random
+//! workloads that both decide alike. About 34 instructions per decision at 10,000 receivers
+//! (`benches/RESULTS.md`).
 //!
 //! # Driving contract
 //!
