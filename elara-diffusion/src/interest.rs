@@ -6,9 +6,17 @@
 //! cost is what matters:
 //!
 //! * every node that holds at least one interest is interned once: its 32-byte [`NodeId`] lives
-//!   in a dense `Vec` of records (40 bytes: the id plus the position of its first interest), and
-//!   a `hashbrown::HashTable<u32>` maps an id to its record index, hashing the id stored in the
-//!   record, so the table holds 4-byte indices only (5 bytes per bucket with its control byte);
+//!   in a dense `Vec` of records (44 bytes: the id, the position of its first interest and 32
+//!   bits of the id's hash), and a `hashbrown::HashTable<u32>` maps an id to its record index,
+//!   so the table holds 4-byte indices only (5 bytes per bucket with its control byte). When the
+//!   table grows it is rebuilt from the hashes stored in the records, read in order: no id is
+//!   hashed twice. It grows fourfold while it has fewer than 65,536 buckets (320 kB) and
+//!   twofold above, so a large map's table is at most twice what its nodes need;
+//! * the id hash is seeded ([`InterestMap::with_hash_seed`]) and covers all 32 bytes of the id.
+//!   Ids are derived from public keys, so their bytes are already uniform, but a relay's map
+//!   also holds ids it only heard of from others; with a seed nobody else knows, nobody can
+//!   choose ids that pile up in one bucket of this node's table (which a hash of a fixed
+//!   prefix word, or an unseeded one, would allow);
 //! * each state keeps its viewers as two dense parallel vectors, node index (`u32`) and level
 //!   (`u8`), so iterating a state's viewers is a slice walk that allocates nothing;
 //! * the position of a node's first interest is stored inline in its record; a node's further
@@ -21,7 +29,7 @@
 //!
 //! Measured with exact capacity accounting ([`InterestMap::heap_bytes`]) and cross-checked
 //! with a counting global allocator (`tests/interest_memory.rs`): **1,000,000 viewers of one
-//! state take about 58 bytes per viewer** (42 for the node records, 10.5 for the id table at
+//! state take about 62 bytes per viewer** (46 for the node records, 10.5 for the id table at
 //! hashbrown's load factor, 5.2 for the state's dense vectors, vector growth slack included). The
 //! original `elara-diffusion` 0.2.0 needs about 226.
 //!
@@ -55,6 +63,10 @@ use crate::hash::{IdHashBuilder, hash_id};
 /// The most states one node may declare interest in (the overflow count in a node record is
 /// 8 bits wide, plus the inline slot).
 pub const MAX_STATES_PER_NODE: usize = 256;
+
+/// Node tables with fewer buckets than this grow fourfold, larger ones twofold (see
+/// `InterestMap::grow_index`).
+const QUADRUPLE_BELOW: usize = 1 << 16;
 
 /// The most distinct states one map can track (state slots are 24 bits wide).
 pub const MAX_STATES: usize = 1 << 24;
@@ -104,6 +116,9 @@ struct NodeRecord {
     first_state: u32,
     /// Position of the inline interest in its state's dense vectors.
     first_pos: u32,
+    /// The id's hash as the node table uses it (see [`stored_hash`]): the table grows without
+    /// re-hashing any id.
+    hash: u32,
 }
 
 impl NodeRecord {
@@ -220,10 +235,9 @@ impl InterestMap {
     /// Reserves room for `nodes` more interned nodes.
     pub fn reserve_nodes(&mut self, nodes: usize) {
         self.records.reserve(nodes);
-        let seed = self.seed;
         let records = &self.records;
         self.index
-            .reserve(nodes, |&i| hash_id(seed, &records[i as usize].id));
+            .reserve(nodes, |&i| table_hash(records[i as usize].hash));
     }
 
     /// Number of live entries (node, state) — expired-but-not-yet-swept entries included.
@@ -247,7 +261,7 @@ impl InterestMap {
     }
 
     fn find_node(&self, node: &NodeId) -> Option<u32> {
-        let h = hash_id(self.seed, node);
+        let h = table_hash(stored_hash(self.seed, node));
         let records = &self.records;
         self.index
             .find(h, |&i| records[i as usize].id == *node)
@@ -262,13 +276,12 @@ impl InterestMap {
         if self.index.len() == self.index.capacity() {
             self.grow_index();
         }
-        let seed = self.seed;
-        let h = hash_id(seed, &node);
+        let h = stored_hash(self.seed, &node);
         let records = &mut self.records;
         let entry = self.index.entry(
-            h,
+            table_hash(h),
             |&i| records[i as usize].id == node,
-            |&i| hash_id(seed, &records[i as usize].id),
+            |&i| table_hash(records[i as usize].hash),
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(o) => (*o.get(), false),
@@ -279,6 +292,7 @@ impl InterestMap {
                     id: node,
                     first_state: slot,
                     first_pos: pos,
+                    hash: h,
                 };
                 let idx = match self.free_records.pop() {
                     Some(i) => {
@@ -300,20 +314,34 @@ impl InterestMap {
         }
     }
 
-    /// Replaces the full node table by one with room for one more node (the same size
-    /// hashbrown's own growth would pick), filled by walking the records in order: each id is
-    /// read sequentially rather than at the table's random bucket order, which is what makes
-    /// growing from empty cheap. Live records are exactly the non-empty ones.
+    /// Replaces the full node table by a larger one, filled from the hashes stored in the
+    /// records: no id is re-hashed. When no record is free (a map that only grew), every
+    /// record is live and they are read in order; otherwise the old table lists the live ones.
+    ///
+    /// Below [`QUADRUPLE_BELOW`] buckets the table grows fourfold (a few hundred kilobytes at
+    /// most, and a third fewer entries rebuilt on the way up from empty), above it twofold, the
+    /// size hashbrown's own growth would pick, so a large map's table is never more than
+    /// twice what its nodes need.
     #[cold]
     fn grow_index(&mut self) {
-        let seed = self.seed;
         let records = &self.records;
-        let mut table = HashTable::with_capacity(self.index.len() + 1);
-        for (i, rec) in records.iter().enumerate() {
-            if !rec.is_empty() {
-                table.insert_unique(hash_id(seed, &rec.id), i as u32, |&j| {
-                    hash_id(seed, &records[j as usize].id)
-                });
+        let rehash = |&j: &u32| table_hash(records[j as usize].hash);
+        let cap = self.index.capacity();
+        // hashbrown keeps 7/8 of its buckets usable (3 of 4 in the smallest table).
+        let buckets = (cap * 8 / 7).next_power_of_two();
+        let want = if buckets < QUADRUPLE_BELOW {
+            cap * 4
+        } else {
+            self.index.len() + 1
+        };
+        let mut table = HashTable::with_capacity(want.max(self.index.len() + 1));
+        if self.free_records.is_empty() {
+            for (i, rec) in records.iter().enumerate() {
+                table.insert_unique(table_hash(rec.hash), i as u32, rehash);
+            }
+        } else {
+            for &i in &self.index {
+                table.insert_unique(rehash(&i), i, rehash);
             }
         }
         debug_assert_eq!(table.len(), self.index.len());
@@ -325,7 +353,7 @@ impl InterestMap {
         if !rec.is_empty() {
             return;
         }
-        let h = hash_id(self.seed, &rec.id);
+        let h = table_hash(rec.hash);
         if let Ok(e) = self.index.find_entry(h, |&i| i == idx) {
             e.remove();
         }
@@ -684,6 +712,21 @@ fn hashmap_bytes(capacity: usize, entry: usize) -> usize {
     data + buckets + 16
 }
 
+/// The 32 bits of a node id's seeded hash ([`hash_id`]) that the map keeps per record.
+#[inline(always)]
+fn stored_hash(seed: u64, id: &NodeId) -> u32 {
+    hash_id(seed, id) as u32
+}
+
+/// The node table's hash for a stored hash: the 32 bits in both halves, so that the table's
+/// bucket (low bits) and its 7-bit tag (top bits) both come from them. The two are independent
+/// up to 2^25 buckets (33 million nodes); past that they share bits, which only costs a few
+/// more id comparisons per lookup.
+#[inline(always)]
+fn table_hash(h: u32) -> u64 {
+    u64::from(h) * 0x1_0000_0001
+}
+
 fn level_of(raw: u8) -> InterestLevel {
     InterestLevel::from_u8(raw & LEVEL_MASK).unwrap_or(InterestLevel::None)
 }
@@ -861,6 +904,32 @@ mod tests {
         m.declare(NOW, n(5), S, Critical, None).unwrap();
         assert_eq!(m.level_counts(S), [0, 6, 0, 2, 1]);
         assert_eq!(m.strongest(S, NOW), Critical);
+    }
+
+    #[test]
+    fn the_node_table_grows_from_stored_hashes_with_and_without_free_records() {
+        let mut m = InterestMap::with_hash_seed(3);
+        for i in 0..100 {
+            m.declare(NOW, n(i), S, Low, None).unwrap();
+        }
+        // Free records in the middle: the next growths rebuild from the old table.
+        for i in (0..100).step_by(2) {
+            assert_eq!(m.remove_node(n(i)), 1);
+        }
+        for i in 100..400 {
+            m.declare(NOW, n(i), S, High, None).unwrap();
+        }
+        assert_eq!(m.node_count(), 350);
+        for i in 0..400 {
+            let want = if i >= 100 {
+                High
+            } else if i % 2 == 1 {
+                Low
+            } else {
+                NONE_L
+            };
+            assert_eq!(m.level(n(i), S, NOW), want, "node {i}");
+        }
     }
 
     #[test]

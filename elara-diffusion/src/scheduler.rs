@@ -35,13 +35,17 @@
 //!
 //! # Cost per target
 //!
-//! A decision reads the link's pacer (three `f64` in a struct of arrays) and the target's track
-//! (the group's epoch and flags in one word), and writes one 16-byte [`Decision`]. The pressure
-//! limits become deadlines once per call, so a decision compares times and never divides. The
-//! common cases — a base-layer delta to a target whose group is healthy or already cut short,
-//! a keyframe starting a group — run in a loop without calls; anything else takes the general
-//! per-target code, and a test checks on random workloads that both decide alike. About 37
-//! instructions per decision at 10,000 receivers (`benches/RESULTS.md`).
+//! A registered target is kept as the 16-byte [`Decision`] a call starts from (its link, its
+//! level, the update's priority, send at full quality now); a call copies them into its output
+//! 512 (8 kB) at a time and decides each batch in place while it is in the L1 cache, writing
+//! only what differs (a send's delay and quality, a drop's verdict). A decision reads the link's pacer
+//! (three `f64` side by side in one 24-byte slot) and the target's track (the group's epoch
+//! and flags in one word). The pressure limits become deadlines once per call, so a decision
+//! compares times and never divides. The common cases — a base-layer delta to a target whose
+//! group is healthy or already cut short, a keyframe starting a group — run in a loop without
+//! calls; anything else takes the general per-target code, and a test checks on random
+//! workloads that both decide alike. About 32 instructions per decision at 10,000 receivers
+//! (`benches/RESULTS.md`).
 //!
 //! # Driving contract
 //!
@@ -267,6 +271,18 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision before the scheduler has looked at the target: send at full quality, now.
+    const fn start(link: LinkId, interest: InterestLevel, priority: Priority) -> Self {
+        Decision {
+            link,
+            delay_micros: 0,
+            interest,
+            priority,
+            verdict: Verdict::Send,
+            quality: Quality::Full,
+        }
+    }
+
     /// The pacing delay.
     pub fn delay(&self) -> Duration {
         Duration::from_micros(u64::from(self.delay_micros))
@@ -318,16 +334,18 @@ pub enum SchedulerError {
     ZeroLatencyBudget,
 }
 
-/// A token bucket kept as a virtual clock (GCRA): `tat` is the time at which the bucket would
-/// be full again; `tau` is the bucket depth in microseconds at the link's rate. Sending `c`
-/// bytes at `now` needs `max(tat, now) + c·inv_rate − now − tau` microseconds of pacing (if
-/// positive). No refill step: a send reads and writes one time.
+/// A token bucket kept as a virtual clock (GCRA). `zero_at` is the time at which the bucket is
+/// back to zero tokens (out of debt: before it, sends are paced); `tau` is the bucket depth in
+/// microseconds at the link's rate (the classic GCRA's "theoretical arrival time" is
+/// `zero_at + tau`). Sending `c` bytes at `now` takes the bucket to zero at
+/// `max(zero_at, now − tau) + c·inv_rate`, and needs that minus `now` microseconds of pacing
+/// (if positive). No refill step: a send reads and writes one time.
 #[derive(Clone, Copy, Debug)]
 struct Pacer {
-    tat: f64,
+    zero_at: f64,
+    tau: f64,
     /// Microseconds per byte ([`STALLED`] for a stalled link).
     inv_rate: f64,
-    tau: f64,
 }
 
 /// Microseconds per byte standing for a stalled (zero-rate) link: any send takes years.
@@ -337,9 +355,9 @@ impl Pacer {
     fn new(now: Time, bytes_per_sec: u64, cfg: &SchedulerConfig) -> Self {
         let (inv_rate, tau) = Self::params(bytes_per_sec, cfg);
         Pacer {
-            tat: now.as_micros() as f64,
-            inv_rate,
+            zero_at: now.as_micros() as f64 - tau,
             tau,
+            inv_rate,
         }
     }
 
@@ -362,11 +380,11 @@ impl Pacer {
 
     /// Bytes in the bucket at `now` (negative: debt still being paced out).
     fn tokens(&self, now: f64) -> f64 {
-        (self.tau - (self.tat - now).max(0.0)) / self.inv_rate
+        (now - self.zero_at).min(self.tau) / self.inv_rate
     }
 
     fn set_tokens(&mut self, now: f64, tokens: f64) {
-        self.tat = now + self.tau - tokens * self.inv_rate;
+        self.zero_at = now - tokens * self.inv_rate;
     }
 
     /// Changes the rate, carrying the bucket level over.
@@ -379,43 +397,15 @@ impl Pacer {
         self.set_tokens(now, tokens.min(cap));
     }
 
+    /// When the bucket is back to zero after sending `cost` bytes at `now`: the absolute time
+    /// the send may leave, and the new `zero_at`.
+    #[inline(always)]
+    fn after_send(&self, now: f64, cost: f64) -> f64 {
+        fmax(now - self.tau, self.zero_at) + cost * self.inv_rate
+    }
+
     fn refund(&mut self, cost: f64) {
-        self.tat -= cost * self.inv_rate;
-    }
-}
-
-/// The pacers of all link slots, as a struct of arrays: the decision loop reads `inv` and `tau`
-/// and reads and writes `tat` of each target, each at the target's index.
-#[derive(Clone, Debug, Default)]
-struct Pacers {
-    tat: Vec<f64>,
-    inv: Vec<f64>,
-    tau: Vec<f64>,
-}
-
-impl Pacers {
-    fn get(&self, i: usize) -> Pacer {
-        Pacer {
-            tat: self.tat[i],
-            inv_rate: self.inv[i],
-            tau: self.tau[i],
-        }
-    }
-
-    fn put(&mut self, i: usize, p: Pacer) {
-        self.tat[i] = p.tat;
-        self.inv[i] = p.inv_rate;
-        self.tau[i] = p.tau;
-    }
-
-    fn push(&mut self, p: Pacer) {
-        self.tat.push(p.tat);
-        self.inv.push(p.inv_rate);
-        self.tau.push(p.tau);
-    }
-
-    fn len(&self) -> usize {
-        self.tat.len()
+        self.zero_at -= cost * self.inv_rate;
     }
 }
 
@@ -485,21 +475,26 @@ struct StateSlot {
     levels: Vec<u8>,
     /// Per link slot: position in the registered target list of its level.
     positions: Vec<u32>,
-    /// Registered targets by interest level (index = level; 0 unused).
-    targets: [Vec<LinkId>; 5],
+    /// Registered targets by interest level (index = level; 0 unused), each as the decision a
+    /// call starts from: the link, the level, `targets_priority`, [`Verdict::Send`] at full
+    /// quality with no delay. A call copies a level's list into its output in one go and
+    /// decides in place, writing only what differs.
+    targets: [Vec<Decision>; 5],
+    /// The priority the registered decisions carry (rewritten when an update's differs).
+    targets_priority: Priority,
 }
 
 impl StateSlot {
     /// Recomputes `inv_slow` and every track's [`SLOW`] flag (after the budget or the keyframe
     /// size changed).
-    fn refresh_slow(&mut self, inv: &[f64]) {
+    fn refresh_slow(&mut self, pacers: &[Pacer]) {
         self.inv_slow = if self.key_bytes > 0.0 {
             KEY_SHARE * self.config.latency_budget.as_micros() as f64 / self.key_bytes
         } else {
             f64::INFINITY
         };
-        for (t, &v) in self.tracks.iter_mut().zip(inv) {
-            *t = (*t & !u64::from(SLOW)) | slow_flag(v, self.inv_slow);
+        for (t, p) in self.tracks.iter_mut().zip(pacers) {
+            *t = (*t & !u64::from(SLOW)) | slow_flag(p.inv_rate, self.inv_slow);
         }
     }
 
@@ -579,8 +574,6 @@ struct UpdateCtx {
 /// What one interest level needs, computed once per call.
 #[derive(Clone, Copy)]
 struct LevelCtx {
-    interest: InterestLevel,
-    priority: Priority,
     /// Delays ending after this lose enhancement layers.
     lim_layer: f64,
     /// Delays ending after this lose deltas.
@@ -608,8 +601,8 @@ struct UplinkRun {
 #[derive(Debug)]
 pub struct PropagationScheduler {
     config: SchedulerConfig,
-    /// Pacer per link slot, as a struct of arrays (see [`Pacers`]).
-    pacers: Pacers,
+    /// Pacer per link slot.
+    pacers: Vec<Pacer>,
     /// Generation per link slot, with [`LIVE`] set while the link exists.
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
@@ -621,10 +614,9 @@ pub struct PropagationScheduler {
     stats: PropagationStats,
     /// Targets of a [`PropagationScheduler::schedule`] call, as given.
     staged: Vec<(LinkId, InterestLevel)>,
-    /// The same, sorted by level (strongest first).
-    scratch: Vec<LinkId>,
-    /// Decisions of one batch of targets (see [`BATCH`]).
-    batch: Vec<Decision>,
+    /// The same, sorted by level (strongest first), as decisions to start from (see
+    /// [`StateSlot::targets`]).
+    scratch: Vec<Decision>,
     /// Tests: decide every target through [`decide_one`], to check the fast path against it.
     #[cfg(test)]
     general_only: bool,
@@ -635,7 +627,7 @@ impl PropagationScheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         PropagationScheduler {
             config,
-            pacers: Pacers::default(),
+            pacers: Vec::new(),
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
@@ -648,7 +640,6 @@ impl PropagationScheduler {
             stats: PropagationStats::new(),
             staged: Vec::new(),
             scratch: Vec::new(),
-            batch: Vec::new(),
             #[cfg(test)]
             general_only: false,
         }
@@ -677,7 +668,7 @@ impl PropagationScheduler {
             Some(index) => {
                 let generation = (self.gens[index as usize] + 1) & GEN_MASK;
                 self.gens[index as usize] = generation | LIVE;
-                self.pacers.put(index as usize, pacer);
+                self.pacers[index as usize] = pacer;
                 self.cold[index as usize] = cold;
                 LinkId::new(index, generation)
             }
@@ -740,7 +731,7 @@ impl PropagationScheduler {
         if !self.is_live(link) {
             return None;
         }
-        let h = self.pacers.get(link.index());
+        let h = self.pacers[link.index()];
         let c = &self.cold[link.index()];
         Some(LinkInfo {
             peer: c.peer,
@@ -768,14 +759,13 @@ impl PropagationScheduler {
         let cfg = self.config;
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let mut p = self.pacers.get(i);
+        let p = &mut self.pacers[i];
         p.set_rate(now_us, stats.send_rate_estimate, &cfg);
         if stats.queued_bytes > 0 {
             let cap = p.tau / p.inv_rate;
             let tokens = p.tokens(now_us).min(cap - stats.queued_bytes as f64);
             p.set_tokens(now_us, tokens);
         }
-        self.pacers.put(i, p);
         let inv = p.inv_rate;
         for st in &mut self.states {
             let t = &mut st.tracks[i];
@@ -810,7 +800,7 @@ impl PropagationScheduler {
         }
         let s = self.state_slot(state);
         self.states[s].config = config;
-        self.states[s].refresh_slow(&self.pacers.inv);
+        self.states[s].refresh_slow(&self.pacers);
         Ok(())
     }
 
@@ -831,6 +821,7 @@ impl PropagationScheduler {
             levels: vec![0; links],
             positions: vec![0; links],
             targets: Default::default(),
+            targets_priority: Priority::Normal,
         });
         let s = self.states.len() - 1;
         self.state_slots.insert(state, s as u32);
@@ -859,7 +850,7 @@ impl PropagationScheduler {
             let list = &mut st.targets[level as usize];
             st.levels[link.index()] = level as u8;
             st.positions[link.index()] = list.len() as u32;
-            list.push(link);
+            list.push(Decision::start(link, level, st.targets_priority));
         }
         Ok(prev)
     }
@@ -884,8 +875,8 @@ impl PropagationScheduler {
         let list = &mut st.targets[level as usize];
         let pos = st.positions[link.index()];
         list.swap_remove(pos as usize);
-        if let Some(&moved) = list.get(pos as usize) {
-            st.positions[moved.index()] = pos;
+        if let Some(moved) = list.get(pos as usize) {
+            st.positions[moved.link.index()] = pos;
         }
         st.levels[link.index()] = 0;
         InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
@@ -927,16 +918,20 @@ impl PropagationScheduler {
             start[level] = acc;
             acc += per_level[level];
         }
+        let priority = priority_of(update);
         sorted.clear();
-        sorted.resize(acc, LinkId::new(0, 0));
+        sorted.resize(
+            acc,
+            Decision::start(LinkId::new(0, 0), InterestLevel::None, priority),
+        );
         let mut next = start;
         for &(link, level) in &staged {
             let l = level as usize;
-            sorted[next[l]] = link;
+            sorted[next[l]] = Decision::start(link, level, priority);
             next[l] += 1;
         }
         let s = self.state_slot(update.state);
-        let lists: [&[LinkId]; 5] = [
+        let lists: [&[Decision]; 5] = [
             &[],
             &sorted[start[1]..start[1] + per_level[1]],
             &sorted[start[2]..start[2] + per_level[2]],
@@ -961,8 +956,16 @@ impl PropagationScheduler {
     ) -> ScheduleSummary {
         let s = self.state_slot(update.state);
         // The lists are moved out for the call so the decision loop can borrow the tracks.
-        let targets = std::mem::take(&mut self.states[s].targets);
-        let lists: [&[LinkId]; 5] = [
+        let mut targets = std::mem::take(&mut self.states[s].targets);
+        let priority = priority_of(update);
+        if self.states[s].targets_priority != priority {
+            // Once per change of priority (a keyframe among deltas), not per call.
+            self.states[s].targets_priority = priority;
+            for d in targets.iter_mut().flatten() {
+                d.priority = priority;
+            }
+        }
+        let lists: [&[Decision]; 5] = [
             &targets[0],
             &targets[1],
             &targets[2],
@@ -976,18 +979,18 @@ impl PropagationScheduler {
     }
 
     /// The decision loop shared by both schedule calls; `lists[level]` are the targets of each
-    /// interest level; `CHECK` validates link handles.
+    /// interest level, as decisions to start from (see [`StateSlot::targets`]; the update's
+    /// priority); `CHECK` validates link handles.
     fn run<const CHECK: bool>(
         &mut self,
         now: Time,
         update: &StateUpdate,
         s: usize,
         out: &mut Vec<Decision>,
-        lists: [&[LinkId]; 5],
+        lists: [&[Decision]; 5],
     ) -> ScheduleSummary {
         out.clear();
         out.reserve(lists.iter().map(|l| l.len()).sum());
-        let priority = priority_of(update);
         let budget = self.states[s].config.latency_budget;
         let age = now - update.timestamp;
         let group = update.group.0;
@@ -1001,14 +1004,9 @@ impl PropagationScheduler {
         };
         if let Some(reason) = whole {
             for level in (1..5).rev() {
-                let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
-                out.extend(lists[level].iter().map(|&link| Decision {
-                    link,
-                    interest,
-                    priority,
-                    quality: Quality::Full,
+                out.extend(lists[level].iter().map(|&d| Decision {
                     verdict: Verdict::Drop(reason),
-                    delay_micros: 0,
+                    ..d
                 }));
             }
             summary.dropped = out.len() as u32;
@@ -1032,7 +1030,7 @@ impl PropagationScheduler {
                     st.inv_slow =
                         KEY_SHARE * budget.as_micros() as f64 / key_bytes.max(f64::MIN_POSITIVE);
                 } else {
-                    st.refresh_slow(&self.pacers.inv);
+                    st.refresh_slow(&self.pacers);
                 }
             }
         }
@@ -1064,7 +1062,7 @@ impl PropagationScheduler {
         };
         let mut up = match &self.uplink {
             Some(p) => UplinkRun {
-                fl: fmax(p.tat, now_us) + ctx.cost * p.inv_rate - p.tau,
+                fl: p.after_send(now_us, ctx.cost),
                 step: ctx.cost * p.inv_rate,
             },
             None => UplinkRun {
@@ -1080,24 +1078,8 @@ impl PropagationScheduler {
         let fast_ok = !self.general_only;
         #[cfg(not(test))]
         let fast_ok = true;
-        let batch = &mut self.batch;
-        if batch.len() < BATCH {
-            // Once per scheduler: the contents are rewritten per level.
-            batch.resize(
-                BATCH,
-                Decision {
-                    link: LinkId::new(0, 0),
-                    delay_micros: 0,
-                    interest: InterestLevel::None,
-                    priority: Priority::Background,
-                    verdict: Verdict::Send,
-                    quality: Quality::Full,
-                },
-            );
-        }
         let tracks = &mut st.tracks[..];
         for level in (1..5).rev() {
-            let interest = InterestLevel::from_u8(level as u8).unwrap_or_default();
             let (layer_limit, delta_limit) = LIMITS[level];
             let drop_above = if enhancement {
                 layer_limit
@@ -1110,8 +1092,6 @@ impl PropagationScheduler {
             // Slack for rounding: the fast path's check must imply the exact one.
             let slack = 2.0 + ctx.deadline.abs() * 4.0 * f64::EPSILON;
             let lv = LevelCtx {
-                interest,
-                priority,
                 lim_layer: now_us + layer_limit * remaining,
                 lim_delta: now_us + delta_limit * remaining,
                 lim_drop,
@@ -1137,16 +1117,16 @@ impl PropagationScheduler {
                 ctx.delta && !ctx.enhancement,
             ) {
                 (true, _, _) => decide_level::<CHECK, KIND_START>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, true, true) => decide_level::<CHECK, KIND_DELTA>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, true, false) => decide_level::<CHECK, KIND_DEPENDENT>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
                 (false, false, _) => decide_level::<CHECK, KIND_INDEPENDENT>(
-                    &ctx, &lv, list, out, batch, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
+                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
                 ),
             }
         }
@@ -1154,7 +1134,7 @@ impl PropagationScheduler {
             && up.fl > fl_start
         {
             // `fl` ran one update ahead of what was charged.
-            p.tat = up.fl - up.step + p.tau;
+            p.zero_at = up.fl - up.step;
         }
         for r in DropReason::ALL {
             let n = drops[r as usize];
@@ -1219,12 +1199,11 @@ impl PropagationScheduler {
         }
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let p = self.pacers.get(i);
-        let end = fmax(p.tat, now_us) + cost * p.inv_rate;
-        let mut delay = fmax(end - p.tau - now_us, 0.0);
+        let end = self.pacers[i].after_send(now_us, cost);
+        let mut delay = fmax(end - now_us, 0.0);
         let up_end = self.uplink.as_ref().map(|u| {
-            let e = fmax(u.tat, now_us) + cost * u.inv_rate;
-            delay = fmax(delay, e - u.tau - now_us);
+            let e = u.after_send(now_us, cost);
+            delay = fmax(delay, e - now_us);
             e
         });
         if delay > (budget - age).as_micros() as f64 {
@@ -1232,9 +1211,9 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::RateLimited, 1);
             return decision;
         }
-        self.pacers.tat[i] = end;
+        self.pacers[i].zero_at = end;
         if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
-            u.tat = e;
+            u.zero_at = e;
         }
         self.stats.scheduled += 1;
         self.stats.scheduled_bytes += cost as u64;
@@ -1273,7 +1252,7 @@ impl PropagationScheduler {
         }
         let cost = update.wire_len() as f64;
         let i = link.index();
-        self.pacers.tat[i] -= cost * self.pacers.inv[i];
+        self.pacers[i].refund(cost);
         if let Some(up) = &mut self.uplink {
             up.refund(cost);
         }
@@ -1310,11 +1289,6 @@ const RUNGS: [Quality; 4] = [
     Quality::ReducedFrames,
     Quality::KeyframesOnly,
 ];
-
-/// Targets decided per batch: their decisions are written into a small buffer that stays in
-/// the L1 cache and holds the level's constant fields already, then appended to the output in
-/// one copy.
-const BATCH: usize = 128;
 
 /// What the fast path of one level needs (see [`fast_run`]); times are absolute µs.
 #[derive(Clone, Copy)]
@@ -1357,20 +1331,21 @@ struct RunState {
     drops: [u32; 2],
 }
 
-/// Decides for every target of one interest level, appending one decision per target of
-/// `list` to `out`, in batches of [`BATCH`]. The common cases (a base-layer delta to a target
-/// whose group is healthy or cut short, a group's keyframe to a target of an older group) run
-/// in [`fast_run`], a loop with no calls; it stops at the first target that needs more, which
-/// [`decide_one`] decides.
+/// Decides for every target of one interest level: `list` holds one decision per target as it
+/// starts (the link, the level, the update's priority, a send at full quality with no delay).
+/// They are appended to `out` in batches of [`BATCH`] and each batch is decided in place
+/// while it is in the L1 cache, rewriting what differs. The common cases (a base-layer delta to a
+/// target whose group is healthy or cut short, a group's keyframe to a target of an older
+/// group) run in [`fast_run`], a loop with no calls; it stops at the first target that needs
+/// more, which [`decide_one`] decides.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn decide_level<const CHECK: bool, const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
-    list: &[LinkId],
+    list: &[Decision],
     out: &mut Vec<Decision>,
-    batch: &mut [Decision],
-    pacers: &mut Pacers,
+    pacers: &mut [Pacer],
     gens: &[u32],
     tracks: &mut [Track],
     up: &mut UplinkRun,
@@ -1379,7 +1354,7 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
 ) {
     // Every per-slot array has one entry per link slot: one bounds check covers them all.
     let n = tracks.len();
-    let (tat, inv, tau) = (&mut pacers.tat[..n], &pacers.inv[..n], &pacers.tau[..n]);
+    let pacers = &mut pacers[..n];
     let gens = &gens[..n];
     let now = ctx.now;
     let step = up.step;
@@ -1411,106 +1386,105 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
         fresh: track(ctx.epoch, VALID | HAS_KEY),
         cut: track(ctx.epoch, VALID | HAS_KEY | DELTAS_SENT | TRUNCATED),
     };
-    let template = Decision {
-        link: LinkId::new(0, 0),
-        delay_micros: 0,
-        interest: lv.interest,
-        priority: lv.priority,
-        verdict: Verdict::Send,
-        quality: Quality::Full,
-    };
-    let batch = &mut batch[..BATCH.min(list.len())];
-    if let Some((first, rest)) = batch.split_first_mut() {
-        // Copies of one 16-byte value: one store each.
-        *first = template;
-        let first = *first;
-        rest.fill(first);
-    }
     let mut st = RunState {
         k: 0,
         fl: up.fl,
         drops: [0; 2],
     };
     for part in list.chunks(BATCH) {
-        let buf = &mut batch[..part.len()];
+        let start = out.len();
+        out.extend_from_slice(part);
+        let ds = &mut out[start..];
         st.k = 0;
-        loop {
-            if fast {
-                let sat = st.fl >= now;
-                let args = (
-                    part,
-                    &mut *buf,
-                    &mut *tat,
-                    inv,
-                    tau,
-                    gens,
-                    &mut *tracks,
-                    fc,
-                    &mut st,
-                );
-                match (sat, keychk) {
-                    (true, false) => fast_run::<CHECK, KIND, true, false>(args),
-                    (true, true) => fast_run::<CHECK, KIND, true, true>(args),
-                    (false, false) => fast_run::<CHECK, KIND, false, false>(args),
-                    (false, true) => fast_run::<CHECK, KIND, false, true>(args),
-                };
-            }
-            let k = st.k;
-            let (Some(&link), Some(d)) = (part.get(k), buf.get_mut(k)) else {
-                break;
-            };
-            d.link = link;
-            let i = link.index();
-            if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
-                d.delay_micros = 0;
-                d.quality = Quality::KeyframesOnly;
-                d.verdict = Verdict::Drop(DropReason::UnknownLink);
-                drops[DropReason::UnknownLink as usize] += 1;
-            } else if decide_one::<KIND>(
-                ctx,
-                lv,
-                d,
-                &mut tat[i],
-                inv[i],
-                tau[i],
-                &mut tracks[i],
-                fmax(st.fl, now),
-                drops,
-            ) {
-                st.fl += step;
-            }
-            st.k = k + 1;
-        }
-        // Every path wrote the link, the delay, the quality and the verdict; the template
-        // holds the level's interest and the update's priority.
-        out.extend_from_slice(buf);
+        decide_batch::<CHECK, KIND>(
+            ctx, lv, ds, pacers, gens, tracks, &fc, &mut st, drops, fast, keychk,
+        );
     }
     drops[DropReason::RateLimited as usize] += st.drops[0];
     drops[DropReason::FramesSkipped as usize] += st.drops[1];
     up.fl = st.fl;
 }
 
-/// The arguments of [`fast_run`]: the batch's targets and decisions, the pacers, the
-/// generations, the tracks, the level's constants and where the run starts.
+/// Targets decided per batch: the batch's decisions (8 kB) are copied into the output from the
+/// target list and decided in place while they are in the L1 cache. Unit tests use small
+/// batches, so that their few hundred targets span several (nothing else depends on the size).
+#[cfg(not(test))]
+const BATCH: usize = 512;
+#[cfg(test)]
+const BATCH: usize = 48;
+
+/// Decides one batch of [`decide_level`] in place: [`fast_run`] while it can, [`decide_one`]
+/// where it stops.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn decide_batch<const CHECK: bool, const KIND: u8>(
+    ctx: &UpdateCtx,
+    lv: &LevelCtx,
+    ds: &mut [Decision],
+    pacers: &mut [Pacer],
+    gens: &[u32],
+    tracks: &mut [Track],
+    fc: &FastCtx,
+    st: &mut RunState,
+    drops: &mut [u32; DropReason::COUNT],
+    fast: bool,
+    keychk: bool,
+) {
+    let n = tracks.len();
+    let now = ctx.now;
+    loop {
+        if fast {
+            let sat = st.fl >= now;
+            let args = (&mut *ds, &mut *pacers, gens, &mut *tracks, *fc, &mut *st);
+            match (sat, keychk) {
+                (true, false) => fast_run::<CHECK, KIND, true, false>(args),
+                (true, true) => fast_run::<CHECK, KIND, true, true>(args),
+                (false, false) => fast_run::<CHECK, KIND, false, false>(args),
+                (false, true) => fast_run::<CHECK, KIND, false, true>(args),
+            };
+        }
+        let k = st.k;
+        let Some(d) = ds.get_mut(k) else {
+            break;
+        };
+        let link = d.link;
+        let i = link.index();
+        if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
+            d.quality = Quality::KeyframesOnly;
+            d.verdict = Verdict::Drop(DropReason::UnknownLink);
+            drops[DropReason::UnknownLink as usize] += 1;
+        } else if decide_one::<KIND>(
+            ctx,
+            lv,
+            d,
+            &mut pacers[i],
+            &mut tracks[i],
+            fmax(st.fl, now),
+            drops,
+        ) {
+            st.fl += fc.step;
+        }
+        st.k = k + 1;
+    }
+}
+
+/// The arguments of [`fast_run`]: the level's decisions, the pacers, the generations, the
+/// tracks, the level's constants and where the run starts.
 type FastArgs<'a> = (
-    &'a [LinkId],
     &'a mut [Decision],
-    &'a mut [f64],
-    &'a [f64],
-    &'a [f64],
+    &'a mut [Pacer],
     &'a [u32],
     &'a mut [Track],
     FastCtx,
     &'a mut RunState,
 );
 
-/// Decides targets `part[k..]` while they take the common path, writing link, delay and
-/// quality and verdict into `buf`, whose other fields hold the level's
-/// template; returns where it stopped: at the first target that needs [`decide_one`], or at
-/// `part.len()`. `SAT`: the uplink's floor `fl` is already past `now`, so it is the floor
-/// itself. `KEYCHK`: deltas check the link's rate against the keyframe reserve (the [`SLOW`]
-/// flag does not suffice at this level). Out of line, so that its loop has the registers to
-/// itself.
+/// Decides targets `ds[k..]` in place while they take the common path (see
+/// [`decide_level`] for what a decision holds before), and records where it stopped: at the
+/// first target that needs [`decide_one`], or at the end. `SAT`: the uplink's floor `fl` is
+/// already past `now`, so it is the floor itself. `KEYCHK`: deltas check the link's rate
+/// against the keyframe reserve (the [`SLOW`] flag does not suffice at this level). Out of
+/// line, so that its loop has the registers to itself.
 ///
 /// Deltas: a target whose group is healthy gets the delta when its delay is within the
 /// level's limit, otherwise its group is cut ([`DropReason::FramesSkipped`], or
@@ -1519,23 +1493,82 @@ type FastArgs<'a> = (
 /// Exactly what [`decide_one`] decides for these cases.
 #[inline(never)]
 fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
-    (part, buf, tat, inv, tau, gens, tracks, c, st): FastArgs<'_>,
+    (ds, pacers, gens, tracks, c, st): FastArgs<'_>,
 ) {
-    let n = tat.len();
-    let (inv, tau, gens, tracks) = (&inv[..n], &tau[..n], &gens[..n], &mut tracks[..n]);
-    let buf = &mut buf[..part.len()];
-    let mut k = st.k;
+    let n = pacers.len();
+    let mut s = FastSlots {
+        pacers,
+        gens: &gens[..n],
+        tracks: &mut tracks[..n],
+    };
     let mut f = st.fl;
-    while k < part.len() {
-        let link = part[k];
-        let i = link.index();
-        if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
-            break;
+    let mut drops = st.drops;
+    let rest = ds.get_mut(st.k..).unwrap_or_default();
+    let done = rest
+        .iter_mut()
+        .position(|d| !fast_one::<CHECK, KIND, SAT, KEYCHK>(d, &mut s, &c, &mut f, &mut drops))
+        .unwrap_or(rest.len());
+    st.k += done;
+    st.fl = f;
+    st.drops = drops;
+}
+
+/// The per-slot arrays [`fast_run`] reads and writes, all of one length.
+struct FastSlots<'a> {
+    pacers: &'a mut [Pacer],
+    gens: &'a [u32],
+    tracks: &'a mut [Track],
+}
+
+/// One target of [`fast_run`]: decides `d` and returns true when it takes a common path, or
+/// returns false (having changed nothing) when it needs [`decide_one`]. `f` is the uplink's
+/// floor; `drops` counts rate-limited and frames-skipped drops.
+#[inline(always)]
+fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
+    d: &mut Decision,
+    s: &mut FastSlots<'_>,
+    c: &FastCtx,
+    f: &mut f64,
+    drops: &mut [u32; 2],
+) -> bool {
+    let link = d.link;
+    let i = link.index();
+    if i >= s.tracks.len() || (CHECK && s.gens[i] != link.generation() | LIVE) {
+        return false;
+    }
+    let t = s.tracks[i];
+    // The link's pacing: the bucket's new zero time, and when the update would leave.
+    let pace = |p: &Pacer, f: f64| {
+        let end = p.after_send(c.now, c.cost);
+        let mut delay = fmax(end, f);
+        if !SAT {
+            delay = fmax(delay, c.now);
         }
-        let t = tracks[i];
-        let d = &mut buf[k];
-        d.link = link;
-        if KIND == KIND_DELTA && t != c.healthy && t | u64::from(DELTAS_SENT) == c.cut {
+        (p.inv_rate, end, delay)
+    };
+    if KIND == KIND_DELTA {
+        let fits = |delay: f64, v: f64| delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
+        if t == c.healthy {
+            // The common case: a delta of a healthy group. The pacer is charged at once and
+            // given back when the delta does not go (fewer instructions on the common path).
+            let p = &mut s.pacers[i];
+            let old = p.zero_at;
+            let (v, end, delay) = pace(p, *f);
+            p.zero_at = end;
+            if fits(delay, v) {
+                *f += c.step;
+                d.quality = delta_quality(delay, c);
+                d.delay_micros = (delay + c.magic_now).to_bits() as u32;
+                return true;
+            }
+            p.zero_at = old;
+            if delay > c.lim_drop {
+                cut_group(d, &mut s.tracks[i], t, delay, c, drops);
+                return true;
+            }
+            return false;
+        }
+        if t | u64::from(DELTAS_SENT) == c.cut {
             // The group was cut short: dropped, and the target receives fewer frames (or
             // keyframes only) until the next group, whatever the pressure; the pacer is not
             // read.
@@ -1545,80 +1578,100 @@ fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
                 Quality::KeyframesOnly
             };
             d.verdict = Verdict::Drop(DropReason::FramesSkipped);
-            d.delay_micros = 0;
-            st.drops[1] += 1;
-        } else {
-            let v = inv[i];
-            let end = fmax(tat[i], c.now) + c.cost * v;
-            let mut delay = fmax(end - tau[i], f);
-            if !SAT {
-                delay = fmax(delay, c.now);
+            drops[1] += 1;
+            return true;
+        }
+        if t == c.fresh {
+            // The group's first delta.
+            let p = &mut s.pacers[i];
+            let (v, end, delay) = pace(p, *f);
+            if fits(delay, v) {
+                let q = delta_quality(delay, c);
+                fast_send(d, p, end, delay, q, c, f);
+                // Last, so that this path does not share its tail with the common one.
+                s.tracks[i] = c.healthy;
+                return true;
             }
-            let send = if KIND == KIND_DELTA {
-                let fits = delay <= c.lim_drop && (!KEYCHK || v <= c.inv_safe);
-                if t == c.healthy && fits {
-                    true
-                } else if (t == c.healthy || t == c.fresh) && delay > c.lim_drop {
-                    // Over the level's limit: dropped, and the group is cut. The quality rung
-                    // (see `decide_one`) and the reason.
-                    let over = delay > c.lim_delta;
-                    let had_deltas = t & u64::from(DELTAS_SENT) != 0;
-                    d.quality =
-                        match (delay > c.lim_layer) as u8 + over as u8 + (over & !had_deltas) as u8
-                        {
-                            0 => Quality::Full,
-                            1 => Quality::BaseLayer,
-                            2 => Quality::ReducedFrames,
-                            _ => Quality::KeyframesOnly,
-                        };
-                    let rate_limited = delay > c.deadline;
-                    st.drops[usize::from(!rate_limited)] += 1;
-                    d.verdict = Verdict::Drop(if rate_limited {
-                        DropReason::RateLimited
-                    } else {
-                        DropReason::FramesSkipped
-                    });
-                    d.delay_micros = 0;
-                    tracks[i] = t | u64::from(TRUNCATED);
-                    false
-                } else if t == c.fresh && fits {
-                    tracks[i] = c.healthy;
-                    true
-                } else {
-                    break;
-                }
-            } else {
-                // A target of an older group (or none): no deltas of this group yet.
-                if t >= c.healthy || delay > c.lim_drop {
-                    break;
-                }
-                tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
-                true
-            };
-            if send {
-                d.quality = if KIND == KIND_DELTA {
-                    if delay > c.lim_layer {
-                        Quality::BaseLayer
-                    } else {
-                        Quality::Full
-                    }
-                } else {
-                    match (delay > c.lim_layer, delay > c.lim_delta) {
-                        (false, _) => Quality::Full,
-                        (true, false) => Quality::BaseLayer,
-                        (true, true) => Quality::KeyframesOnly,
-                    }
-                };
-                tat[i] = end;
-                f += c.step;
-                d.delay_micros = (delay + c.magic_now).to_bits() as u32;
-                d.verdict = Verdict::Send;
+            if delay > c.lim_drop {
+                cut_group(d, &mut s.tracks[i], t, delay, c, drops);
+                return true;
             }
         }
-        k += 1;
+        false
+    } else {
+        // A group start, to a target of an older group (or none): no deltas of this group yet.
+        let p = &mut s.pacers[i];
+        let (v, end, delay) = pace(p, *f);
+        if t >= c.healthy || delay > c.lim_drop {
+            return false;
+        }
+        s.tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
+        let q = match (delay > c.lim_layer, delay > c.lim_delta) {
+            (false, _) => Quality::Full,
+            (true, false) => Quality::BaseLayer,
+            (true, true) => Quality::KeyframesOnly,
+        };
+        fast_send(d, p, end, delay, q, c, f);
+        true
     }
-    st.k = k;
-    st.fl = f;
+}
+
+/// The quality a delta that goes is sent at: the base layer once the delay is past the
+/// level's layer limit.
+#[inline(always)]
+fn delta_quality(delay: f64, c: &FastCtx) -> Quality {
+    if delay > c.lim_layer {
+        Quality::BaseLayer
+    } else {
+        Quality::Full
+    }
+}
+
+/// A send on the fast path: charges the link's pacer (its new `zero_at` is `end`) and the
+/// uplink's floor `f`, and writes the delay and the quality (the decision says send already).
+#[inline(always)]
+fn fast_send(
+    d: &mut Decision,
+    p: &mut Pacer,
+    end: f64,
+    delay: f64,
+    quality: Quality,
+    c: &FastCtx,
+    f: &mut f64,
+) {
+    p.zero_at = end;
+    *f += c.step;
+    d.quality = quality;
+    d.delay_micros = (delay + c.magic_now).to_bits() as u32;
+}
+
+/// A delta over its level's limit, to a target whose group is healthy or fresh (`t`): dropped,
+/// and the group is cut. The quality rung (see [`decide_one`]) and the reason.
+#[inline(always)]
+fn cut_group(
+    d: &mut Decision,
+    track: &mut Track,
+    t: Track,
+    delay: f64,
+    c: &FastCtx,
+    drops: &mut [u32; 2],
+) {
+    let over = delay > c.lim_delta;
+    let had_deltas = t & u64::from(DELTAS_SENT) != 0;
+    d.quality = match (delay > c.lim_layer) as u8 + over as u8 + (over & !had_deltas) as u8 {
+        0 => Quality::Full,
+        1 => Quality::BaseLayer,
+        2 => Quality::ReducedFrames,
+        _ => Quality::KeyframesOnly,
+    };
+    let rate_limited = delay > c.deadline;
+    drops[usize::from(!rate_limited)] += 1;
+    d.verdict = Verdict::Drop(if rate_limited {
+        DropReason::RateLimited
+    } else {
+        DropReason::FramesSkipped
+    });
+    *track = t | u64::from(TRUNCATED);
 }
 
 /// The whole decision for one target, written into `d` (which holds the target's link, the
@@ -1632,15 +1685,14 @@ fn decide_one<const KIND: u8>(
     ctx: &UpdateCtx,
     lv: &LevelCtx,
     d: &mut Decision,
-    tat: &mut f64,
-    inv: f64,
-    tau: f64,
+    p: &mut Pacer,
     t: &mut Track,
     floor: f64,
     drops: &mut [u32; DropReason::COUNT],
 ) -> bool {
-    let end = fmax(*tat, ctx.now) + ctx.cost * inv;
-    let ld = end - tau;
+    let inv = p.inv_rate;
+    // The link's own delay: when the bucket is back to zero after the send.
+    let ld = p.after_send(ctx.now, ctx.cost);
     let delay = fmax(ld, floor);
     let word = *t;
     let flags = word as u8;
@@ -1672,7 +1724,7 @@ fn decide_one<const KIND: u8>(
     let starves_key =
         KIND == KIND_DELTA && ctx.key_reserve > 0.0 && ld + ctx.key_reserve * inv > ctx.deadline;
     if decodable & (delay <= lv.lim_drop) & !starves_key {
-        *tat = end;
+        p.zero_at = ld;
         if KIND == KIND_START {
             *t = track(ctx.epoch, VALID | HAS_KEY) | slow_flag(inv, ctx.inv_slow);
         } else if KIND == KIND_DELTA {
