@@ -228,7 +228,7 @@ impl Collector {
             return;
         }
         let leave = world.nodes[n].leave_us;
-        if leave != u64::MAX && f.time_us + self.deadline_us > leave {
+        if leave != u64::MAX && f.time_us + self.deadline_us >= leave {
             return;
         }
         self.got[pair] += 1;

@@ -33,6 +33,22 @@ fn assert_invariants(r: &Report) {
         );
         assert_eq!(c.decode_errors, 0, "{}: undecodable bytes", run.protocol);
         assert_eq!(c.unknown_deliveries, 0, "{}: phantom update", run.protocol);
+        // Ratios of expected frames: what is counted as delivered must have been expected
+        // (a viewer that leaves expects frames published up to its leave minus the deadline).
+        for l in &run.levels {
+            for (name, v) in [
+                ("delivery", l.delivery_ratio),
+                ("continuity", l.continuity),
+                ("video continuity", l.video_continuity),
+            ] {
+                assert!(
+                    (0.0..=1.0).contains(&v),
+                    "{} {}: {name} {v} out of [0, 1]",
+                    run.protocol,
+                    l.level
+                );
+            }
+        }
     }
 }
 
