@@ -104,18 +104,33 @@ fn five_percent_loss_keyframes_reach_everyone_and_99_percent_within_budget() {
     );
 }
 
+/// Round trips of `link` (both directions alike), plus a millisecond for putting the few
+/// control messages of a re-attach on the wire.
+fn round_trips(link: LinkProfile, n: u32) -> Duration {
+    link.latency * 2 * n + Duration::from_millis(1)
+}
+
 #[test]
 fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
-    let reattach = kill_a_fifth_of_the_relays(9, 300, LinkProfile::wan());
-    // Orphans re-attach within two round trips (40 ms each) of detecting the failure: their
-    // standby grandparent takes them in a repair slot.
+    let link = LinkProfile::wan();
+    let reattach = kill_a_fifth_of_the_relays(9, 300, link);
+    // Orphans re-attach within two round trips of detecting the failure: their standby
+    // grandparent (or great-grandparent, when the grandparent failed too) takes them in a
+    // repair slot.
     let p90 = reattach[reattach.len() * 9 / 10];
-    assert!(p90 <= Duration::from_millis(80), "p90 re-attach {p90:?}");
+    assert!(p90 <= round_trips(link, 2), "p90 re-attach {p90:?}");
 }
 
 #[test]
 fn killing_a_fifth_of_the_relays_under_five_percent_loss_recovers_within_a_second() {
-    kill_a_fifth_of_the_relays(3, 200, LinkProfile::wan().with_loss(0.05));
+    let link = LinkProfile::wan().with_loss(0.05);
+    let reattach = kill_a_fifth_of_the_relays(3, 200, link);
+    // The same two round trips for nine orphans in ten; a lost repair request or accept comes
+    // one round trip late (a retransmission), so the slowest may take a third.
+    let p90 = reattach[reattach.len() * 9 / 10];
+    let max = *reattach.last().expect("orphans were counted");
+    assert!(p90 <= round_trips(link, 2), "p90 re-attach {p90:?}");
+    assert!(max <= round_trips(link, 3), "slowest re-attach {max:?}");
 }
 
 /// Kills every fifth relay at once mid-stream; asserts that every survivor receives again
