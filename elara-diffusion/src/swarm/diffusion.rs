@@ -333,7 +333,11 @@ impl SwarmNode {
             if let Some(child) = tree.children.get_mut(&c) {
                 child.repair_opened = true;
             }
-            tree.open_repair_slots(now, slots * REPAIR_SLOTS_PER_SLOT, now + window);
+            tree.open_repair_slots(
+                now,
+                slots.saturating_mul(REPAIR_SLOTS_PER_SLOT),
+                now + window,
+            );
         }
     }
 
@@ -1389,7 +1393,7 @@ impl SwarmNode {
                 let slots = if child.repair_opened {
                     0
                 } else {
-                    peer_slots * REPAIR_SLOTS_PER_SLOT
+                    peer_slots.saturating_mul(REPAIR_SLOTS_PER_SLOT)
                 };
                 tree.open_repair_slots(now, slots, now + window);
             }

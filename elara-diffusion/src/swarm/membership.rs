@@ -167,7 +167,12 @@ impl SwarmNode {
             return false;
         };
         let rtt = p.rtt_or(self.cfg.initial_rtt);
-        let silence = (self.cfg.keepalive_interval + rtt * 2).min(self.cfg.idle_timeout);
+        let resent = rtt.saturating_mul(2);
+        let silence = self
+            .cfg
+            .keepalive_interval
+            .saturating_add(resent)
+            .min(self.cfg.idle_timeout);
         now - p.last_heard > silence
     }
 
