@@ -775,11 +775,15 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         let first = (start.max(ready_at) + pkt_up + one_way).max(self.now);
         let mut last = depart.max(ready_at + network::tx_us(len, up_bps)) + one_way;
         let mut attempts = 1;
+        // The first attempt risks every packet of the message; a retransmission resends only
+        // the lost packet, so later attempts risk one packet each.
+        let mut at_risk = len;
         loop {
             let bad = &mut self.access[to as usize].bad;
-            if !self.link.lost(len, bad, &mut self.rng) {
+            if !self.link.lost(at_risk, bad, &mut self.rng) {
                 break;
             }
+            at_risk = PACKET_BYTES.min(len);
             self.links[from as usize].links[li].period_lost += 1;
             self.metrics.counters.losses += 1;
             if self.link.recovery == Recovery::None || attempts >= MAX_ATTEMPTS {

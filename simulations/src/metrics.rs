@@ -274,6 +274,8 @@ impl Collector {
             expected: u64,
             got: u64,
             on_time: u64,
+            video_expected: u64,
+            video_on_time: u64,
             startup: Vec<u64>,
             never: u64,
             unique: u64,
@@ -356,6 +358,10 @@ impl Collector {
                 la.expected += e;
                 la.got += u64::from(self.got[pair]);
                 la.on_time += u64::from(self.on_time[pair]);
+                if video {
+                    la.video_expected += e;
+                    la.video_on_time += u64::from(self.on_time[pair]);
+                }
                 if e > 0 {
                     let b0 = (from / 1_000_000) as usize;
                     let b1 = ((until.saturating_sub(1)) / 1_000_000) as usize;
@@ -384,6 +390,7 @@ impl Collector {
                 expected_frames: a.expected,
                 delivery_ratio: round4(ratio(a.got, a.expected)),
                 continuity: round4(ratio(a.on_time, a.expected)),
+                video_continuity: round4(ratio(a.video_on_time, a.video_expected)),
                 latency_p50_ms: h.quantile_ms(0.5),
                 latency_p95_ms: h.quantile_ms(0.95),
                 latency_p99_ms: h.quantile_ms(0.99),

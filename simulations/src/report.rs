@@ -24,6 +24,10 @@ pub struct LevelReport {
     pub delivery_ratio: f64,
     /// Share of expected frames delivered before their play-out deadline.
     pub continuity: f64,
+    /// The same for video frames alone (audio frames are many and small, so the overall
+    /// continuity can hide a video stream that stalls).
+    #[serde(default)]
+    pub video_continuity: f64,
     /// Latency median, ms.
     pub latency_p50_ms: f64,
     /// Latency 95th percentile, ms.
@@ -220,12 +224,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<10} {:<8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+            "{:<10} {:<8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
             "protocol",
             "level",
             "viewers",
             "deliver",
             "contin.",
+            "video",
             "p50 ms",
             "p95 ms",
             "p99 ms",
@@ -242,12 +247,13 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<10} {:<8} {:>7} {:>7.2}% {:>7.2}% {:>8.0} {:>8.0} {:>8.0} {:>9} {:>6.1}%",
+                    "{:<10} {:<8} {:>7} {:>7.2}% {:>7.2}% {:>7.2}% {:>8.0} {:>8.0} {:>8.0} {:>9} {:>6.1}%",
                     r.protocol,
                     l.level,
                     l.viewers,
                     l.delivery_ratio * 100.0,
                     l.continuity * 100.0,
+                    l.video_continuity * 100.0,
                     l.latency_p50_ms,
                     l.latency_p95_ms,
                     l.latency_p99_ms,
@@ -316,6 +322,7 @@ fn metrics_of(r: &RunReport) -> Vec<(String, f64, Better)> {
         let p = |m: &str| format!("{}.{}", l.level, m);
         v.push((p("delivery_ratio"), l.delivery_ratio, Better::Higher));
         v.push((p("continuity"), l.continuity, Better::Higher));
+        v.push((p("video_continuity"), l.video_continuity, Better::Higher));
         v.push((p("latency_p50_ms"), l.latency_p50_ms, Better::Lower));
         v.push((p("latency_p99_ms"), l.latency_p99_ms, Better::Lower));
         v.push((p("startup_p95_ms"), l.startup_p95_ms, Better::Lower));

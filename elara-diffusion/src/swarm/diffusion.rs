@@ -34,6 +34,10 @@ pub(crate) const STANDBYS: usize = 2;
 const REPAIR_SLOTS_PER_SLOT: u16 = 2;
 /// How often an attached node tries to move up a level (plus up to as much again of jitter).
 const CLIMB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Round trips a gap in the sequence may last before its updates are pulled from the parent.
+const PULL_DELAY_RTTS: u32 = 2;
+/// Longest group interval a make-before-break switch waits out for the new parent's keyframe.
+const MAX_GROUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Children a node must be able to take to count as a strong relay, placed above the nodes
 /// that can take fewer.
 const STRONG_RELAY: u16 = 2;
@@ -536,10 +540,12 @@ impl SwarmNode {
         }
         let old = tree.parent;
         if old.is_some() {
-            self.timers.set(
-                TimerReason::SwitchDeadline(state),
-                now + self.cfg.latency_budget,
-            );
+            // The old parent keeps feeding us until the new one delivers a group boundary: the
+            // next keyframe is published within one group interval and arrives within the
+            // latency budget after that.
+            let wait = self.cfg.latency_budget + tree.recv.group_interval.min(MAX_GROUP_WAIT);
+            self.timers
+                .set(TimerReason::SwitchDeadline(state), now + wait);
         }
         let tree = self.states.get_mut(&state).expect("checked above");
         if let Some(old) = old {
@@ -960,6 +966,10 @@ impl SwarmNode {
         except: Option<NodeId>,
         repair: bool,
     ) -> usize {
+        // A keyframe starts its group for the targets, late or not: judged as a repair it would
+        // reach them while the scheduler still counts them in the older group, and every delta
+        // after it would be dropped for want of it.
+        let repair = repair && !update.keyframe;
         let Some(tree) = self.states.get(&update.state) else {
             return 0;
         };
@@ -1097,6 +1107,7 @@ impl SwarmNode {
         }
         if update.keyframe {
             tree.recv.received_group = Some(update.group);
+            tree.recv.keyframe_at(update.timestamp);
             if tree.resync && tree.parent == Some(from) {
                 tree.resync = false;
                 if update.kind == elara_core::UpdateKind::Video {
@@ -1181,7 +1192,15 @@ impl SwarmNode {
                 .set_if_earlier(TimerReason::Reorder(state), oldest + window);
         }
         if !self.timers.is_set(TimerReason::PullRetry(state)) {
-            self.request_repair(now, state);
+            // The transport recovers its own losses within about a round trip: a gap is pulled
+            // only once it outlived that (pulling at once mostly duplicated updates that were
+            // being retransmitted, and the duplicates crowded the parent's uplink).
+            let rtt = tree
+                .parent
+                .and_then(|p| self.peers.get(&p))
+                .map_or(self.cfg.initial_rtt, |p| p.rtt_or(self.cfg.initial_rtt));
+            self.timers
+                .set(TimerReason::PullRetry(state), now + rtt * PULL_DELAY_RTTS);
         }
     }
 

@@ -94,6 +94,10 @@ pub(crate) struct ReceiveWindow {
     pub received_group: Option<GroupId>,
     /// Sequence numbers at or above the floor that the parent said will never come.
     pub gone: BTreeSet<u64>,
+    /// Publish time of the newest keyframe received.
+    pub last_keyframe_at: Option<Time>,
+    /// Publish-time distance between the last two keyframes received (zero until two came).
+    pub group_interval: Duration,
 }
 
 impl ReceiveWindow {
@@ -115,6 +119,18 @@ impl ReceiveWindow {
             } else {
                 Arrival::Late
             }
+        }
+    }
+
+    /// Notes a keyframe published at `at`, for the group interval.
+    pub fn keyframe_at(&mut self, at: Time) {
+        if let Some(prev) = self.last_keyframe_at
+            && at > prev
+        {
+            self.group_interval = at - prev;
+        }
+        if self.last_keyframe_at.is_none_or(|p| at > p) {
+            self.last_keyframe_at = Some(at);
         }
     }
 
@@ -315,19 +331,15 @@ impl RepairBuffer {
     }
 
     /// Updates from the newest keyframe on (or the whole buffer for streams without keyframes),
-    /// not older than `since`.
+    /// not older than `since`. Nothing when that keyframe is older than `since`: its deltas
+    /// would not decode without it.
     pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = &(StateUpdate, u8)> {
-        let start = self
-            .items
-            .iter()
-            .rposition(|(u, _)| u.keyframe)
-            .unwrap_or_else(|| {
-                if self.items.iter().any(|(u, _)| u.kind == UpdateKind::Video) {
-                    self.items.len()
-                } else {
-                    0
-                }
-            });
+        let start = match self.items.iter().rposition(|(u, _)| u.keyframe) {
+            Some(k) if self.items[k].0.timestamp >= since => k,
+            Some(_) => self.items.len(),
+            None if self.items.iter().any(|(u, _)| u.kind == UpdateKind::Video) => self.items.len(),
+            None => 0,
+        };
         self.items
             .range(start..)
             .filter(move |(u, _)| u.timestamp >= since)
