@@ -61,3 +61,80 @@ fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() 
         "the child had to pull frames the relay should have forwarded live"
     );
 }
+
+#[test]
+fn low_interest_viewers_of_an_audio_stream_get_lost_frames_repaired() {
+    // Low interest filters a video stream down to its keyframes, but every audio frame is
+    // independent: a Low viewer of audio expects all of it, so a gap is a loss to repair.
+    let mut h = Harness::new(11, LinkProfile::wan().with_loss(0.05));
+    let state = StateId(9);
+    let publisher = NodeId::from_u64(1);
+    h.add_node(config(1, 3, None, 200));
+    h.node_mut(publisher).create_state(state).unwrap();
+    let viewers: Vec<NodeId> = (2..=21).map(NodeId::from_u64).collect();
+    for (i, &v) in viewers.iter().enumerate() {
+        h.add_node(config(i as u64 + 2, 3, Some(1), 200));
+        h.node_mut(v)
+            .declare_interest(Time::ZERO, state, InterestLevel::Low);
+    }
+    h.run_for(Duration::from_secs(3));
+    let frames = 300u64;
+    for seq in 0..frames {
+        let now = h.now();
+        let u = elara_core::StateUpdate::new(state, publisher, seq, now)
+            .with_kind(elara_core::UpdateKind::Audio)
+            .with_payload(bytes::Bytes::from(vec![1u8; 120]));
+        h.node_mut(publisher).publish(now, u).unwrap();
+        h.run_for(Duration::from_millis(20));
+    }
+    h.run_for(Duration::from_secs(1));
+    for &v in &viewers {
+        let got = delivered(&h, v, state);
+        // Playback starts at the first frame received; every frame after it is expected.
+        let first = got.first().map_or(frames, |g| g.seq);
+        let expected = frames - first;
+        assert!(
+            got.len() as u64 * 100 >= expected * 99,
+            "Low viewer {} got {} of {expected} audio frames",
+            v.prefix_u64(),
+            got.len()
+        );
+    }
+}
+
+#[test]
+fn a_keyframe_fans_out_to_the_strongest_relay_first() {
+    // The publisher takes three children of equal interest: two that cannot relay (ids 2 and
+    // 3, first in id order) and a strong relay (4). A large keyframe takes a while on the
+    // publisher's uplink per copy: the relay, whose subtree waits on it, gets it first.
+    let state = StateId(7);
+    let publisher = NodeId::from_u64(1);
+    let mut h = Harness::new(9, LinkProfile::wan());
+    h.add_node(config(1, 3, None, 1000));
+    h.node_mut(publisher).create_state(state).unwrap();
+    for (id, k) in [(2, 0), (3, 0), (4, 6)] {
+        h.add_node(config(id, k, Some(1), 1000));
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(Time::ZERO, state, InterestLevel::High);
+    }
+    h.run_for(Duration::from_secs(1));
+    for id in 2..=4 {
+        assert_eq!(h.node(NodeId::from_u64(id)).parent(state), Some(publisher));
+    }
+    let mut s = Stream::video(7, 1);
+    s.key_bytes = 200_000;
+    swarm_common::stream_frames(&mut h, &mut s, 1, Duration::from_millis(500));
+    let at = |id: u64| {
+        delivered(&h, NodeId::from_u64(id), state)
+            .first()
+            .map(|g| g.at)
+            .expect("keyframe delivered")
+    };
+    assert!(
+        at(4) < at(2) && at(4) < at(3),
+        "relay got the keyframe at {:?}, the leaves at {:?} and {:?}",
+        at(4),
+        at(2),
+        at(3)
+    );
+}

@@ -997,19 +997,27 @@ impl SwarmNode {
             .saturating_sub(now - update.timestamp);
         let initial_rtt = self.cfg.initial_rtt;
         let mut too_late = 0u64;
-        let targets = tree
-            .children
-            .iter()
-            .filter(|(c, _)| only.is_none_or(|o| o == **c) && Some(**c) != except)
-            .filter(|(_, child)| child.wants(update))
-            .filter_map(|(c, child)| {
-                let peer = peers.get(c)?;
-                if peer.rtt_or(initial_rtt) / 2 > slack {
-                    too_late += 1;
-                    return None;
-                }
-                Some((peer.link_id?, child.interest))
-            });
+        let mut order = std::mem::take(&mut self.fanout);
+        order.clear();
+        order.extend(
+            tree.children
+                .iter()
+                .filter(|(c, _)| only.is_none_or(|o| o == **c) && Some(**c) != except)
+                .filter(|(_, child)| child.wants(update))
+                .filter_map(|(c, child)| {
+                    let peer = peers.get(c)?;
+                    if peer.rtt_or(initial_rtt) / 2 > slack {
+                        too_late += 1;
+                        return None;
+                    }
+                    Some((peer.caps.max_children, peer.link_id?, child.interest))
+                }),
+        );
+        // Within an interest level the scheduler serves targets in the order given: the children
+        // that can relay most go first, so a keyframe's fan-out reaches the big subtrees
+        // before the leaves and the delay it adds does not pile up along the deep paths.
+        order.sort_by_key(|&(slots, _, _)| std::cmp::Reverse(slots));
+        let targets = order.iter().map(|&(_, link, interest)| (link, interest));
         let mut decisions = std::mem::take(&mut self.decisions);
         if repair {
             decisions.clear();
@@ -1046,6 +1054,7 @@ impl SwarmNode {
             }
         }
         self.decisions = decisions;
+        self.fanout = order;
         sent
     }
 
@@ -1099,6 +1108,7 @@ impl SwarmNode {
             }
             Arrival::New => {}
         }
+        tree.recv.video |= update.kind == elara_core::UpdateKind::Video;
         if tree.recv.floor.is_none() && !update.is_independent() {
             // The first update is a delta: its keyframe went missing. Look back for it (the
             // pull below asks for it) and resynchronise on it when it comes.

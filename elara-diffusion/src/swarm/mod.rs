@@ -62,22 +62,25 @@
 //!   grandparent to take it, so a tree grown in a join storm compacts. A node never attaches
 //!   under a path containing itself, so the trees are loop-free.
 //! - **Interest.** A node tells its parent the strongest interest of its subtree (`Interest`);
-//!   a Low subtree is sent keyframes and the base layer only; `None` detaches.
+//!   a Low subtree is sent keyframes and the base layer only (of audio, every frame, and a Low
+//!   receiver of a stream without deltas repairs its gaps like any other); `None` detaches.
 //! - **Forwarding.** An update from the parent is forwarded to every child whose subtree wants
 //!   it through the [`PropagationScheduler`]: per-link token buckets from
 //!   [`SwarmNode::link_feedback`] under one node-wide bucket at the announced upload,
-//!   priorities, quality steps, keyframe tracking, stale and superseded drops; an update that
-//!   would reach a child after the latency budget (age + RTT/2) is not sent. Decided sends wait
-//!   in a pacing queue until due. Updates whose source is
-//!   not the state's authority, or that do not come from the parent, are dropped and counted.
+//!   priorities, quality steps, keyframe tracking, stale and superseded drops (a keyframe
+//!   always starts its group for the children, even one that arrives after its deltas); an
+//!   update that would reach a child after the latency budget (age + RTT/2) is not sent.
+//!   Decided sends wait in a pacing queue until due. Updates whose source is not the state's
+//!   authority, or that do not come from the parent, are dropped and counted.
 //! - **Delivery.** Updates reach the application exactly once and in sequence order; a gap
 //!   holds later updates for at most `reorder_window`, and video deltas whose keyframe was not
 //!   delivered are never handed over.
-//! - **Lazy repair.** A gap (or an `Announce` of a newer sequence number when the stream goes
-//!   quiet) makes the node `Pull` the missing numbers from its parent, which resends them (as
-//!   repairs: budget and rate apply, group bookkeeping does not, and deltas of a group the
-//!   scheduler cut for that child are not re-sent) or answers `Unavailable`, also for a repair
-//!   the scheduler refuses.
+//! - **Lazy repair.** A gap that outlives two round trips to the parent (the transport
+//!   recovers its own losses first), or an `Announce` of a newer sequence number when the
+//!   stream goes quiet, makes the node `Pull` the missing numbers from its parent, which
+//!   resends them (as repairs: budget and rate apply, group bookkeeping does not, and deltas
+//!   of a group the scheduler cut for that child are not re-sent) or answers `Unavailable`,
+//!   also for a repair the scheduler refuses.
 //! - **Tree repair.** Each node keeps standby connections to its grandparent and
 //!   great-grandparent. When its parent fails (or leaves) it sends a `RepairRequest` to the
 //!   nearest ancestor it still hears from (an ancestor silent for longer than a keep-alive
@@ -90,8 +93,10 @@
 //!   finds no room makes the grandparent count a relay child silent that long as failed and
 //!   open its slots at once. Fresh joiners and climbers send `JoinRequest` and never take a
 //!   repair slot. A child with nothing flowing asks its new parent with an empty `Pull` to
-//!   start it at the newest buffered keyframe. A node switching parents on purpose keeps the
-//!   old one until the new one delivers a group boundary (make-before-break).
+//!   start it at the newest buffered keyframe still inside the latency budget. A node
+//!   switching parents on purpose keeps the old one until the new one delivers a group
+//!   boundary (make-before-break), waiting for it up to one group interval plus the latency
+//!   budget.
 //! - **Group mode.** [`SwarmNode::join_call`]: one connection per pair, dialled by the lower id;
 //!   a `CallOffer` per participant; each track is a star rooted at its participant; interest per
 //!   track; muting another withdraws interest (the sender stops at once), muting oneself stops
@@ -151,7 +156,7 @@ pub use peer::LinkMetrics;
 pub use state::{LATENCY_BUCKETS_MS, StateMetrics};
 pub use timer::TimerReason;
 
-use crate::scheduler::{Decision, PropagationScheduler, SchedulerConfig};
+use crate::scheduler::{Decision, LinkId, PropagationScheduler, SchedulerConfig};
 pub use crate::scheduler::{LinkStats, Quality};
 use pacing::PacingQueue;
 use peer::Peer;
@@ -252,6 +257,8 @@ pub struct SwarmNode {
     scheduler: Option<Box<PropagationScheduler>>,
     pacing: PacingQueue,
     decisions: Vec<Decision>,
+    /// Reused buffer of one update's targets (announced child slots, link, interest).
+    fanout: Vec<(u16, LinkId, InterestLevel)>,
     call: Option<Call>,
     /// Peers that failed recently, not tried again as parents until the time given.
     failed: peer::FailedPeers,
@@ -275,6 +282,7 @@ impl SwarmNode {
             scheduler: None,
             pacing: PacingQueue::default(),
             decisions: Vec::new(),
+            fanout: Vec::new(),
             call: None,
             failed: peer::FailedPeers::default(),
             health: Health::Healthy,

@@ -98,6 +98,8 @@ pub(crate) struct ReceiveWindow {
     pub last_keyframe_at: Option<Time>,
     /// Publish-time distance between the last two keyframes received (zero until two came).
     pub group_interval: Duration,
+    /// A video update was received: the stream has deltas, which Low interest filters out.
+    pub video: bool,
 }
 
 impl ReceiveWindow {
@@ -529,9 +531,12 @@ impl StateTree {
         now < self.repair_until && self.slots_taken() < capacity + usize::from(self.repair_slots)
     }
 
-    /// True when the own interest expects every update (so gaps are losses, not filtering).
+    /// True when the own interest expects every update (so gaps are losses, not filtering):
+    /// Medium and above, or Low interest in a stream without deltas (audio, data), of which
+    /// the keyframes-only filter passes everything.
     pub fn expects_all(&self) -> bool {
-        self.aggregated() >= InterestLevel::Medium
+        let level = self.aggregated();
+        level >= InterestLevel::Medium || (level.is_interested() && !self.recv.video)
     }
 }
 
