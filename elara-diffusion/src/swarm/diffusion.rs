@@ -25,9 +25,10 @@ const PULL_BATCH: usize = 64;
 /// own grandchildren. Measured on the 20%-of-relays kill under 5% loss (RTT 40 ms, 7 seeds):
 /// with the grandparent alone, re-attach p90 was 80-480 ms and max up to 520 ms (a fresh dial
 /// to a great-grandparent that had failed too waits for the dial timeout); with two, p90
-/// 40-80 ms and max 80-120 ms. The cost shows in `elara-sim run heterogeneous --set
-/// viewers=1000`: High continuity 3-7 points lower than with one in 2 of 3 seeds, control
-/// overhead 0.3% -> 0.4% (the extra connections; not yet explained further).
+/// 40-80 ms and max 80-120 ms. In `elara-sim run heterogeneous --set viewers=1000` (a 20%
+/// mass failure, seeds 1-3) High continuity was 70.9 / 99.3 / 71.1% with two against 78.0 /
+/// 99.4 / 69.7% with one, control overhead 0.41 / 0.14 / 0.40% against 0.29 / 0.12 / 0.37%:
+/// seed 1 pays for the extra connections, the others do not clearly.
 pub(crate) const STANDBYS: usize = 2;
 /// Repair slots a failed relay child opens per child it could take: its orphans come, and so
 /// do the orphans of a child of it that failed at the same time (their grandparent is gone).
