@@ -123,7 +123,16 @@ pub enum Message {
         /// The state.
         state: StateId,
     },
-    /// Accepts a [`Message::JoinRequest`]; sent again, unsolicited, to every child whenever the
+    /// Asks to become a child of the receiver because the sender's parent failed (or left):
+    /// answered like a [`Message::JoinRequest`], except that a node whose own relay child
+    /// failed a moment ago may take the sender above its capacity for a while (a repair slot),
+    /// so that the orphans of a failure re-attach within a round trip. A fresh joiner or a
+    /// node moving on purpose sends a `JoinRequest`.
+    RepairRequest {
+        /// The state.
+        state: StateId,
+    },
+    /// Accepts a [`Message::JoinRequest`] or [`Message::RepairRequest`]; sent again, unsolicited, to every child whenever the
     /// sender's own position in the tree changes.
     JoinAccept {
         /// The state.
@@ -135,7 +144,7 @@ pub enum Message {
         /// attaches below a parent whose path contains itself, which keeps the tree loop-free.
         path: Vec<NodeId>,
     },
-    /// Declines a [`Message::JoinRequest`] and suggests better parents.
+    /// Declines a [`Message::JoinRequest`] (or a [`Message::RepairRequest`]) and suggests better parents.
     JoinRedirect {
         /// The state.
         state: StateId,
@@ -203,6 +212,7 @@ mod tag {
     pub const JOIN_REQUEST: u8 = 0x11;
     pub const JOIN_ACCEPT: u8 = 0x12;
     pub const JOIN_REDIRECT: u8 = 0x13;
+    pub const REPAIR_REQUEST: u8 = 0x14;
     pub const UPDATE: u8 = 0x20;
     pub const ANNOUNCE: u8 = 0x21;
     pub const PULL: u8 = 0x22;
@@ -223,6 +233,7 @@ impl Message {
             Message::JoinRequest { .. } => tag::JOIN_REQUEST,
             Message::JoinAccept { .. } => tag::JOIN_ACCEPT,
             Message::JoinRedirect { .. } => tag::JOIN_REDIRECT,
+            Message::RepairRequest { .. } => tag::REPAIR_REQUEST,
             Message::Update { .. } => tag::UPDATE,
             Message::Announce { .. } => tag::ANNOUNCE,
             Message::Pull { .. } => tag::PULL,
@@ -243,7 +254,7 @@ impl Message {
             Message::Ping { .. } | Message::Pong { .. } => 8,
             Message::Leave { .. } => 1,
             Message::Interest { .. } => 8 + 1 + 4,
-            Message::JoinRequest { .. } => 8,
+            Message::JoinRequest { .. } | Message::RepairRequest { .. } => 8,
             Message::JoinAccept { path, .. } => 8 + 2 + 1 + 32 * path.len(),
             Message::JoinRedirect { candidates, .. } => {
                 8 + 1
@@ -291,7 +302,9 @@ impl Message {
                 out.put_u8(level.as_u8());
                 out.put_u32_le(*ttl_ms);
             }
-            Message::JoinRequest { state } => out.put_u64_le(state.0),
+            Message::JoinRequest { state } | Message::RepairRequest { state } => {
+                out.put_u64_le(state.0)
+            }
             Message::JoinAccept { state, depth, path } => {
                 out.put_u64_le(state.0);
                 out.put_u16_le(*depth);
@@ -575,6 +588,9 @@ fn decode_body(ty: u8, buf: Bytes) -> Result<Message, DecodeError> {
         tag::JOIN_REQUEST => Message::JoinRequest {
             state: StateId(b.u64()?),
         },
+        tag::REPAIR_REQUEST => Message::RepairRequest {
+            state: StateId(b.u64()?),
+        },
         tag::JOIN_ACCEPT => {
             let state = StateId(b.u64()?);
             let depth = b.u16()?;
@@ -771,6 +787,7 @@ mod tests {
                 ttl_ms: 0,
             },
             Message::JoinRequest { state: StateId(1) },
+            Message::RepairRequest { state: StateId(2) },
             Message::JoinAccept {
                 state: StateId(1),
                 depth: 2,

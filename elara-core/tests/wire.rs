@@ -75,6 +75,7 @@ fn message() -> impl Strategy<Value = Message> {
             ttl_ms
         }),
         any::<u64>().prop_map(|s| Message::JoinRequest { state: StateId(s) }),
+        any::<u64>().prop_map(|s| Message::RepairRequest { state: StateId(s) }),
         (
             any::<u64>(),
             any::<u16>(),

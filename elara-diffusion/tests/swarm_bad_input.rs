@@ -72,6 +72,7 @@ fn message() -> impl Strategy<Value = Message> {
             ttl_ms
         }),
         state().prop_map(|state| Message::JoinRequest { state }),
+        state().prop_map(|state| Message::RepairRequest { state }),
         (
             state(),
             any::<u16>(),

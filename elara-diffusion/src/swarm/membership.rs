@@ -158,6 +158,24 @@ impl SwarmNode {
         }
     }
 
+    /// True when `peer` has been silent for longer than a live peer ever is: a live peer
+    /// sends something at least every keep-alive interval, and a lost message is resent about
+    /// a round trip later. It is not declared down before the idle timeout, but a repair may
+    /// already count on its failure (an orphan of it asking us for a slot, say).
+    pub(crate) fn seems_gone(&self, now: Time, peer: NodeId) -> bool {
+        let Some(p) = self.peers.get(&peer).filter(|p| p.is_connected()) else {
+            return false;
+        };
+        let rtt = p.rtt_or(self.cfg.initial_rtt);
+        let resent = rtt.saturating_mul(2);
+        let silence = self
+            .cfg
+            .keepalive_interval
+            .saturating_add(resent)
+            .min(self.cfg.idle_timeout);
+        now - p.last_heard > silence
+    }
+
     pub(crate) fn on_dial_timeout(&mut self, now: Time, peer: NodeId) {
         if self
             .peers
@@ -178,9 +196,8 @@ impl SwarmNode {
     }
 
     /// True when `peer` has a role: bootstrap (while joining), call participant, or parent,
-    /// previous parent,
-    /// standby ancestor (the grandparent, for fast repair), join target or child in some
-    /// state.
+    /// previous parent, standby ancestor (grandparent and great-grandparent, for fast repair),
+    /// join target or child in some state.
     pub(crate) fn needed(&self, peer: NodeId) -> bool {
         // A bootstrap peer is needed only while something is still looking for a parent: once
         // attached, the connection goes (a large swarm would otherwise pile every node's

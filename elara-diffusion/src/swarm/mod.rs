@@ -81,14 +81,22 @@
 //!   resends them (as repairs: budget and rate apply, group bookkeeping does not, and deltas
 //!   of a group the scheduler cut for that child are not re-sent) or answers `Unavailable`,
 //!   also for a repair the scheduler refuses.
-//! - **Tree repair.** Each node keeps a standby connection to its grandparent. When its parent
-//!   fails it asks the grandparent and the next ancestor at once; a grandparent that lost a
-//!   relay child opens as many repair slots above capacity as that child could take, for two
-//!   idle timeouts, takes such standbys at once (one round trip) and later moves them down a
-//!   level. A child with nothing flowing asks its new parent with an empty `Pull` to start it at
-//!   the newest buffered keyframe still inside the latency budget. A node switching parents on
-//!   purpose keeps the old one until the new one delivers a group boundary (make-before-break),
-//!   waiting for it up to one group interval plus the latency budget.
+//! - **Tree repair.** Each node keeps standby connections to its grandparent and
+//!   great-grandparent. When its parent fails (or leaves) it sends a `RepairRequest` to the
+//!   nearest ancestor it still hears from (an ancestor silent for longer than a keep-alive
+//!   interval and two round trips is asked last: failures often take several relays at once).
+//!   A node whose relay child failed opens twice as many repair slots above capacity as that
+//!   child could take (its orphans, and the orphans of a child of it that failed too), for two
+//!   idle timeouts, takes repair requests there at once (one round trip over a standby) and
+//!   later moves them down a level. An orphan often notices the failure before its
+//!   grandparent does (it heard the failed parent more recently): a repair request that
+//!   finds no room makes the grandparent count a relay child silent that long as failed and
+//!   open its slots at once. Fresh joiners and climbers send `JoinRequest` and never take a
+//!   repair slot. A child with nothing flowing asks its new parent with an empty `Pull` to
+//!   start it at the newest buffered keyframe still inside the latency budget. A node
+//!   switching parents on purpose keeps the old one until the new one delivers a group
+//!   boundary (make-before-break), waiting for it up to one group interval plus the latency
+//!   budget.
 //! - **Group mode.** [`SwarmNode::join_call`]: one connection per pair, dialled by the lower id;
 //!   a `CallOffer` per participant; each track is a star rooted at its participant; interest per
 //!   track; muting another withdraws interest (the sender stops at once), muting oneself stops
@@ -520,7 +528,8 @@ impl SwarmNode {
                 level,
                 ttl_ms,
             } => self.on_interest(now, from, state, level, ttl_ms),
-            Message::JoinRequest { state } => self.on_join_request(now, from, state),
+            Message::JoinRequest { state } => self.on_join_request(now, from, state, false),
+            Message::RepairRequest { state } => self.on_join_request(now, from, state, true),
             Message::JoinAccept { state, path, .. } => self.on_join_accept(now, from, state, path),
             Message::JoinRedirect { state, candidates } => {
                 self.on_join_redirect(now, from, state, &candidates)

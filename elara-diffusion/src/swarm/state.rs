@@ -348,6 +348,9 @@ impl RepairBuffer {
     }
 }
 
+/// Most repair slots open at once in one state, however many relay children failed.
+const MAX_REPAIR_SLOTS: u16 = 64;
+
 /// A child in a state's tree.
 #[derive(Clone, Debug)]
 pub(crate) struct Child {
@@ -363,6 +366,9 @@ pub(crate) struct Child {
     pub since: Time,
     /// A stronger joiner took this child's slot: it is served until it has moved below it.
     pub leaving: bool,
+    /// Repair slots were opened for this child's orphans while it was still connected (it had
+    /// gone silent and one of them asked first): its failure opens none again.
+    pub repair_opened: bool,
 }
 
 impl Child {
@@ -374,6 +380,7 @@ impl Child {
             keyframes_only: false,
             quality: Quality::Full,
             leaving: false,
+            repair_opened: false,
         }
     }
 
@@ -399,10 +406,6 @@ pub(crate) struct Joining {
     pub candidates: Vec<(NodeId, bytes::Bytes)>,
     /// Redirects followed so far.
     pub redirects: u8,
-    /// A second candidate asked at the same time when repairing (first accept wins).
-    pub also: Option<NodeId>,
-    /// Whether the second request has been sent.
-    pub also_sent: bool,
     /// An attached node trying to move up to its grandparent: a redirect ends the attempt.
     pub climb: bool,
 }
@@ -453,8 +456,9 @@ pub(crate) struct StateTree {
     /// Children asked to move below a stronger joiner once that joiner is attached: (child,
     /// joiner).
     pub pending_moves: Vec<(NodeId, NodeId)>,
-    /// Repair slots above capacity, opened when a relay child failed (as many as it could
-    /// take): its orphans, our grandchildren, re-attach here within a round trip.
+    /// Repair slots: children taken above capacity while `repair_until` has not passed, as
+    /// many as the relay children that failed (or went silent) could take: their orphans, our
+    /// grandchildren, re-attach here within a round trip.
     pub repair_slots: u16,
     /// The repair slots close at this time (orphans detect the failure about when we do).
     pub repair_until: Time,
@@ -464,6 +468,10 @@ pub(crate) struct StateTree {
     pub resync: bool,
     /// When the parent was found gone (for the re-attach metric).
     pub parent_lost_at: Option<Time>,
+    /// A repair's first request went to a peer that had not yet answered an earlier request
+    /// of ours (a climb, say): that peer's next redirect answers the earlier one and is
+    /// ignored.
+    pub stale_redirect_from: Option<NodeId>,
     /// Longest re-attach observed (detection to accept).
     pub reattach_max: Duration,
 }
@@ -503,6 +511,24 @@ impl StateTree {
         p.extend_from_slice(&self.path);
         p.push(me);
         p
+    }
+
+    /// Opens `slots` more repair slots above capacity, all open until `until` at least.
+    pub fn open_repair_slots(&mut self, now: Time, slots: u16, until: Time) {
+        if self.repair_until <= now {
+            self.repair_slots = 0;
+        }
+        self.repair_slots = self
+            .repair_slots
+            .saturating_add(slots)
+            .min(MAX_REPAIR_SLOTS);
+        self.repair_until = self.repair_until.max(until);
+    }
+
+    /// True when a repair slot is free: the slots are open and fewer than `capacity` plus
+    /// their number of children hold a slot.
+    pub fn repair_room(&self, now: Time, capacity: usize) -> bool {
+        now < self.repair_until && self.slots_taken() < capacity + usize::from(self.repair_slots)
     }
 
     /// True when the own interest expects every update (so gaps are losses, not filtering):
