@@ -2,6 +2,7 @@
 //! forwarding through the scheduler, in-order delivery, lazy repair and tree repair.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use elara_core::wire::{MAX_CANDIDATES, MAX_PATH, MAX_SEQS};
@@ -36,11 +37,11 @@ pub(crate) const STANDBYS: usize = 2;
 /// p90 40-160 ms, max 80-280 ms).
 const REPAIR_SLOTS_PER_SLOT: u16 = 2;
 /// How often an attached node tries to move up a level (plus up to as much again of jitter).
-const CLIMB_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+const CLIMB_INTERVAL: Duration = Duration::from_secs(2);
 /// Round trips a gap in the sequence may last before its updates are pulled from the parent.
 const PULL_DELAY_RTTS: u32 = 2;
 /// Longest group interval a make-before-break switch waits out for the new parent's keyframe.
-const MAX_GROUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const MAX_GROUP_WAIT: Duration = Duration::from_secs(10);
 /// Children a node must be able to take to count as a strong relay, placed above the nodes
 /// that can take fewer.
 const STRONG_RELAY: u16 = 2;
@@ -50,6 +51,11 @@ const PARENT_LOSS_LIMIT: f32 = 0.3;
 /// Children `id` says it can take (its `Hello`'s `max_children`; 0 before its hello arrived).
 fn slots_of(peers: &BTreeMap<NodeId, Peer>, id: &NodeId) -> u16 {
     peers.get(id).map_or(0, |p| p.caps.max_children)
+}
+
+/// Round-trip time measured to `id`, or `initial` before a measurement (or for a stranger).
+fn rtt_of(peers: &BTreeMap<NodeId, Peer>, id: &NodeId, initial: Duration) -> Duration {
+    peers.get(id).map_or(initial, |p| p.rtt_or(initial))
 }
 
 impl SwarmNode {
@@ -392,11 +398,7 @@ impl SwarmNode {
         }
         // The first pick keeps the rotation; the others are fallbacks ordered by RTT.
         if picked.len() > 2 {
-            picked[1..].sort_by_key(|c| {
-                self.peers
-                    .get(c)
-                    .map_or(initial_rtt, |p| p.rtt_or(initial_rtt))
-            });
+            picked[1..].sort_by_key(|c| rtt_of(&self.peers, c, initial_rtt));
         }
         let candidates = picked.iter().map(|&c| self.peer_info(c, depth)).collect();
         self.send_control(from, Message::JoinRedirect { state, candidates });
@@ -600,7 +602,7 @@ impl SwarmNode {
         let jitter = self.rng.random_range(0..CLIMB_INTERVAL.as_micros() as u64);
         self.timers.set(
             TimerReason::Climb(state),
-            now + CLIMB_INTERVAL + std::time::Duration::from_micros(jitter),
+            now + CLIMB_INTERVAL + Duration::from_micros(jitter),
         );
     }
 
@@ -1208,10 +1210,10 @@ impl SwarmNode {
             // The transport recovers its own losses within about a round trip: a gap is pulled
             // only once it outlived that (pulling at once mostly duplicated updates that were
             // being retransmitted, and the duplicates crowded the parent's uplink).
+            let initial = self.cfg.initial_rtt;
             let rtt = tree
                 .parent
-                .and_then(|p| self.peers.get(&p))
-                .map_or(self.cfg.initial_rtt, |p| p.rtt_or(self.cfg.initial_rtt));
+                .map_or(initial, |p| rtt_of(&self.peers, &p, initial));
             self.timers
                 .set(TimerReason::PullRetry(state), now + rtt * PULL_DELAY_RTTS);
         }
@@ -1263,11 +1265,8 @@ impl SwarmNode {
         }
         tree.pull_rounds += 1;
         tree.metrics.pulled += seqs.len() as u64;
-        let rtt = self
-            .peers
-            .get(&parent)
-            .map_or(initial_rtt, |p| p.rtt_or(initial_rtt));
-        let retry = (rtt * 3 / 2).max(std::time::Duration::from_millis(5));
+        let rtt = rtt_of(&self.peers, &parent, initial_rtt);
+        let retry = (rtt * 3 / 2).max(Duration::from_millis(5));
         self.timers.set(TimerReason::PullRetry(state), now + retry);
         self.send_control(parent, Message::Pull { state, seqs });
     }
