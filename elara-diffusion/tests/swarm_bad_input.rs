@@ -10,7 +10,6 @@ use elara_core::{
     Capabilities, Fragment, GroupId, InterestLevel, Message, NodeId, PeerInfo, Priority, StateId,
     StateUpdate, Time, TrackInfo, UpdateKind,
 };
-use elara_diffusion::harness::LinkProfile;
 use elara_diffusion::swarm::{SwarmConfig, SwarmNode};
 use proptest::prelude::*;
 use swarm_common::*;
@@ -140,15 +139,7 @@ proptest! {
         msgs in proptest::collection::vec(message(), 1..40)
     ) {
         // 1 publishes; 2 joins below 1; 3 joins below 2 (1 takes one child); 4 is the attacker.
-        let mut h = elara_diffusion::harness::Harness::new(3, LinkProfile::wan());
-        h.add_node(config(1, 1, None, 1000));
-        h.node_mut(NodeId::from_u64(1)).create_state(StateId(7)).unwrap();
-        h.add_node(config(2, 4, Some(1), 1000));
-        h.node_mut(NodeId::from_u64(2)).declare_interest(Time::ZERO, StateId(7), InterestLevel::High);
-        h.run_for(Duration::from_millis(300));
-        h.add_node(config(3, 4, Some(1), 1000));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(3)).declare_interest(now, StateId(7), InterestLevel::High);
+        let mut h = relay_chain(3);
         h.add_node(config(4, 4, Some(2), 1000));
         h.run_for(Duration::from_millis(600));
         let (relay, child, attacker) = (NodeId::from_u64(2), NodeId::from_u64(3), NodeId::from_u64(4));

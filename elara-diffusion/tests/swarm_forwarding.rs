@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use elara_core::{InterestLevel, Message, NodeId, StateId, Time};
 use elara_diffusion::harness::{Harness, LinkProfile};
-use swarm_common::{Stream, config, delivered};
+use swarm_common::{Stream, config, delivered, relay_chain};
 
 #[test]
 fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() {
@@ -19,17 +19,7 @@ fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() 
         NodeId::from_u64(3),
     );
     // 1 publishes and takes one child (2); 3 is redirected below 2.
-    let mut h = Harness::new(5, LinkProfile::wan());
-    h.add_node(config(1, 1, None, 1000));
-    h.node_mut(publisher).create_state(state).unwrap();
-    h.add_node(config(2, 4, Some(1), 1000));
-    h.node_mut(relay)
-        .declare_interest(Time::ZERO, state, InterestLevel::High);
-    h.run_for(Duration::from_millis(300));
-    h.add_node(config(3, 4, Some(1), 1000));
-    let now = h.now();
-    h.node_mut(child)
-        .declare_interest(now, state, InterestLevel::High);
+    let mut h = relay_chain(5);
     h.run_for(Duration::from_millis(600));
     assert_eq!(h.node(child).parent(state), Some(relay));
 
