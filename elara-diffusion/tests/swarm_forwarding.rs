@@ -1,6 +1,7 @@
-//! Forwarding through a relay when the network reorders: a keyframe overtaken by its own
-//! deltas (its retransmission took a round trip) must still start its group for the relay's
-//! children, live, without a repair round trip.
+//! Forwarding through a relay: a keyframe overtaken by its own deltas (its retransmission
+//! took a round trip) must still start its group for the relay's children, live, without a
+//! repair round trip; fan-out order; repair for Low viewers of audio; and a viewer joining
+//! mid-group is started at the whole newest keyframe, first fragment included.
 
 mod swarm_common;
 
@@ -126,5 +127,79 @@ fn a_keyframe_fans_out_to_the_strongest_relay_first() {
         at(4),
         at(2),
         at(3)
+    );
+}
+
+/// Publishes a video frame as elara-media's packetizer does: a keyframe cut into `parts`
+/// fragments with consecutive sequence numbers, each flagged as a keyframe; a delta whole.
+fn publish_frame(
+    h: &mut Harness,
+    state: StateId,
+    seq: &mut u64,
+    group: u64,
+    key: bool,
+    parts: u16,
+) {
+    let now = h.now();
+    let parts = if key { parts } else { 1 };
+    for index in 0..parts {
+        let mut u = elara_core::StateUpdate::new(state, NodeId::from_u64(1), *seq, now)
+            .with_kind(elara_core::UpdateKind::Video)
+            .with_group(elara_core::GroupId(group))
+            .with_fragment(elara_core::Fragment {
+                index,
+                count: parts,
+            })
+            .with_payload(bytes::Bytes::from(vec![7u8; 900]));
+        if key {
+            u = u.keyframe();
+        }
+        *seq += 1;
+        h.node_mut(NodeId::from_u64(1))
+            .publish(now, u)
+            .expect("authority publishes");
+    }
+}
+
+#[test]
+fn a_viewer_joining_mid_group_starts_at_the_first_fragment_of_the_keyframe() {
+    // A keyframe in three fragments (seqs 0-2 of group 0), then deltas. Node 3 joins in the
+    // middle of the group: it is started at the newest keyframe, which must mean all of it,
+    // from its first fragment — a keyframe missing its first fragments does not decode.
+    let state = StateId(7);
+    let mut h = Harness::new(3, LinkProfile::wan());
+    h.add_node(config(1, 4, None, 1000));
+    h.node_mut(NodeId::from_u64(1))
+        .create_state(state)
+        .expect("fresh state");
+    h.add_node(config(2, 4, Some(1), 1000));
+    h.node_mut(NodeId::from_u64(2))
+        .declare_interest(Time::ZERO, state, InterestLevel::High);
+    h.run_for(Duration::from_millis(300));
+    let mut seq = 0;
+    publish_frame(&mut h, state, &mut seq, 0, true, 3);
+    for _ in 0..5 {
+        h.run_for(Duration::from_millis(33));
+        publish_frame(&mut h, state, &mut seq, 0, false, 3);
+    }
+    h.add_node(config(3, 4, Some(1), 1000));
+    let now = h.now();
+    h.node_mut(NodeId::from_u64(3))
+        .declare_interest(now, state, InterestLevel::High);
+    for _ in 0..10 {
+        h.run_for(Duration::from_millis(33));
+        publish_frame(&mut h, state, &mut seq, 0, false, 3);
+    }
+    h.run_for(Duration::from_millis(300));
+    let got = delivered(&h, NodeId::from_u64(3), state);
+    let seqs: Vec<u64> = got.iter().map(|g| g.seq).collect();
+    assert!(
+        seqs.starts_with(&[0, 1, 2]),
+        "the late viewer started at {seqs:?}, not at the keyframe's first fragment"
+    );
+    assert_eq!(
+        seqs.len() as u64,
+        seq,
+        "every update after the keyframe: {seqs:?}"
     );
 }

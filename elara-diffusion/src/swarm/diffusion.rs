@@ -950,7 +950,7 @@ impl SwarmNode {
         if let Some(tree) = self.states.get_mut(&update.state) {
             let relay = !tree.children.is_empty() || tree.is_authority(me);
             if relay || update.kind == elara_core::UpdateKind::Video {
-                if !relay && update.keyframe && update.layer == 0 {
+                if !relay && update.starts_group() && update.layer == 0 {
                     tree.buffer.clear();
                 }
                 tree.buffer.insert(update, hops, cap, budget);
@@ -1123,7 +1123,9 @@ impl SwarmNode {
         if update.keyframe {
             tree.recv.received_group = Some(update.group);
             tree.recv.keyframe_at(update.timestamp);
-            if tree.resync && tree.parent == Some(from) {
+            // Resynchronise at a keyframe's first fragment: skipping to a later one would
+            // give up the fragments before it.
+            if tree.resync && tree.parent == Some(from) && update.starts_group() {
                 tree.resync = false;
                 if update.kind == elara_core::UpdateKind::Video {
                     let skipped = tree.recv.skip_before(update.seq);

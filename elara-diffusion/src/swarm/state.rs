@@ -334,9 +334,10 @@ impl RepairBuffer {
 
     /// Updates from the newest keyframe on (or the whole buffer for streams without keyframes),
     /// not older than `since`. Nothing when that keyframe is older than `since`: its deltas
-    /// would not decode without it.
+    /// would not decode without it. A keyframe cut into fragments starts at its first
+    /// fragment: the rest do not decode without it.
     pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = &(StateUpdate, u8)> {
-        let start = match self.items.iter().rposition(|(u, _)| u.keyframe) {
+        let start = match self.items.iter().rposition(|(u, _)| u.starts_group()) {
             Some(k) if self.items[k].0.timestamp >= since => k,
             Some(_) => self.items.len(),
             None if self.items.iter().any(|(u, _)| u.kind == UpdateKind::Video) => self.items.len(),
