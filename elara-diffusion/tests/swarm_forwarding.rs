@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use elara_core::{InterestLevel, Message, NodeId, StateId, Time};
 use elara_diffusion::harness::{Harness, LinkProfile};
-use swarm_common::{Stream, config, delivered, relay_chain};
+use swarm_common::{Stream, config, delivered, publisher_and_viewer, relay_chain};
 
 #[test]
 fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() {
@@ -167,15 +167,7 @@ fn a_viewer_joining_mid_group_starts_at_the_first_fragment_of_the_keyframe() {
     // middle of the group: it is started at the newest keyframe, which must mean all of it,
     // from its first fragment — a keyframe missing its first fragments does not decode.
     let state = StateId(7);
-    let mut h = Harness::new(3, LinkProfile::wan());
-    h.add_node(config(1, 4, None, 1000));
-    h.node_mut(NodeId::from_u64(1))
-        .create_state(state)
-        .expect("fresh state");
-    h.add_node(config(2, 4, Some(1), 1000));
-    h.node_mut(NodeId::from_u64(2))
-        .declare_interest(Time::ZERO, state, InterestLevel::High);
-    h.run_for(Duration::from_millis(300));
+    let mut h = publisher_and_viewer(3, 4);
     let mut seq = 0;
     publish_frame(&mut h, state, &mut seq, 0, true, 3);
     for _ in 0..5 {
