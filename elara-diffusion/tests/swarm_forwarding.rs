@@ -195,3 +195,42 @@ fn a_viewer_joining_mid_group_starts_at_the_first_fragment_of_the_keyframe() {
         "every update after the keyframe: {seqs:?}"
     );
 }
+
+#[test]
+fn a_keyframe_missing_a_fragment_does_not_decode_and_neither_do_its_deltas() {
+    // The parent hands node 2 fragments 0 and 2 of a three-fragment keyframe and a delta; the
+    // middle fragment never comes (the parent does not hold it either), so the window gives
+    // up on it. The keyframe's fragments that came may be delivered, but the delta must not
+    // be: its keyframe does not decode.
+    let state = StateId(7);
+    let (parent, viewer) = (NodeId::from_u64(1), NodeId::from_u64(2));
+    let mut h = publisher_and_viewer(4, 4);
+    assert_eq!(h.node(viewer).parent(state), Some(parent));
+    let now = h.now();
+    let update = |seq: u64, key: bool, index: u16, count: u16| {
+        let mut u = elara_core::StateUpdate::new(state, parent, seq, now)
+            .with_kind(elara_core::UpdateKind::Video)
+            .with_group(elara_core::GroupId(0))
+            .with_fragment(elara_core::Fragment { index, count })
+            .with_payload(bytes::Bytes::from(vec![1u8; 500]));
+        if key {
+            u = u.keyframe();
+        }
+        Message::Update { hops: 0, update: u }
+    };
+    for m in [
+        update(0, true, 0, 3),
+        update(2, true, 2, 3),
+        update(3, false, 0, 1),
+    ] {
+        h.node_mut(viewer).handle_message(now, parent, m);
+    }
+    h.run_for(Duration::from_secs(2));
+    let seqs: Vec<u64> = delivered(&h, viewer, state).iter().map(|g| g.seq).collect();
+    assert!(
+        !seqs.contains(&3),
+        "a delta of an incomplete keyframe was delivered: {seqs:?}"
+    );
+    let m = h.node(viewer).state_metrics(state).expect("state known");
+    assert!(m.skipped >= 1 && m.undecodable >= 1, "{m:?}");
+}

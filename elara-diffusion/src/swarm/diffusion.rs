@@ -1169,7 +1169,17 @@ impl SwarmNode {
                 continue;
             }
             if u.keyframe {
-                tree.recv.delivered_group = Some(u.group);
+                // A keyframe decodes once all of its fragments were delivered, in order (the
+                // window delivers in sequence order, so a skipped one breaks the run).
+                let next = match tree.recv.delivering_key {
+                    _ if u.fragment.index == 0 => Some(1),
+                    Some((g, i)) if g == u.group && i == u.fragment.index => Some(i + 1),
+                    _ => None,
+                };
+                tree.recv.delivering_key = next.map(|i| (u.group, i));
+                if next == Some(u.fragment.count) {
+                    tree.recv.delivered_group = Some(u.group);
+                }
             }
             let latency = now - u.timestamp;
             tree.metrics.delivered += 1;

@@ -88,8 +88,11 @@ pub(crate) struct ReceiveWindow {
     pub held: BTreeMap<u64, Held>,
     /// Highest sequence number known to exist (received or announced).
     pub highest: Option<u64>,
-    /// The group whose keyframe was last delivered to the application.
+    /// The group whose keyframe was last delivered to the application, whole (every fragment).
     pub delivered_group: Option<GroupId>,
+    /// A keyframe cut into fragments being delivered: its group and the fragment index due
+    /// next. A fragment skipped on the way leaves the keyframe (and its group) undecodable.
+    pub delivering_key: Option<(GroupId, u16)>,
     /// The group whose keyframe was last received (relays forward deltas of this group only).
     pub received_group: Option<GroupId>,
     /// Sequence numbers at or above the floor that the parent said will never come.
