@@ -458,21 +458,31 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         self.next_frame = i as usize + 1;
         let track = &frames.tracks[f.track as usize];
         let a = track.authority;
+        let state = track.state;
         let (kind, priority) = frames.kind_of(&f);
-        let mut update = StateUpdate::new(track.state, node_id(a), u64::from(f.seq), self.time())
-            .with_group(elara_core::GroupId(u64::from(f.group)))
-            .with_kind(kind)
-            .with_priority(priority)
-            .with_payload(Bytes::from_static(&ZEROS[..f.size as usize]));
-        if f.keyframe {
-            update = update.keyframe();
-        }
         if !self.access[a as usize].alive {
             return;
         }
         let now = self.time();
-        if let Some(p) = self.nodes[a as usize].as_mut() {
-            p.publish(now, update);
+        // A frame cut into fragments is published at once, fragment by fragment, as the
+        // packetizer hands them over.
+        for index in 0..f.parts {
+            let mut update =
+                StateUpdate::new(state, node_id(a), u64::from(f.seq + u32::from(index)), now)
+                    .with_group(elara_core::GroupId(u64::from(f.group)))
+                    .with_kind(kind)
+                    .with_priority(priority)
+                    .with_fragment(elara_core::Fragment {
+                        index,
+                        count: f.parts,
+                    })
+                    .with_payload(Bytes::from_static(&ZEROS[..f.part_len(index)]));
+            if f.keyframe {
+                update = update.keyframe();
+            }
+            if let Some(p) = self.nodes[a as usize].as_mut() {
+                p.publish(now, update);
+            }
         }
         self.after(a);
     }
@@ -596,7 +606,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         match e {
             ProtocolEvent::Delivered { state, seq, hops } => {
                 match self.world.frames.index(state, seq) {
-                    Some(f) => self.metrics.on_delivered(self.world, n, f, self.now, hops),
+                    Some(u) => self.metrics.on_delivered(self.world, n, u, self.now, hops),
                     None => self.metrics.counters.unknown_deliveries += 1,
                 }
             }
@@ -855,14 +865,15 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         };
         drop(bytes);
         if let Message::Update { update, .. } = &mut message
-            && let Some(f) = self.world.frames.index(update.state, update.seq)
+            && let Some(u) = self.world.frames.index(update.state, update.seq)
         {
-            self.metrics.on_receive(to, f);
+            self.metrics.on_receive(to, u.unit);
             // Payloads are the engine's zeros: swap the decoded slice (which pins the sender's
             // whole encoded frame) for the same bytes of the static buffer, so that nodes'
             // repair buffers hold no per-hop copies.
             let len = update.payload.len();
-            if len == self.world.frames.frames[f as usize].size as usize {
+            let f = self.world.frames.frames[u.frame as usize];
+            if len == f.part_len((u.unit - f.unit) as u16) {
                 update.payload = Bytes::from_static(&ZEROS[..len]);
             }
         }

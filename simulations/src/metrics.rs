@@ -11,8 +11,11 @@
 //!   time / expected frames.
 //! - **startup delay**: first keyframe delivery minus join time (or stream start if later).
 //! - **latency**: delivery time minus publish time, over delivered expected frames.
-//! - **duplicate ratio**: update messages received for a frame the node already had / unique
-//!   frames received (network level, whatever the protocol later suppresses).
+//! - A frame cut into fragments counts as delivered when its last missing fragment is, at that
+//!   time.
+//! - **duplicate ratio**: update messages received for a fragment (or whole frame) the node
+//!   already had / unique ones received (network level, whatever the protocol later
+//!   suppresses).
 //! - **control overhead**: bytes of non-update messages / all bytes sent.
 //! - **repair time**: per fault, time from the failure (or the heal) until the viewer is
 //!   delivered a frame published after it.
@@ -25,6 +28,7 @@ use crate::protocol::Role;
 use crate::report::{
     Counters, Distribution, LevelReport, RepairReport, RunReport, Series, UploadReport,
 };
+use crate::workload::{Frame, UnitRef};
 use crate::world::{FaultPlan, World};
 
 /// Latency histogram with 1 ms buckets up to 120 s.
@@ -145,7 +149,7 @@ impl Collector {
         let n = world.nodes.len();
         let nt = world.track_count();
         let buckets = (world.stream_end_us / 1_000_000 + 1) as usize;
-        let words = world.frames.frames.len().div_ceil(64);
+        let words = (world.frames.units as usize).div_ceil(64);
         Collector {
             nt,
             words,
@@ -180,29 +184,36 @@ impl Collector {
         }
     }
 
-    /// An update for `frame` reached `node` over the network.
-    pub fn on_receive(&mut self, node: u32, frame: u32) {
+    /// An update (unit `unit`) reached `node` over the network.
+    pub fn on_receive(&mut self, node: u32, unit: u32) {
         let n = node as usize;
         let w = self.words;
-        if set_bit(&mut self.received[n * w..(n + 1) * w], frame) {
+        if set_bit(&mut self.received[n * w..(n + 1) * w], unit) {
             self.recv_dup[n] += 1;
         } else {
             self.recv_unique[n] += 1;
         }
     }
 
-    /// `node`'s protocol delivered `frame` to the application at `now_us`.
-    pub fn on_delivered(&mut self, world: &World, node: u32, frame: u32, now_us: u64, hops: u8) {
+    /// `node`'s protocol delivered update `u` to the application at `now_us`.
+    pub fn on_delivered(&mut self, world: &World, node: u32, u: UnitRef, now_us: u64, hops: u8) {
         let n = node as usize;
         let w = self.words;
-        if set_bit(&mut self.delivered[n * w..(n + 1) * w], frame) {
+        let delivered = &mut self.delivered[n * w..(n + 1) * w];
+        if set_bit(delivered, u.unit) {
             self.counters.violations_duplicate_delivery += 1;
             return;
         }
+        let frame = u.frame;
         let f = world.frames.frames[frame as usize];
+        let whole =
+            |set: &[u64], f: &Frame| (f.unit..f.unit + u32::from(f.parts)).all(|i| bit(set, i));
+        if !whole(delivered, &f) {
+            return;
+        }
         if !f.keyframe
             && let Some(k) = world.frames.keyframe_of(frame)
-            && !bit(&self.delivered[n * w..(n + 1) * w], k)
+            && !whole(delivered, &world.frames.frames[k as usize])
         {
             self.counters.violations_missing_keyframe += 1;
         }

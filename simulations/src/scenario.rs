@@ -97,6 +97,9 @@ pub enum VideoMode {
     File,
 }
 
+/// Smallest fragment size a scenario may ask for: smaller ones multiply the events.
+pub const MIN_FRAGMENT_BYTES: u32 = 1_000;
+
 /// The video track of each publisher.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -115,6 +118,12 @@ pub struct VideoSpec {
     pub keyframe_ratio: f64,
     /// Relative spread of VBR sizes (0.3 = ±30% typical).
     pub vbr_spread: f64,
+    /// Frames larger than this many bytes are cut into fragments of at most this size, as
+    /// `elara-media`'s packetizer cuts them (consecutive sequence numbers, every fragment of a
+    /// keyframe flagged as one), so that relays pass a keyframe on piece by piece instead of
+    /// holding it whole at every hop. 0 sends every frame whole. The packetizer's 1,200-byte
+    /// cuts would multiply the simulator's events several times for little difference.
+    pub fragment_bytes: u32,
     /// The media file for `mode = "file"` (relative to the scenario file).
     pub file: Option<PathBuf>,
 }
@@ -129,6 +138,7 @@ impl Default for VideoSpec {
             keyframe_interval_s: 2.0,
             keyframe_ratio: 6.0,
             vbr_spread: 0.3,
+            fragment_bytes: 0,
             file: None,
         }
     }
@@ -619,6 +629,15 @@ impl Scenario {
         }
         let v = &self.workload.video;
         if v.enabled {
+            if v.fragment_bytes != 0 && v.fragment_bytes < MIN_FRAGMENT_BYTES {
+                return Err((
+                    "workload.video.fragment_bytes".into(),
+                    format!(
+                        "{} bytes is below {MIN_FRAGMENT_BYTES} (0 sends frames whole)",
+                        v.fragment_bytes
+                    ),
+                ));
+            }
             match v.mode {
                 VideoMode::Cbr | VideoMode::Vbr => {
                     positive("workload.video.bitrate_kbps", v.bitrate_kbps)?;

@@ -327,7 +327,7 @@ impl World {
                 raw.push((p, false, frames));
             }
         }
-        let frames = FrameLog::build(raw);
+        let frames = FrameLog::build(raw, v.fragment_bytes);
         let directory: Vec<TrackEntry> = frames
             .tracks
             .iter()

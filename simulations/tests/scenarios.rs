@@ -110,6 +110,43 @@ fn small_livestream_on_a_clean_lan_delivers_everything_with_every_protocol() {
 }
 
 #[test]
+fn fragmented_keyframes_are_counted_once_whole_with_every_protocol() {
+    // Keyframes (about 58 kB at 2.5 Mbit/s) cut at 16 kB into four updates: on a clean LAN
+    // every protocol delivers every frame, each counted once all of its fragments are in, and
+    // no delta counts before its whole keyframe.
+    let lan = [
+        "viewers=20",
+        "duration_s=4",
+        "network.preset=lan",
+        "network.mean_one_way_ms=5",
+        "network.loss=0",
+    ];
+    let whole = run("livestream", 1, &lan);
+    let mut cut_o = lan.to_vec();
+    cut_o.push("workload.video.fragment_bytes=16384");
+    let cut = run("livestream", 1, &cut_o);
+    assert_invariants(&cut);
+    for p in ["elara", "star", "elara-0.2"] {
+        let (w, c) = (level(&whole, p, "high"), level(&cut, p, "high"));
+        // The same frames, give or take where playback started.
+        let (we, ce) = (w.expected_frames as f64, c.expected_frames as f64);
+        assert!(
+            (ce - we).abs() <= we * 0.05,
+            "{p}: {ce} frames expected, {we} whole"
+        );
+        assert!(c.video_continuity > 0.99, "{p}: {c:?}");
+    }
+    let updates = |r: &Report| {
+        let run = r.runs.iter().find(|x| x.protocol == "star").unwrap();
+        run.counters.messages
+    };
+    assert!(
+        updates(&cut) > updates(&whole),
+        "fragments travel as more messages"
+    );
+}
+
+#[test]
 fn star_fails_when_the_audience_outgrows_the_broadcaster_uplink() {
     // 60 viewers x 2.6 Mbit/s is far above a 20 Mbit/s uplink.
     let r = run(
@@ -262,6 +299,16 @@ fn bad_scenarios_are_refused_with_file_field_and_problem() {
     assert!(e.contains("bad.toml"), "{e}");
     assert!(e.contains("network.broadcaster.up_mbps"), "{e}");
     assert!(e.contains("above zero"), "{e}");
+    let e = Scenario::load(
+        &scenario_path("livestream"),
+        &["workload.video.fragment_bytes=100".to_owned()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("workload.video.fragment_bytes") && e.contains("below 1000"),
+        "{e}"
+    );
     let e = Scenario::load(&dir.join("missing.toml"), &[])
         .unwrap_err()
         .to_string();

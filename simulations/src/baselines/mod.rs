@@ -76,6 +76,8 @@ impl SeqWindow {
 struct TrackRx {
     seen: SeqWindow,
     keyed: [Option<GroupId>; 2],
+    /// Fragments seen of the newest keyframe still incomplete: its group and how many.
+    assembling: Option<(GroupId, u16)>,
 }
 
 /// What became of a received update.
@@ -107,7 +109,18 @@ impl Playback {
             return Receipt::New { deliver: true };
         }
         if u.keyframe {
-            t.keyed = [Some(u.group), t.keyed[0]];
+            // A keyframe cut into fragments keys its group once every fragment is in (in any
+            // order: the seq window already dropped duplicates).
+            let seen = match t.assembling {
+                Some((g, n)) if g == u.group => n + 1,
+                _ => 1,
+            };
+            if seen >= u.fragment.count {
+                t.keyed = [Some(u.group), t.keyed[0]];
+                t.assembling = None;
+            } else {
+                t.assembling = Some((u.group, seen));
+            }
             return Receipt::New { deliver: true };
         }
         Receipt::New {
