@@ -58,7 +58,7 @@ use std::time::Duration;
 use elara_core::{InterestLevel, NodeId, StateId, Time};
 use hashbrown::HashTable;
 
-use crate::hash::{IdHashBuilder, hash_id};
+use crate::hash::{IdHashBuilder, IdKeys, hash_id};
 
 /// The most states one node may declare interest in (the overflow count in a node record is
 /// 8 bits wide, plus the inline slot).
@@ -173,7 +173,8 @@ struct StateViewers {
 /// assert_eq!(map.len(), 1);
 /// ```
 pub struct InterestMap {
-    seed: u64,
+    /// The node-id hash's keys, from the seed.
+    keys: IdKeys,
     index: HashTable<u32>,
     records: Vec<NodeRecord>,
     free_records: Vec<u32>,
@@ -218,7 +219,7 @@ impl InterestMap {
     pub fn with_hash_seed(seed: u64) -> Self {
         let hasher = IdHashBuilder::new(seed);
         InterestMap {
-            seed,
+            keys: IdKeys::new(seed),
             index: HashTable::new(),
             records: Vec::new(),
             free_records: Vec::new(),
@@ -261,7 +262,7 @@ impl InterestMap {
     }
 
     fn find_node(&self, node: &NodeId) -> Option<u32> {
-        let h = table_hash(stored_hash(self.seed, node));
+        let h = table_hash(stored_hash(&self.keys, node));
         let records = &self.records;
         self.index
             .find(h, |&i| records[i as usize].id == *node)
@@ -272,11 +273,12 @@ impl InterestMap {
     /// first interest — in state `slot`, raw level byte `raw` — is appended to the state's
     /// vectors and recorded inline here, so the common case (a new viewer) costs one hash
     /// probe and three pushes.
+    #[inline(always)]
     fn intern_with_entry(&mut self, node: NodeId, slot: u32, raw: u8) -> (u32, bool) {
         if self.index.len() == self.index.capacity() {
             self.grow_index();
         }
-        let h = stored_hash(self.seed, &node);
+        let h = stored_hash(&self.keys, &node);
         let records = &mut self.records;
         let entry = self.index.entry(
             table_hash(h),
@@ -367,7 +369,16 @@ impl InterestMap {
         }
     }
 
+    #[inline(always)]
     fn state_slot_or_insert(&mut self, state: StateId) -> Result<u32, InterestError> {
+        match self.last_state {
+            Some((id, s)) if id == state => Ok(s),
+            _ => self.state_slot_lookup_or_insert(state),
+        }
+    }
+
+    #[inline(never)]
+    fn state_slot_lookup_or_insert(&mut self, state: StateId) -> Result<u32, InterestError> {
         if let Some(s) = self.state_slot(state) {
             self.last_state = Some((state, s));
             return Ok(s);
@@ -417,6 +428,7 @@ impl InterestMap {
     /// `ttl`: `None` for an interest that lasts until withdrawn; `Some(d)` for one that expires
     /// at `now + d` (a zero TTL is a withdrawal, see the module's "Bad input"). Re-declaring
     /// replaces both the level and the expiry.
+    #[inline]
     pub fn declare(
         &mut self,
         now: Time,
@@ -430,6 +442,7 @@ impl InterestMap {
 
     /// Like [`InterestMap::declare`] with an absolute expiry: `expires_at` at or before `now`
     /// withdraws the interest (it would already have expired).
+    #[inline]
     pub fn declare_until(
         &mut self,
         now: Time,
@@ -440,17 +453,50 @@ impl InterestMap {
     ) -> Result<InterestChange, InterestError> {
         let withdraw = !level.is_interested() || expires_at.is_some_and(|t| t <= now);
         if withdraw {
-            let previous = self.level(node, state, now);
-            self.withdraw(node, state);
-            return Ok(InterestChange {
-                previous,
-                current: InterestLevel::None,
-            });
+            return Ok(self.withdraw_change(now, node, state));
         }
         let slot = self.state_slot_or_insert(state)?;
         let ttl_bit = if expires_at.is_some() { TTL_FLAG } else { 0 };
         let raw = level.as_u8() | ttl_bit;
         let (idx, new) = self.intern_with_entry(node, slot, raw);
+        if new && expires_at.is_none() {
+            // The common case (a new viewer, no expiry): `intern_with_entry` placed the entry.
+            return Ok(InterestChange {
+                previous: InterestLevel::None,
+                current: level,
+            });
+        }
+        self.declare_rest(now, node, idx, new, slot, raw, level, expires_at)
+    }
+
+    /// [`InterestMap::declare_until`] for a withdrawal.
+    #[cold]
+    #[inline(never)]
+    fn withdraw_change(&mut self, now: Time, node: NodeId, state: StateId) -> InterestChange {
+        let previous = self.level(node, state, now);
+        self.withdraw(node, state);
+        InterestChange {
+            previous,
+            current: InterestLevel::None,
+        }
+    }
+
+    /// The rest of [`InterestMap::declare_until`] once the node is interned as `idx` (`new`:
+    /// just now, with its entry placed): a known node's new or changed entry, and the expiry.
+    /// Out of line, so that the common case (a new viewer without expiry) stays small.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn declare_rest(
+        &mut self,
+        now: Time,
+        node: NodeId,
+        idx: u32,
+        new: bool,
+        slot: u32,
+        raw: u8,
+        level: InterestLevel,
+        expires_at: Option<Time>,
+    ) -> Result<InterestChange, InterestError> {
         let previous;
         let pos = if new { None } else { self.position(idx, slot) };
         match pos {
@@ -714,8 +760,8 @@ fn hashmap_bytes(capacity: usize, entry: usize) -> usize {
 
 /// The 32 bits of a node id's seeded hash ([`hash_id`]) that the map keeps per record.
 #[inline(always)]
-fn stored_hash(seed: u64, id: &NodeId) -> u32 {
-    hash_id(seed, id) as u32
+fn stored_hash(keys: &IdKeys, id: &NodeId) -> u32 {
+    hash_id(keys, id) as u32
 }
 
 /// The node table's hash for a stored hash: the 32 bits in both halves, so that the table's
