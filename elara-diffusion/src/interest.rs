@@ -21,8 +21,8 @@
 //! * declaring a new viewer without expiry for the state of the previous declaration — a
 //!   stream going live — is a small inline path (the state check, one hash probe that interns
 //!   the node and places its entry, three pushes); everything else (a known node, an expiry,
-//!   a withdrawal, a new state) is out of line. About 212 instructions per entry when 100,000
-//!   viewers join from an empty map, growth of the tables included, 173 after
+//!   a withdrawal, a new state) is out of line. About 206 instructions per entry when 100,000
+//!   viewers join from an empty map, growth of the tables included, 166 after
 //!   [`InterestMap::reserve_nodes`] (`benches/RESULTS.md`; the original's `register` takes
 //!   about 1,555);
 //! * each state keeps its viewers as two dense parallel vectors, node index (`u32`) and level
@@ -282,15 +282,15 @@ impl InterestMap {
     /// vectors and recorded inline here, so the common case (a new viewer) costs one hash
     /// probe and three pushes.
     #[inline(always)]
-    fn intern_with_entry(&mut self, node: NodeId, slot: u32, raw: u8) -> (u32, bool) {
+    fn intern_with_entry(&mut self, node: &NodeId, slot: u32, raw: u8) -> (u32, bool) {
         if self.index.len() == self.index.capacity() {
             self.grow_index();
         }
-        let h = stored_hash(&self.keys, &node);
+        let h = stored_hash(&self.keys, node);
         let records = &mut self.records;
         let entry = self.index.entry(
             table_hash(h),
-            |&i| records[i as usize].id == node,
+            |&i| records[i as usize].id == *node,
             |&i| table_hash(records[i as usize].hash),
         );
         match entry {
@@ -299,7 +299,7 @@ impl InterestMap {
                 let sv = &mut self.states[slot as usize];
                 let pos = sv.nodes.len() as u32;
                 let rec = NodeRecord {
-                    id: node,
+                    id: *node,
                     first_state: slot,
                     first_pos: pos,
                     hash: h,
@@ -466,7 +466,7 @@ impl InterestMap {
         let slot = self.state_slot_or_insert(state)?;
         let ttl_bit = if expires_at.is_some() { TTL_FLAG } else { 0 };
         let raw = level.as_u8() | ttl_bit;
-        let (idx, new) = self.intern_with_entry(node, slot, raw);
+        let (idx, new) = self.intern_with_entry(&node, slot, raw);
         if new && expires_at.is_none() {
             // The common case (a new viewer, no expiry): `intern_with_entry` placed the entry.
             return Ok(InterestChange {
