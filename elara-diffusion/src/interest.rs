@@ -1036,7 +1036,19 @@ mod tests {
                         Op::Declare(a, s, l, ttl) => {
                             let level = InterestLevel::from_u8(l).unwrap();
                             let exp = ttl.map(|t| now + Duration::from_secs(t));
-                            m.declare_until(now, n(a), StateId(s), level, exp).unwrap();
+                            let change = m.declare_until(now, n(a), StateId(s), level, exp).unwrap();
+                            // What the call reports: the live level before (the inline path for
+                            // a new viewer and the general one alike), and the level after.
+                            let before = model
+                                .get(&(a, s))
+                                .filter(|v| v.1.is_none_or(|e| e > now))
+                                .map_or(InterestLevel::None, |v| v.0);
+                            prop_assert_eq!(change.previous, before);
+                            let live = level.is_interested() && exp.is_none_or(|e| e > now);
+                            prop_assert_eq!(
+                                change.current,
+                                if live { level } else { InterestLevel::None }
+                            );
                             if level.is_interested() && exp.is_none_or(|e| e > now) {
                                 model.insert((a, s), (level, exp));
                             } else {
