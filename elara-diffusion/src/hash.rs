@@ -2,10 +2,14 @@
 //!
 //! Node ids are hashes of public keys, so their bytes are already well mixed; what the tables
 //! need is a cheap function of all 32 bytes whose low and high bits are both good (hashbrown
-//! takes the bucket from the low bits and a 7-bit tag from the top). Each 8-byte word is folded
-//! with a seeded multiply (the 128-bit product's halves xored), four words per id: about a
-//! dozen instructions, against ~150 for a general byte-stream hash. The seed comes from the
-//! owner's configuration, so ids cannot be ground to collide in a given node's tables.
+//! takes the bucket from the low bits and a 7-bit tag from the top). [`hash_id`] xors each of
+//! the four 8-byte words of an id with a key derived from the seed and folds them pairwise with
+//! a multiply (the 128-bit product's halves xored), then folds once more: three multiplies,
+//! about a dozen instructions, against ~150 for a general byte-stream hash. Both operands of
+//! every multiply are keyed, so no choice of id word zeroes a product (which would make the
+//! other word irrelevant). The streaming [`IdHasher`] folds word by word into a seeded state.
+//! The seed comes from the owner's configuration, so ids cannot be ground to collide in a
+//! given node's tables.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -25,16 +29,33 @@ fn fold(a: u64, b: u64) -> u64 {
     (m as u64) ^ ((m >> 64) as u64)
 }
 
-/// Hash of a node id under `seed`.
+/// The secret keys of [`hash_id`], derived once from a table's seed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IdKeys([u64; 4]);
+
+impl IdKeys {
+    pub(crate) fn new(seed: u64) -> Self {
+        IdKeys(std::array::from_fn(|j| {
+            fold(seed ^ K[j], FINAL ^ K[(j + 1) & 3])
+        }))
+    }
+}
+
+/// Hash of a node id under `keys`: two folded multiplies, each of two id words xored with
+/// keys, so both operands of every multiply are secret (an id word that zeroes one operand
+/// would make the other word irrelevant, and the keys keep anyone from choosing it), then one
+/// more to mix the result.
 #[inline(always)]
-pub(crate) fn hash_id(seed: u64, id: &NodeId) -> u64 {
+pub(crate) fn hash_id(keys: &IdKeys, id: &NodeId) -> u64 {
     let b = id.as_bytes();
     let w = |i: usize| {
         let mut x = [0u8; 8];
         x.copy_from_slice(&b[i * 8..i * 8 + 8]);
         u64::from_le_bytes(x)
     };
-    let h = fold(w(0) ^ K[0] ^ seed, w(1) ^ K[1]) ^ fold(w(2) ^ K[2], w(3) ^ K[3] ^ seed);
+    let k = &keys.0;
+    let h = fold(w(0) ^ k[0], w(1) ^ k[1]) ^ fold(w(2) ^ k[2], w(3) ^ k[3]);
+    // Mixes the high product bits down, so that the low bits are good for structured ids too.
     fold(h, FINAL)
 }
 
@@ -116,7 +137,7 @@ mod tests {
             let mut low = HashSet::new();
             let mut tags = HashSet::new();
             for i in 0..4096u64 {
-                let h = hash_id(seed, &NodeId::from_u64(i));
+                let h = hash_id(&IdKeys::new(seed), &NodeId::from_u64(i));
                 low.insert(h & 4095);
                 tags.insert(h >> 57);
             }
@@ -124,8 +145,30 @@ mod tests {
             assert!(low.len() > 2400, "{}", low.len());
             assert_eq!(tags.len(), 128);
         }
+        let (k1, k2) = (IdKeys::new(1), IdKeys::new(2));
+        let id = NodeId::from_u64(5);
+        assert_ne!(hash_id(&k1, &id), hash_id(&k2, &id), "the seed matters");
         let a = IdHashBuilder::new(1).hash_one(NodeId::from_u64(5));
         let b = IdHashBuilder::new(2).hash_one(NodeId::from_u64(5));
         assert_ne!(a, b, "the seed matters");
+    }
+
+    #[test]
+    fn no_public_word_value_makes_another_word_irrelevant() {
+        // With a key in one operand only, an id whose second word equals the public constant
+        // zeroes the product: every first word would then give the same hash.
+        let keys = IdKeys::new(9);
+        let mut seen = HashSet::new();
+        for i in 0..256u64 {
+            for zeroing in [0, K[1], K[3]] {
+                let mut b = [0u8; 32];
+                b[..8].copy_from_slice(&i.to_le_bytes());
+                b[8..16].copy_from_slice(&zeroing.to_le_bytes());
+                b[16..24].copy_from_slice(&i.to_le_bytes());
+                b[24..].copy_from_slice(&zeroing.to_le_bytes());
+                seen.insert((zeroing, hash_id(&keys, &NodeId::from_bytes(b))));
+            }
+        }
+        assert_eq!(seen.len(), 3 * 256);
     }
 }
