@@ -134,6 +134,24 @@ fn killing_a_fifth_of_the_relays_under_five_percent_loss_recovers_within_a_secon
     assert!(max <= round_trips(link, 2), "slowest re-attach {max:?}");
 }
 
+/// A harness over `link` with a publisher 1 (one child slot) of state 7 and then, 300 ms
+/// apart, each `(id, slots, bootstrap)` joining with High interest.
+fn grow(seed: u64, link: LinkProfile, joiners: &[(u64, u16, u64)]) -> Harness {
+    let mut h = Harness::new(seed, link);
+    h.add_node(config(1, 1, None, 100));
+    h.node_mut(NodeId::from_u64(1))
+        .create_state(StateId(7))
+        .unwrap();
+    for &(id, k, bootstrap) in joiners {
+        h.add_node(config(id, k, Some(bootstrap), 100));
+        let now = h.now();
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(now, StateId(7), InterestLevel::High);
+        h.run_for(Duration::from_millis(300));
+    }
+    h
+}
+
 #[test]
 fn an_orphan_whose_grandparent_failed_too_reattaches_to_its_great_grandparent_at_once() {
     // A chain 1 -> 2 -> 3 -> 4 -> 5, where 2 also feeds a leaf 6 (so it is full). Killing 3
@@ -141,16 +159,11 @@ fn an_orphan_whose_grandparent_failed_too_reattaches_to_its_great_grandparent_at
     // great-grandparent 2 takes it in a repair slot, one round trip after detection.
     let state = StateId(7);
     let link = LinkProfile::wan();
-    let mut h = Harness::new(11, link);
-    h.add_node(config(1, 1, None, 100));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    for (id, k, bootstrap) in [(2, 2, 1), (6, 1, 2), (3, 1, 2), (4, 1, 3), (5, 1, 4)] {
-        h.add_node(config(id, k, Some(bootstrap), 100));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(id))
-            .declare_interest(now, state, InterestLevel::High);
-        h.run_for(Duration::from_millis(300));
-    }
+    let mut h = grow(
+        11,
+        link,
+        &[(2, 2, 1), (6, 1, 2), (3, 1, 2), (4, 1, 3), (5, 1, 4)],
+    );
     let parent = |h: &Harness, id: u64| h.node(NodeId::from_u64(id)).parent(state);
     for (child, p) in [(2, 1), (6, 2), (3, 2), (4, 3), (5, 4)] {
         assert_eq!(
@@ -181,20 +194,40 @@ fn an_orphan_whose_grandparent_failed_too_reattaches_to_its_great_grandparent_at
     );
 }
 
+#[test]
+fn the_root_is_no_second_standby_and_an_orphan_of_a_double_failure_dials_it_in_two_round_trips() {
+    // A chain 1 -> 2 -> 3 -> 4 of one-child nodes: 3 keeps its grandparent 1 (the root) as a
+    // standby, 4 keeps 2 but not the root (its great-grandparent). Killing 2 and 3 together
+    // leaves 4 with no live standby: it dials the root, which takes it in a repair slot, two
+    // round trips after detection (connection, then request and accept).
+    let state = StateId(7);
+    let link = LinkProfile::wan();
+    let mut h = grow(3, link, &[(2, 1, 1), (3, 1, 2), (4, 1, 3)]);
+    h.run_for(Duration::from_millis(500));
+    let [root, a, b, leaf] = [1, 2, 3, 4].map(NodeId::from_u64);
+    assert_eq!(h.node(leaf).parent(state), Some(b));
+    assert!(h.connected(b, root), "the root is a grandparent's standby");
+    assert!(h.connected(leaf, a), "the grandparent is a standby");
+    assert!(!h.connected(leaf, root), "the root is no second standby");
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.kill(a);
+    h.kill(b);
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.node(leaf).parent(state), Some(root));
+    let reattach = h.node(leaf).longest_reattach(state).unwrap_or_default();
+    assert!(
+        reattach <= round_trips(link, 2),
+        "re-attach took {reattach:?}"
+    );
+}
+
 /// A chain 1 -> 2 -> 3 of one-child nodes streaming video over `link`; returns the harness,
 /// the stream, and the time 2 (3's parent) is killed after the first 30 frames.
 fn chain_with_its_relay_killed(link: LinkProfile, lose: &[LostMessage]) -> (Harness, Stream, Time) {
     let state = StateId(7);
-    let mut h = Harness::new(5, link);
-    h.add_node(config(1, 1, None, 100));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    for (id, bootstrap) in [(2, 1), (3, 2)] {
-        h.add_node(config(id, 1, Some(bootstrap), 100));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(id))
-            .declare_interest(now, state, InterestLevel::High);
-        h.run_for(Duration::from_millis(300));
-    }
+    let mut h = grow(5, link, &[(2, 1, 1), (3, 1, 2)]);
     assert_eq!(
         h.node(NodeId::from_u64(3)).parent(state),
         Some(NodeId::from_u64(2))

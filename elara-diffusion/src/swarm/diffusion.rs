@@ -21,16 +21,37 @@ const MAX_PULL_ROUNDS: u8 = 6;
 const PULL_BATCH: usize = 64;
 /// Ancestors above the parent kept connected as standbys for fast repair: the grandparent and
 /// the great-grandparent, so that an orphan whose grandparent failed at the same time still
-/// reaches a live ancestor without a handshake. An orphan asks its great-grandparent only when
-/// its grandparent is gone or silent, so great-grandparents keep their repair slots for their
-/// own grandchildren. Measured on the 20%-of-relays kill under 5% loss (RTT 40 ms, 7 seeds):
-/// with the grandparent alone, re-attach p90 was 80-480 ms and max up to 520 ms (a fresh dial
-/// to a great-grandparent that had failed too waits for the dial timeout); with two, p90
-/// 40-80 ms and max 80-120 ms. In `elara-sim run heterogeneous --set viewers=1000` (a 20%
-/// mass failure, seeds 1-3) High continuity was 70.9 / 99.3 / 71.1% with two against 78.0 /
-/// 99.4 / 69.7% with one, control overhead 0.41 / 0.14 / 0.40% against 0.29 / 0.12 / 0.37%:
-/// seed 1 pays for the extra connections, the others do not clearly.
+/// reaches a live ancestor without a handshake (and one whose great-grandparent failed too
+/// sees it silent and skips it, instead of waiting out a dial). An orphan asks its
+/// great-grandparent only when its grandparent is gone or silent, so great-grandparents keep
+/// their repair slots for their own grandchildren. The root is never a second standby (see
+/// [`standbys`]). Measured on the 20%-of-relays kill under 5% loss (RTT 40 ms): with the
+/// grandparent alone, re-attach p90 was 80-480 ms and max up to 520 ms (a fresh dial to a
+/// great-grandparent that had failed too waits for the dial timeout); with two, and the repair
+/// request sent twice ([`REPAIR_COPIES`]), median 40 ms, p90 40-80 ms, max 40-80 ms (seeds
+/// 1-12). In `elara-sim run livestream --set viewers=2000` (seeds 1 / 2) video continuity is
+/// 93.1 / 94.4% against 93.9 / 96.2% with one standby; with the root as a second standby it
+/// was 89.3 / 93.7%. In `elara-sim run heterogeneous --set viewers=1000` (a 20% mass failure,
+/// seeds 1-3, root still a standby) High continuity was 70.9 / 99.3 / 71.1% with two against
+/// 78.0 / 99.4 / 69.7% with one.
 pub(crate) const STANDBYS: usize = 2;
+
+/// The standby ancestors of a node whose path (root first, parent last) is `path`: the
+/// [`STANDBYS`] ancestors above the parent, except the root as the second one. Every node two
+/// levels below the root would otherwise hold a connection to it (their keep-alives, hellos
+/// and path-change dials share the root's uplink with the stream), for the rare orphan whose
+/// parent and grandparent failed together, which reaches the root over a fresh connection in
+/// two round trips anyway.
+pub(crate) fn standbys(path: &[NodeId]) -> impl Iterator<Item = NodeId> + '_ {
+    let grandparent = path.len().wrapping_sub(2);
+    path.iter()
+        .enumerate()
+        .rev()
+        .skip(1)
+        .take(STANDBYS)
+        .filter(move |&(i, _)| i == grandparent || i > 0)
+        .map(|(_, &a)| a)
+}
 /// Repair slots a failed relay child opens per child it could take: its orphans come, and so
 /// do the orphans of a child of it that failed at the same time (their grandparent is gone).
 /// With one per child, such double failures left orphans redirected down the tree (same kill:
@@ -706,14 +727,7 @@ impl SwarmNode {
             return;
         };
         let children: Vec<NodeId> = tree.children.keys().copied().collect();
-        let standbys: Vec<NodeId> = tree
-            .path
-            .iter()
-            .rev()
-            .skip(1)
-            .take(STANDBYS)
-            .copied()
-            .collect();
+        let standbys: Vec<NodeId> = standbys(&tree.path).collect();
         let depth = tree.depth();
         let path = tree.own_path(me);
         for c in children {
