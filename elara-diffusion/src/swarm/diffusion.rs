@@ -37,11 +37,15 @@ const PULL_BATCH: usize = 64;
 pub(crate) const STANDBYS: usize = 2;
 
 /// The standby ancestors of a node whose path (root first, parent last) is `path`: the
-/// [`STANDBYS`] ancestors above the parent, except the root as the second one. Every node two
-/// levels below the root would otherwise hold a connection to it (their keep-alives, hellos
-/// and path-change dials share the root's uplink with the stream), for the rare orphan whose
-/// parent and grandparent failed together, which reaches the root over a fresh connection in
-/// two round trips anyway.
+/// [`STANDBYS`] ancestors above the parent, except the root as the second one. Every node
+/// three levels down would otherwise hold a connection to the root, for the rare orphan whose
+/// parent and grandparent failed together (which reaches the root over a fresh connection in
+/// two round trips anyway). In `elara-sim run livestream --set viewers=2000` (seed 1, no
+/// failures) those connections made the root send 31,000 control messages in 20 s against
+/// 20,000 (1.06 MB against 0.90 MB, beside 39 MB of stream), and video continuity was 89.3%
+/// against 93.1%. Those bytes alone hardly explain it; the rest is not pinned down (letting
+/// long-connected joiners displace weaker children, as fresh joiners do, recovered 2.4 of the
+/// 3.8 points, but that changes climbing too).
 pub(crate) fn standbys(path: &[NodeId]) -> impl Iterator<Item = NodeId> + '_ {
     let grandparent = path.len().wrapping_sub(2);
     path.iter()
