@@ -31,9 +31,13 @@ const PULL_BATCH: usize = 64;
 /// request sent twice ([`REPAIR_COPIES`]), median 40 ms, p90 40-80 ms, max 40-80 ms (seeds
 /// 1-12). In `elara-sim run livestream --set viewers=2000` (seeds 1 / 2) video continuity is
 /// 93.1 / 94.4% against 93.9 / 96.2% with one standby; with the root as a second standby it
-/// was 89.3 / 93.7%. In `elara-sim run heterogeneous --set viewers=1000` (a 20% mass failure,
-/// seeds 1-3, root still a standby) High continuity was 70.9 / 99.3 / 71.1% with two against
-/// 78.0 / 99.4 / 69.7% with one.
+/// was 89.3 / 93.7%. In `elara-sim run heterogeneous --set viewers=1000` (a 20% mass failure
+/// at 30 s, seeds 1-6) High continuity is 67.3 / 99.2 / 73.3 / 67.6 / 74.4 / 70.3% against
+/// 70.9 / 99.3 / 71.1 / 72.5 / 74.9 / 68.9% with the root as a second standby and one repair
+/// request (mean of the five seeds other than 2: 70.6 against 71.7%, video alone 58.4 against
+/// 58.5%); leaving the root out with one request gave 66.2 / 71.0% on seeds 1 / 3. With the
+/// root a standby, one standby had given 78.0 / 99.4 / 69.7% on seeds 1-3: this scenario
+/// swings by several points from seed to seed either way.
 pub(crate) const STANDBYS: usize = 2;
 
 /// The standby ancestors of a node whose path (root first, parent last) is `path`: the
