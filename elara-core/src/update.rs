@@ -147,6 +147,13 @@ impl StateUpdate {
         self.keyframe || self.kind != UpdateKind::Video
     }
 
+    /// True for the first (or only) fragment of a keyframe: where a decoder can start. The
+    /// other fragments of a keyframe carry the keyframe flag too, but a decoder needs the
+    /// whole frame, so replays and resynchronisation start here.
+    pub fn starts_group(&self) -> bool {
+        self.keyframe && self.fragment.index == 0
+    }
+
     /// Bytes this update occupies on the wire inside a [`crate::Message::Update`] frame.
     pub fn wire_len(&self) -> usize {
         crate::wire::UPDATE_OVERHEAD + self.payload.len()

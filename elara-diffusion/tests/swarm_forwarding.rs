@@ -1,6 +1,7 @@
-//! Forwarding through a relay when the network reorders: a keyframe overtaken by its own
-//! deltas (its retransmission took a round trip) must still start its group for the relay's
-//! children, live, without a repair round trip.
+//! Forwarding through a relay: a keyframe overtaken by its own deltas (its retransmission
+//! took a round trip) must still start its group for the relay's children, live, without a
+//! repair round trip; fan-out order; repair for Low viewers of audio; and a viewer joining
+//! mid-group is started at the whole newest keyframe, first fragment included.
 
 mod swarm_common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use elara_core::{InterestLevel, Message, NodeId, StateId, Time};
 use elara_diffusion::harness::{Harness, LinkProfile};
-use swarm_common::{Stream, config, delivered, relay_chain};
+use swarm_common::{Stream, config, delivered, publisher_and_viewer, relay_chain};
 
 #[test]
 fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() {
@@ -127,4 +128,109 @@ fn a_keyframe_fans_out_to_the_strongest_relay_first() {
         at(2),
         at(3)
     );
+}
+
+/// Publishes a video frame as elara-media's packetizer does: a keyframe cut into `parts`
+/// fragments with consecutive sequence numbers, each flagged as a keyframe; a delta whole.
+fn publish_frame(
+    h: &mut Harness,
+    state: StateId,
+    seq: &mut u64,
+    group: u64,
+    key: bool,
+    parts: u16,
+) {
+    let now = h.now();
+    let parts = if key { parts } else { 1 };
+    for index in 0..parts {
+        let mut u = elara_core::StateUpdate::new(state, NodeId::from_u64(1), *seq, now)
+            .with_kind(elara_core::UpdateKind::Video)
+            .with_group(elara_core::GroupId(group))
+            .with_fragment(elara_core::Fragment {
+                index,
+                count: parts,
+            })
+            .with_payload(bytes::Bytes::from(vec![7u8; 900]));
+        if key {
+            u = u.keyframe();
+        }
+        *seq += 1;
+        h.node_mut(NodeId::from_u64(1))
+            .publish(now, u)
+            .expect("authority publishes");
+    }
+}
+
+#[test]
+fn a_viewer_joining_mid_group_starts_at_the_first_fragment_of_the_keyframe() {
+    // A keyframe in three fragments (seqs 0-2 of group 0), then deltas. Node 3 joins in the
+    // middle of the group: it is started at the newest keyframe, which must mean all of it,
+    // from its first fragment — a keyframe missing its first fragments does not decode.
+    let state = StateId(7);
+    let mut h = publisher_and_viewer(3, 4);
+    let mut seq = 0;
+    publish_frame(&mut h, state, &mut seq, 0, true, 3);
+    for _ in 0..5 {
+        h.run_for(Duration::from_millis(33));
+        publish_frame(&mut h, state, &mut seq, 0, false, 3);
+    }
+    h.add_node(config(3, 4, Some(1), 1000));
+    let now = h.now();
+    h.node_mut(NodeId::from_u64(3))
+        .declare_interest(now, state, InterestLevel::High);
+    for _ in 0..10 {
+        h.run_for(Duration::from_millis(33));
+        publish_frame(&mut h, state, &mut seq, 0, false, 3);
+    }
+    h.run_for(Duration::from_millis(300));
+    let got = delivered(&h, NodeId::from_u64(3), state);
+    let seqs: Vec<u64> = got.iter().map(|g| g.seq).collect();
+    assert!(
+        seqs.starts_with(&[0, 1, 2]),
+        "the late viewer started at {seqs:?}, not at the keyframe's first fragment"
+    );
+    assert_eq!(
+        seqs.len() as u64,
+        seq,
+        "every update after the keyframe: {seqs:?}"
+    );
+}
+
+#[test]
+fn a_keyframe_missing_a_fragment_does_not_decode_and_neither_do_its_deltas() {
+    // The parent hands node 2 fragments 0 and 2 of a three-fragment keyframe and a delta; the
+    // middle fragment never comes (the parent does not hold it either), so the window gives
+    // up on it. The keyframe's fragments that came may be delivered, but the delta must not
+    // be: its keyframe does not decode.
+    let state = StateId(7);
+    let (parent, viewer) = (NodeId::from_u64(1), NodeId::from_u64(2));
+    let mut h = publisher_and_viewer(4, 4);
+    assert_eq!(h.node(viewer).parent(state), Some(parent));
+    let now = h.now();
+    let update = |seq: u64, key: bool, index: u16, count: u16| {
+        let mut u = elara_core::StateUpdate::new(state, parent, seq, now)
+            .with_kind(elara_core::UpdateKind::Video)
+            .with_group(elara_core::GroupId(0))
+            .with_fragment(elara_core::Fragment { index, count })
+            .with_payload(bytes::Bytes::from(vec![1u8; 500]));
+        if key {
+            u = u.keyframe();
+        }
+        Message::Update { hops: 0, update: u }
+    };
+    for m in [
+        update(0, true, 0, 3),
+        update(2, true, 2, 3),
+        update(3, false, 0, 1),
+    ] {
+        h.node_mut(viewer).handle_message(now, parent, m);
+    }
+    h.run_for(Duration::from_secs(2));
+    let seqs: Vec<u64> = delivered(&h, viewer, state).iter().map(|g| g.seq).collect();
+    assert!(
+        !seqs.contains(&3),
+        "a delta of an incomplete keyframe was delivered: {seqs:?}"
+    );
+    let m = h.node(viewer).state_metrics(state).expect("state known");
+    assert!(m.skipped >= 1 && m.undecodable >= 1, "{m:?}");
 }

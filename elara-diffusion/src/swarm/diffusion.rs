@@ -992,7 +992,7 @@ impl SwarmNode {
         if let Some(tree) = self.states.get_mut(&update.state) {
             let relay = !tree.children.is_empty() || tree.is_authority(me);
             if relay || update.kind == elara_core::UpdateKind::Video {
-                if !relay && update.keyframe && update.layer == 0 {
+                if !relay && update.starts_group() && update.layer == 0 {
                     tree.buffer.clear();
                 }
                 tree.buffer.insert(update, hops, cap, budget);
@@ -1165,7 +1165,9 @@ impl SwarmNode {
         if update.keyframe {
             tree.recv.received_group = Some(update.group);
             tree.recv.keyframe_at(update.timestamp);
-            if tree.resync && tree.parent == Some(from) {
+            // Resynchronise at a keyframe's first fragment: skipping to a later one would
+            // give up the fragments before it.
+            if tree.resync && tree.parent == Some(from) && update.starts_group() {
                 tree.resync = false;
                 if update.kind == elara_core::UpdateKind::Video {
                     let skipped = tree.recv.skip_before(update.seq);
@@ -1209,7 +1211,17 @@ impl SwarmNode {
                 continue;
             }
             if u.keyframe {
-                tree.recv.delivered_group = Some(u.group);
+                // A keyframe decodes once all of its fragments were delivered, in order (the
+                // window delivers in sequence order, so a skipped one breaks the run).
+                let next = match tree.recv.delivering_key {
+                    _ if u.fragment.index == 0 => Some(1),
+                    Some((g, i)) if g == u.group && i == u.fragment.index => Some(i + 1),
+                    _ => None,
+                };
+                tree.recv.delivering_key = next.map(|i| (u.group, i));
+                if next == Some(u.fragment.count) {
+                    tree.recv.delivered_group = Some(u.group);
+                }
             }
             let latency = now - u.timestamp;
             tree.metrics.delivered += 1;

@@ -88,8 +88,11 @@ pub(crate) struct ReceiveWindow {
     pub held: BTreeMap<u64, Held>,
     /// Highest sequence number known to exist (received or announced).
     pub highest: Option<u64>,
-    /// The group whose keyframe was last delivered to the application.
+    /// The group whose keyframe was last delivered to the application, whole (every fragment).
     pub delivered_group: Option<GroupId>,
+    /// A keyframe cut into fragments being delivered: its group and the fragment index due
+    /// next. A fragment skipped on the way leaves the keyframe (and its group) undecodable.
+    pub delivering_key: Option<(GroupId, u16)>,
     /// The group whose keyframe was last received (relays forward deltas of this group only).
     pub received_group: Option<GroupId>,
     /// Sequence numbers at or above the floor that the parent said will never come.
@@ -334,9 +337,10 @@ impl RepairBuffer {
 
     /// Updates from the newest keyframe on (or the whole buffer for streams without keyframes),
     /// not older than `since`. Nothing when that keyframe is older than `since`: its deltas
-    /// would not decode without it.
+    /// would not decode without it. A keyframe cut into fragments starts at its first
+    /// fragment: the rest do not decode without it.
     pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = &(StateUpdate, u8)> {
-        let start = match self.items.iter().rposition(|(u, _)| u.keyframe) {
+        let start = match self.items.iter().rposition(|(u, _)| u.starts_group()) {
             Some(k) if self.items[k].0.timestamp >= since => k,
             Some(_) => self.items.len(),
             None if self.items.iter().any(|(u, _)| u.kind == UpdateKind::Video) => self.items.len(),

@@ -171,14 +171,12 @@ pub fn livestream(
     (h, stream)
 }
 
-/// A three-node chain for state 7: node 1 publishes and takes one child, node 2 joins below
-/// it, node 3 is added and asks to join (it will be redirected below 2). The harness is
-/// returned before 3's join completes, so that a test may add nodes first; run it a few
-/// hundred milliseconds to settle the chain.
-pub fn relay_chain(seed: u64) -> Harness {
+/// Node 1 publishes state 7 and can take `publisher_slots` children; node 2 (four slots)
+/// has joined it with High interest, 300 ms in (WAN links).
+pub fn publisher_and_viewer(seed: u64, publisher_slots: u16) -> Harness {
     let state = StateId(7);
     let mut h = Harness::new(seed, elara_diffusion::harness::LinkProfile::wan());
-    h.add_node(config(1, 1, None, 1000));
+    h.add_node(config(1, publisher_slots, None, 1000));
     h.node_mut(NodeId::from_u64(1))
         .create_state(state)
         .expect("fresh state");
@@ -186,6 +184,16 @@ pub fn relay_chain(seed: u64) -> Harness {
     h.node_mut(NodeId::from_u64(2))
         .declare_interest(Time::ZERO, state, InterestLevel::High);
     h.run_for(Duration::from_millis(300));
+    h
+}
+
+/// A three-node chain for state 7: node 1 publishes and takes one child, node 2 joins below
+/// it, node 3 is added and asks to join (it will be redirected below 2). The harness is
+/// returned before 3's join completes, so that a test may add nodes first; run it a few
+/// hundred milliseconds to settle the chain.
+pub fn relay_chain(seed: u64) -> Harness {
+    let state = StateId(7);
+    let mut h = publisher_and_viewer(seed, 1);
     h.add_node(config(3, 4, Some(1), 1000));
     let now = h.now();
     h.node_mut(NodeId::from_u64(3))
