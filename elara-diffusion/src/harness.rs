@@ -154,7 +154,11 @@ pub struct Harness {
     sends: Vec<SentUpdate>,
     scratch_tx: Vec<crate::swarm::Transmit>,
     scratch_req: Vec<(bool, NodeId)>,
+    lose_next: Vec<LoseNext>,
 }
+
+/// A message to lose once ([`Harness::lose_next`]): sender, receiver, which message.
+type LoseNext = (NodeId, NodeId, fn(&Message) -> bool);
 
 /// An update message a node put on a link (recorded with [`Harness::record_sends`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +203,7 @@ impl Harness {
             sends: Vec::new(),
             scratch_tx: Vec::new(),
             scratch_req: Vec::new(),
+            lose_next: Vec::new(),
         }
     }
 
@@ -226,6 +231,14 @@ impl Harness {
         }
         self.send(from, to, msg);
         true
+    }
+
+    /// Loses the next message `from` puts on the link to `to` that `matches` accepts, whatever
+    /// the link's loss rate (for tests of one particular loss): an update is gone, a control
+    /// message arrives one round trip late (a retransmission). Several calls queue up; each
+    /// loses one message.
+    pub fn lose_next(&mut self, from: NodeId, to: NodeId, matches: fn(&Message) -> bool) {
+        self.lose_next.push((from, to, matches));
     }
 
     /// True when the two nodes have a connection.
@@ -454,7 +467,15 @@ impl Harness {
         let start = (*busy).max(self.now);
         *busy = start + tx;
         let mut at = *busy + p.latency;
-        if p.loss > 0.0 && self.rng.random_bool(p.loss.clamp(0.0, 1.0)) {
+        let forced = self
+            .lose_next
+            .iter()
+            .position(|&(f, t, matches)| f == from && t == to && matches(&msg));
+        if let Some(i) = forced {
+            self.lose_next.remove(i);
+        }
+        let random = p.loss > 0.0 && self.rng.random_bool(p.loss.clamp(0.0, 1.0));
+        if forced.is_some() || random {
             if matches!(msg, Message::Update { .. }) {
                 self.stats.lost += 1;
                 return;

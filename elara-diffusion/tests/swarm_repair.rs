@@ -125,12 +125,31 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
 fn killing_a_fifth_of_the_relays_under_five_percent_loss_recovers_within_a_second() {
     let link = LinkProfile::wan().with_loss(0.05);
     let reattach = kill_a_fifth_of_the_relays(3, 200, link);
-    // The same two round trips for nine orphans in ten; a lost repair request or accept comes
-    // one round trip late (a retransmission), so the slowest may take a third.
+    // The same two round trips for every orphan: a lost repair request or accept comes one
+    // round trip late (a retransmission), but the request is sent twice and each copy is
+    // answered, so only a loss of both copies (or both accepts) costs a third.
     let p90 = reattach[reattach.len() * 9 / 10];
     let max = *reattach.last().expect("orphans were counted");
     assert!(p90 <= round_trips(link, 2), "p90 re-attach {p90:?}");
-    assert!(max <= round_trips(link, 3), "slowest re-attach {max:?}");
+    assert!(max <= round_trips(link, 2), "slowest re-attach {max:?}");
+}
+
+/// A harness over `link` with a publisher 1 (one child slot) of state 7 and then, 300 ms
+/// apart, each `(id, slots, bootstrap)` joining with High interest.
+fn grow(seed: u64, link: LinkProfile, joiners: &[(u64, u16, u64)]) -> Harness {
+    let mut h = Harness::new(seed, link);
+    h.add_node(config(1, 1, None, 100));
+    h.node_mut(NodeId::from_u64(1))
+        .create_state(StateId(7))
+        .unwrap();
+    for &(id, k, bootstrap) in joiners {
+        h.add_node(config(id, k, Some(bootstrap), 100));
+        let now = h.now();
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(now, StateId(7), InterestLevel::High);
+        h.run_for(Duration::from_millis(300));
+    }
+    h
 }
 
 #[test]
@@ -140,16 +159,11 @@ fn an_orphan_whose_grandparent_failed_too_reattaches_to_its_great_grandparent_at
     // great-grandparent 2 takes it in a repair slot, one round trip after detection.
     let state = StateId(7);
     let link = LinkProfile::wan();
-    let mut h = Harness::new(11, link);
-    h.add_node(config(1, 1, None, 100));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    for (id, k, bootstrap) in [(2, 2, 1), (6, 1, 2), (3, 1, 2), (4, 1, 3), (5, 1, 4)] {
-        h.add_node(config(id, k, Some(bootstrap), 100));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(id))
-            .declare_interest(now, state, InterestLevel::High);
-        h.run_for(Duration::from_millis(300));
-    }
+    let mut h = grow(
+        11,
+        link,
+        &[(2, 2, 1), (6, 1, 2), (3, 1, 2), (4, 1, 3), (5, 1, 4)],
+    );
     let parent = |h: &Harness, id: u64| h.node(NodeId::from_u64(id)).parent(state);
     for (child, p) in [(2, 1), (6, 2), (3, 2), (4, 3), (5, 4)] {
         assert_eq!(
@@ -180,6 +194,189 @@ fn an_orphan_whose_grandparent_failed_too_reattaches_to_its_great_grandparent_at
     );
 }
 
+#[test]
+fn the_root_is_no_second_standby_and_an_orphan_of_a_double_failure_dials_it_in_two_round_trips() {
+    // A chain 1 -> 2 -> 3 -> 4 of one-child nodes: 3 keeps its grandparent 1 (the root) as a
+    // standby, 4 keeps 2 but not the root (its great-grandparent). Killing 2 and 3 together
+    // leaves 4 with no live standby: it dials the root, which takes it in a repair slot, two
+    // round trips after detection (connection, then request and accept).
+    let state = StateId(7);
+    let link = LinkProfile::wan();
+    let mut h = grow(3, link, &[(2, 1, 1), (3, 1, 2), (4, 1, 3)]);
+    h.run_for(Duration::from_millis(500));
+    let [root, a, b, leaf] = [1, 2, 3, 4].map(NodeId::from_u64);
+    assert_eq!(h.node(leaf).parent(state), Some(b));
+    assert!(h.connected(b, root), "the root is a grandparent's standby");
+    assert!(h.connected(leaf, a), "the grandparent is a standby");
+    assert!(!h.connected(leaf, root), "the root is no second standby");
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.kill(a);
+    h.kill(b);
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.node(leaf).parent(state), Some(root));
+    let reattach = h.node(leaf).longest_reattach(state).unwrap_or_default();
+    assert!(
+        reattach <= round_trips(link, 2),
+        "re-attach took {reattach:?}"
+    );
+}
+
+/// A chain 1 -> 2 -> 3 of one-child nodes streaming video over `link`; returns the harness,
+/// the stream, and the time 2 (3's parent) is killed after the first 30 frames.
+fn chain_with_its_relay_killed(link: LinkProfile, lose: &[LostMessage]) -> (Harness, Stream, Time) {
+    let state = StateId(7);
+    let mut h = grow(5, link, &[(2, 1, 1), (3, 1, 2)]);
+    assert_eq!(
+        h.node(NodeId::from_u64(3)).parent(state),
+        Some(NodeId::from_u64(2))
+    );
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    for &(from, to, matches) in lose {
+        h.lose_next(NodeId::from_u64(from), NodeId::from_u64(to), matches);
+    }
+    let t_kill = h.now();
+    h.kill(NodeId::from_u64(2));
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(1));
+    (h, s, t_kill)
+}
+
+/// A message to lose once: sender, receiver, which message.
+type LostMessage = (u64, u64, fn(&Message) -> bool);
+
+fn is_repair_request(m: &Message) -> bool {
+    matches!(m, Message::RepairRequest { .. })
+}
+
+fn is_join_accept(m: &Message) -> bool {
+    matches!(m, Message::JoinAccept { .. })
+}
+
+#[test]
+fn an_orphan_whose_first_repair_request_is_lost_reattaches_within_a_round_trip() {
+    // The orphan sends its repair request twice: the second copy is accepted while the first
+    // is being retransmitted.
+    let link = LinkProfile::wan();
+    let (h, s, _) = chain_with_its_relay_killed(link, &[(3, 1, is_repair_request)]);
+    let orphan = NodeId::from_u64(3);
+    assert_eq!(h.node(orphan).parent(s.state), Some(NodeId::from_u64(1)));
+    let reattach = h.node(orphan).longest_reattach(s.state).unwrap_or_default();
+    assert!(
+        reattach <= round_trips(link, 1),
+        "re-attach took {reattach:?}"
+    );
+}
+
+#[test]
+fn an_orphan_whose_first_repair_request_and_first_accept_are_lost_reattaches_within_two_round_trips()
+ {
+    // The accept of the second copy is lost too; the retransmitted first copy is answered
+    // with a second accept, which arrives two round trips after the failure was detected
+    // (with one copy, the lost request and the lost accept took three).
+    let link = LinkProfile::wan();
+    let lose = [
+        (3, 1, is_repair_request as fn(&Message) -> bool),
+        (1, 3, is_join_accept),
+    ];
+    let (h, s, _) = chain_with_its_relay_killed(link, &lose);
+    let orphan = NodeId::from_u64(3);
+    assert_eq!(h.node(orphan).parent(s.state), Some(NodeId::from_u64(1)));
+    let reattach = h.node(orphan).longest_reattach(s.state).unwrap_or_default();
+    assert!(
+        reattach <= round_trips(link, 2),
+        "re-attach took {reattach:?}"
+    );
+}
+
+#[test]
+fn an_orphan_sends_its_repair_request_twice_and_the_second_accept_changes_nothing() {
+    // Node 3, attached below 2 (path 1 -> 2), loses its parent: it asks its standby
+    // grandparent 1 twice. 1 answers both copies; the orphan ends with one parent, 1 with one
+    // child, and the second accept is not taken for an unasked one (which would release the
+    // slot with an `Interest` of none).
+    let state = StateId(7);
+    let (g, p, o) = (
+        NodeId::from_u64(1),
+        NodeId::from_u64(2),
+        NodeId::from_u64(3),
+    );
+    let t0 = Time::ZERO;
+    let mut orphan = SwarmNode::new(config(3, 1, Some(2), 100), t0);
+    orphan.declare_interest(t0, state, InterestLevel::High);
+    let mut grandparent = SwarmNode::new(config(1, 2, None, 100), t0);
+    grandparent.create_state(state).unwrap();
+    meet(&mut orphan, t0, p, 1);
+    meet(&mut orphan, t0, g, 2);
+    meet(&mut grandparent, t0, o, 1);
+    orphan.handle_message(
+        t0,
+        p,
+        Message::JoinAccept {
+            state,
+            depth: 1,
+            path: vec![g, p],
+        },
+    );
+    assert_eq!(orphan.parent(state), Some(p));
+    let t = t0 + Duration::from_millis(50);
+    let _ = sent_to(&mut orphan, t, g);
+    orphan.connection_lost(t, p);
+    let requests = sent_to(&mut orphan, t, g);
+    assert_eq!(
+        requests,
+        vec![Message::RepairRequest { state }; 2],
+        "the repair request is sent twice"
+    );
+    let mut accepts = Vec::new();
+    for r in requests {
+        grandparent.handle_message(t, o, r);
+        accepts.extend(
+            sent_to(&mut grandparent, t, o)
+                .into_iter()
+                .filter(|m| matches!(m, Message::JoinAccept { .. })),
+        );
+    }
+    assert_eq!(accepts.len(), 2, "each copy is answered");
+    assert_eq!(grandparent.children(state).collect::<Vec<_>>(), vec![o]);
+    while orphan.poll_event().is_some() {}
+    for a in accepts {
+        orphan.handle_message(t, g, a);
+    }
+    assert_eq!(orphan.parent(state), Some(g));
+    assert_eq!(orphan.counters().unexpected, 0);
+    let to_g = sent_to(&mut orphan, t, g);
+    assert!(
+        !to_g.iter().any(|m| matches!(
+            m,
+            Message::Interest {
+                level: InterestLevel::None,
+                ..
+            }
+        )),
+        "{to_g:?}"
+    );
+    let changes = std::iter::from_fn(|| orphan.poll_event())
+        .filter(|e| matches!(e, Event::ParentChanged { .. }))
+        .count();
+    assert_eq!(changes, 1, "one re-attach");
+}
+
+/// `node` connects to `peer`, which says hello announcing `k` child slots.
+fn meet(node: &mut SwarmNode, now: Time, peer: NodeId, k: u16) {
+    node.peer_connected(now, peer);
+    node.handle_message(
+        now,
+        peer,
+        Message::Hello {
+            node: peer,
+            caps: caps(k),
+        },
+    );
+}
+
 /// Everything `node` sends to `to` until it has nothing left.
 fn sent_to(node: &mut SwarmNode, now: Time, to: NodeId) -> Vec<Message> {
     std::iter::from_fn(|| node.poll_transmit(now))
@@ -202,16 +399,8 @@ fn a_repair_request_takes_a_slot_for_a_silent_relay_child_and_a_plain_join_does_
     let t0 = Time::ZERO;
     let mut g = SwarmNode::new(config(1, 1, None, 100), t0);
     g.create_state(state).unwrap();
-    for (peer, k) in [(relay, 4), (climber, 4), (orphan, 4)] {
-        g.peer_connected(t0, peer);
-        g.handle_message(
-            t0,
-            peer,
-            Message::Hello {
-                node: peer,
-                caps: caps(k),
-            },
-        );
+    for peer in [relay, climber, orphan] {
+        meet(&mut g, t0, peer, 4);
     }
     g.handle_message(t0, relay, Message::JoinRequest { state });
     assert!(matches!(

@@ -21,21 +21,57 @@ const MAX_PULL_ROUNDS: u8 = 6;
 const PULL_BATCH: usize = 64;
 /// Ancestors above the parent kept connected as standbys for fast repair: the grandparent and
 /// the great-grandparent, so that an orphan whose grandparent failed at the same time still
-/// reaches a live ancestor without a handshake. An orphan asks its great-grandparent only when
-/// its grandparent is gone or silent, so great-grandparents keep their repair slots for their
-/// own grandchildren. Measured on the 20%-of-relays kill under 5% loss (RTT 40 ms, 7 seeds):
-/// with the grandparent alone, re-attach p90 was 80-480 ms and max up to 520 ms (a fresh dial
-/// to a great-grandparent that had failed too waits for the dial timeout); with two, p90
-/// 40-80 ms and max 80-120 ms. In `elara-sim run heterogeneous --set viewers=1000` (a 20%
-/// mass failure, seeds 1-3) High continuity was 70.9 / 99.3 / 71.1% with two against 78.0 /
-/// 99.4 / 69.7% with one, control overhead 0.41 / 0.14 / 0.40% against 0.29 / 0.12 / 0.37%:
-/// seed 1 pays for the extra connections, the others do not clearly.
+/// reaches a live ancestor without a handshake (and one whose great-grandparent failed too
+/// sees it silent and skips it, instead of waiting out a dial). An orphan asks its
+/// great-grandparent only when its grandparent is gone or silent, so great-grandparents keep
+/// their repair slots for their own grandchildren. The root is never a second standby (see
+/// [`standbys`]). Measured on the 20%-of-relays kill under 5% loss (RTT 40 ms): with the
+/// grandparent alone, re-attach p90 was 80-480 ms and max up to 520 ms (a fresh dial to a
+/// great-grandparent that had failed too waits for the dial timeout); with two, and the repair
+/// request sent twice ([`REPAIR_COPIES`]), median 40 ms, p90 40-80 ms, max 40-80 ms (seeds
+/// 1-12). In `elara-sim run livestream --set viewers=2000` (seeds 1 / 2) video continuity is
+/// 93.1 / 94.4% against 93.9 / 96.2% with one standby; with the root as a second standby it
+/// was 89.3 / 93.7%. In `elara-sim run heterogeneous --set viewers=1000` (a 20% mass failure
+/// at 30 s, seeds 1-6) High continuity is 67.3 / 99.2 / 73.3 / 67.6 / 74.4 / 70.3% against
+/// 70.9 / 99.3 / 71.1 / 72.5 / 74.9 / 68.9% with the root as a second standby and one repair
+/// request (mean of the five seeds other than 2: 70.6 against 71.7%, video alone 58.4 against
+/// 58.5%); leaving the root out with one request gave 66.2 / 71.0% on seeds 1 / 3. With the
+/// root a standby, one standby had given 78.0 / 99.4 / 69.7% on seeds 1-3: this scenario
+/// swings by several points from seed to seed either way.
 pub(crate) const STANDBYS: usize = 2;
+
+/// The standby ancestors of a node whose path (root first, parent last) is `path`: the
+/// [`STANDBYS`] ancestors above the parent, except the root as the second one. Every node
+/// three levels down would otherwise hold a connection to the root, for the rare orphan whose
+/// parent and grandparent failed together (which reaches the root over a fresh connection in
+/// two round trips anyway). In `elara-sim run livestream --set viewers=2000` (seed 1, no
+/// failures) those connections made the root send 31,000 control messages in 20 s against
+/// 20,000 (1.06 MB against 0.90 MB, beside 39 MB of stream), and video continuity was 89.3%
+/// against 93.1%. Those bytes alone hardly explain it; the rest is not pinned down (letting
+/// long-connected joiners displace weaker children, as fresh joiners do, recovered 2.4 of the
+/// 3.8 points, but that changes climbing too).
+pub(crate) fn standbys(path: &[NodeId]) -> impl Iterator<Item = NodeId> + '_ {
+    let grandparent = path.len().wrapping_sub(2);
+    path.iter()
+        .enumerate()
+        .rev()
+        .skip(1)
+        .take(STANDBYS)
+        .filter(move |&(i, _)| i == grandparent || i > 0)
+        .map(|(_, &a)| a)
+}
 /// Repair slots a failed relay child opens per child it could take: its orphans come, and so
 /// do the orphans of a child of it that failed at the same time (their grandparent is gone).
 /// With one per child, such double failures left orphans redirected down the tree (same kill:
 /// p90 40-160 ms, max 80-280 ms).
 const REPAIR_SLOTS_PER_SLOT: u16 = 2;
+/// Copies of a repair request an orphan sends. The ancestor answers each with an accept (the
+/// second finds the orphan already its child and only repeats the accept), so a re-attach
+/// waits for a retransmission only when both copies of the request, or both accepts, are
+/// lost: with one copy, a lost request and a lost accept together (0.25% of orphans at 5%
+/// loss, about one orphan in each of a third of the seeds of the 20%-of-relays kill) took
+/// three round trips; with two, re-attach stays within two.
+const REPAIR_COPIES: usize = 2;
 /// How often an attached node tries to move up a level (plus up to as much again of jitter).
 const CLIMB_INTERVAL: Duration = Duration::from_secs(2);
 /// Round trips a gap in the sequence may last before its updates are pulled from the parent.
@@ -111,6 +147,21 @@ impl SwarmNode {
         }
     }
 
+    /// Sends the join attempt's request to `target`: a repair request twice (see
+    /// [`REPAIR_COPIES`]), a join request once.
+    fn send_join_request(&mut self, target: NodeId, state: StateId) {
+        let request = self.join_request(state);
+        let copies = if matches!(request, Message::RepairRequest { .. }) {
+            REPAIR_COPIES
+        } else {
+            1
+        };
+        for _ in 1..copies {
+            self.send_control(target, request.clone());
+        }
+        self.send_control(target, request);
+    }
+
     fn bootstrap_addr(&self, id: NodeId) -> Bytes {
         self.cfg
             .bootstrap
@@ -129,8 +180,7 @@ impl SwarmNode {
         let connected = self.peers.get(&target).is_some_and(|p| p.is_connected());
         if connected {
             j.sent = true;
-            let request = self.join_request(state);
-            self.send_control(target, request);
+            self.send_join_request(target, state);
             self.timers
                 .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
         } else {
@@ -155,8 +205,7 @@ impl SwarmNode {
             }
         }
         for s in due {
-            let request = self.join_request(s);
-            self.send_control(peer, request);
+            self.send_join_request(peer, s);
             self.timers
                 .set(TimerReason::JoinRetry(s), now + self.cfg.join_timeout);
         }
@@ -686,14 +735,7 @@ impl SwarmNode {
             return;
         };
         let children: Vec<NodeId> = tree.children.keys().copied().collect();
-        let standbys: Vec<NodeId> = tree
-            .path
-            .iter()
-            .rev()
-            .skip(1)
-            .take(STANDBYS)
-            .copied()
-            .collect();
+        let standbys: Vec<NodeId> = standbys(&tree.path).collect();
         let depth = tree.depth();
         let path = tree.own_path(me);
         for c in children {

@@ -196,8 +196,8 @@ impl SwarmNode {
     }
 
     /// True when `peer` has a role: bootstrap (while joining), call participant, or parent,
-    /// previous parent, standby ancestor (grandparent and great-grandparent, for fast repair),
-    /// join target or child in some state.
+    /// previous parent, standby ancestor (grandparent, and great-grandparent unless it is the
+    /// root, for fast repair), join target or child in some state.
     pub(crate) fn needed(&self, peer: NodeId) -> bool {
         // A bootstrap peer is needed only while something is still looking for a parent: once
         // attached, the connection goes (a large swarm would otherwise pile every node's
@@ -221,12 +221,7 @@ impl SwarmNode {
         self.states.values().any(|t| {
             t.parent == Some(peer)
                 || t.prev_parent == Some(peer)
-                || t.path
-                    .iter()
-                    .rev()
-                    .skip(1)
-                    .take(super::diffusion::STANDBYS)
-                    .any(|&a| a == peer)
+                || super::diffusion::standbys(&t.path).any(|a| a == peer)
                 || t.joining.as_ref().is_some_and(|j| j.target == peer)
                 || t.children.contains_key(&peer)
         })

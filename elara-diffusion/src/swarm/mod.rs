@@ -82,9 +82,12 @@
 //!   of a group the scheduler cut for that child are not re-sent) or answers `Unavailable`,
 //!   also for a repair the scheduler refuses.
 //! - **Tree repair.** Each node keeps standby connections to its grandparent and
-//!   great-grandparent. When its parent fails (or leaves) it sends a `RepairRequest` to the
-//!   nearest ancestor it still hears from (an ancestor silent for longer than a keep-alive
-//!   interval and two round trips is asked last: failures often take several relays at once).
+//!   great-grandparent (unless that is the root, whose uplink carries the stream). When its
+//!   parent fails (or leaves) it sends a `RepairRequest` to the nearest ancestor it still hears
+//!   from (an ancestor silent for longer than a keep-alive interval and two round trips is
+//!   asked last: failures often take several relays at once), twice: the ancestor answers each
+//!   copy with a `JoinAccept` (the second only repeats it), so a lost request or accept does
+//!   not hold the orphan up for a retransmission.
 //!   A node whose relay child failed opens twice as many repair slots above capacity as that
 //!   child could take (its orphans, and the orphans of a child of it that failed too), for two
 //!   idle timeouts, takes repair requests there at once (one round trip over a standby) and
