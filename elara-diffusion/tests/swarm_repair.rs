@@ -116,9 +116,9 @@ fn killing_a_fifth_of_the_relays_mid_stream_recovers_within_a_second() {
     let reattach = kill_a_fifth_of_the_relays(9, 300, link);
     // Orphans re-attach within two round trips of detecting the failure: their standby
     // grandparent (or great-grandparent, when the grandparent failed too) takes them in a
-    // repair slot.
-    let p90 = reattach[reattach.len() * 9 / 10];
-    assert!(p90 <= round_trips(link, 2), "p90 re-attach {p90:?}");
+    // repair slot. Every one of them, not just most.
+    let max = *reattach.last().expect("orphans were counted");
+    assert!(max <= round_trips(link, 2), "slowest re-attach {max:?}");
 }
 
 #[test]
