@@ -11,6 +11,32 @@ use elara_core::{InterestLevel, Message, NodeId, StateId, Time};
 use elara_diffusion::harness::{Harness, LinkProfile};
 use swarm_common::{Stream, config, delivered, publisher_and_viewer, relay_chain};
 
+/// The relay chain of `relay_chain(5)` once settled: 1 publishes and takes one child (2); 3
+/// is redirected below 2.
+fn settled_chain() -> Harness {
+    let mut h = relay_chain(5);
+    h.run_for(Duration::from_millis(600));
+    assert_eq!(
+        h.node(NodeId::from_u64(3)).parent(StateId(7)),
+        Some(NodeId::from_u64(2))
+    );
+    h
+}
+
+/// An update of state 7's group 0 from `source`: fragment `index` of `count` of a keyframe
+/// (`key`) or a whole delta.
+fn fragment(source: NodeId, at: Time, seq: u64, key: bool, index: u16, count: u16) -> Message {
+    let mut u = elara_core::StateUpdate::new(StateId(7), source, seq, at)
+        .with_kind(elara_core::UpdateKind::Video)
+        .with_group(elara_core::GroupId(0))
+        .with_fragment(elara_core::Fragment { index, count })
+        .with_payload(bytes::Bytes::from(vec![1u8; 500]));
+    if key {
+        u = u.keyframe();
+    }
+    Message::Update { hops: 0, update: u }
+}
+
 #[test]
 fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() {
     let state = StateId(7);
@@ -19,10 +45,7 @@ fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() 
         NodeId::from_u64(2),
         NodeId::from_u64(3),
     );
-    // 1 publishes and takes one child (2); 3 is redirected below 2.
-    let mut h = relay_chain(5);
-    h.run_for(Duration::from_millis(600));
-    assert_eq!(h.node(child).parent(state), Some(relay));
+    let mut h = settled_chain();
 
     // The publisher's frames reach the relay as the network delivers them: group 0 in order,
     // then group 1 with its keyframe (seq 15) arriving after its first two deltas.
@@ -207,17 +230,7 @@ fn a_keyframe_missing_a_fragment_does_not_decode_and_neither_do_its_deltas() {
     let mut h = publisher_and_viewer(4, 4);
     assert_eq!(h.node(viewer).parent(state), Some(parent));
     let now = h.now();
-    let update = |seq: u64, key: bool, index: u16, count: u16| {
-        let mut u = elara_core::StateUpdate::new(state, parent, seq, now)
-            .with_kind(elara_core::UpdateKind::Video)
-            .with_group(elara_core::GroupId(0))
-            .with_fragment(elara_core::Fragment { index, count })
-            .with_payload(bytes::Bytes::from(vec![1u8; 500]));
-        if key {
-            u = u.keyframe();
-        }
-        Message::Update { hops: 0, update: u }
-    };
+    let update = |seq, key, index, count| fragment(parent, now, seq, key, index, count);
     for m in [
         update(0, true, 0, 3),
         update(2, true, 2, 3),
@@ -233,4 +246,49 @@ fn a_keyframe_missing_a_fragment_does_not_decode_and_neither_do_its_deltas() {
     );
     let m = h.node(viewer).state_metrics(state).expect("state known");
     assert!(m.skipped >= 1 && m.undecodable >= 1, "{m:?}");
+}
+
+#[test]
+fn a_relay_holds_back_deltas_until_it_has_the_whole_keyframe_and_sends_them_once() {
+    // The relay (2) gets fragments 0 and 2 of a three-fragment keyframe and a delta; fragment
+    // 1 comes last (a retransmission). The delta is no use to the child (3) before the
+    // keyframe is whole: it goes on once, when fragment 1 completes the keyframe — not once
+    // on arrival and again when the keyframe is complete.
+    let (publisher, relay, child) = (
+        NodeId::from_u64(1),
+        NodeId::from_u64(2),
+        NodeId::from_u64(3),
+    );
+    let mut h = settled_chain();
+    let now = h.now();
+    let update = |seq, key, index, count| fragment(publisher, now, seq, key, index, count);
+    let mut to_child = Vec::new();
+    let mut drain = |h: &mut Harness, at: Time| {
+        while let Some(t) = h.node_mut(relay).poll_transmit(at) {
+            if let (true, Message::Update { update, .. }) = (t.to == child, t.message) {
+                to_child.push(update.seq);
+            }
+        }
+    };
+    for m in [
+        update(0, true, 0, 3),
+        update(2, true, 2, 3),
+        update(3, false, 0, 1),
+    ] {
+        h.node_mut(relay).handle_message(now, publisher, m);
+    }
+    drain(&mut h, now + Duration::from_millis(5));
+    let later = now + Duration::from_millis(6);
+    h.node_mut(relay)
+        .handle_message(later, publisher, update(1, true, 1, 3));
+    drain(&mut h, later + Duration::from_millis(5));
+    let delta_sends = to_child.iter().filter(|&&s| s == 3).count();
+    assert_eq!(
+        delta_sends, 1,
+        "the delta went to the child {delta_sends} times: {to_child:?}"
+    );
+    assert!(
+        to_child.contains(&0) && to_child.contains(&1),
+        "{to_child:?}"
+    );
 }

@@ -964,7 +964,11 @@ impl SwarmNode {
         let decodable = update.is_independent() || tree.recv.received_group == Some(update.group);
         // A keyframe that arrives after deltas of its group (it was repaired) releases the
         // deltas this relay held back for want of it.
-        let held_back: Vec<(StateUpdate, u8)> = if has_children && update.keyframe && repair {
+        // Of a keyframe cut into fragments, only the one that completed it does: before it,
+        // deltas were held back; after it, they were passed on.
+        let completes_key = update.keyframe
+            && (update.fragment.count == 1 || tree.recv.keyed_by == Some(update.seq));
+        let held_back: Vec<(StateUpdate, u8)> = if has_children && completes_key && repair {
             tree.buffer
                 .after(update.seq)
                 .filter(|(u, _)| u.group == update.group && !u.is_independent())
@@ -1163,7 +1167,19 @@ impl SwarmNode {
             tree.resync = true;
         }
         if update.keyframe {
-            tree.recv.received_group = Some(update.group);
+            // A keyframe counts as received once all of its fragments came (the window has
+            // already dropped duplicates, so each is counted once).
+            let seen = match tree.recv.receiving_key {
+                Some((g, n)) if g == update.group => n.saturating_add(1),
+                _ => 1,
+            };
+            if seen >= update.fragment.count {
+                tree.recv.received_group = Some(update.group);
+                tree.recv.receiving_key = None;
+                tree.recv.keyed_by = Some(update.seq);
+            } else {
+                tree.recv.receiving_key = Some((update.group, seen));
+            }
             tree.recv.keyframe_at(update.timestamp);
             // Resynchronise at a keyframe's first fragment: skipping to a later one would
             // give up the fragments before it.

@@ -93,8 +93,14 @@ pub(crate) struct ReceiveWindow {
     /// A keyframe cut into fragments being delivered: its group and the fragment index due
     /// next. A fragment skipped on the way leaves the keyframe (and its group) undecodable.
     pub delivering_key: Option<(GroupId, u16)>,
-    /// The group whose keyframe was last received (relays forward deltas of this group only).
+    /// The group whose keyframe was last received whole (relays forward deltas of this group
+    /// only).
     pub received_group: Option<GroupId>,
+    /// A keyframe cut into fragments being received (in any order): its group and how many of
+    /// its fragments came.
+    pub receiving_key: Option<(GroupId, u16)>,
+    /// The update that completed the last keyframe received (its last missing fragment).
+    pub keyed_by: Option<u64>,
     /// Sequence numbers at or above the floor that the parent said will never come.
     pub gone: BTreeSet<u64>,
     /// Publish time of the newest keyframe received.
