@@ -1528,9 +1528,7 @@ impl Store for Dense<'_> {
             .zip(pacers.iter_mut().zip(tracks.iter_mut()))
             .position(|(d, (p, t))| !fast_one::<KIND, SAT, KEYCHK>(d, p, t, &c, &mut f, &mut drops))
             .unwrap_or(n);
-        st.k += done;
-        st.fl = f;
-        st.drops = drops;
+        st.advance(done, f, drops);
     }
 }
 
@@ -1598,9 +1596,18 @@ impl Store for SlotView<'_> {
                 None => true,
             })
             .unwrap_or(rest.len());
-        st.k += done;
-        st.fl = f;
-        st.drops = drops;
+        st.advance(done, f, drops);
+    }
+}
+
+impl RunState {
+    /// A fast run decided `done` more targets, leaving the uplink's floor at `fl` and the drop
+    /// counts at `drops`.
+    #[inline(always)]
+    fn advance(&mut self, done: usize, fl: f64, drops: [u32; 2]) {
+        self.k += done;
+        self.fl = fl;
+        self.drops = drops;
     }
 }
 
