@@ -1520,17 +1520,52 @@ impl Store for Dense<'_> {
         let pacers = self.pacers.get_mut(from..).unwrap_or_default();
         let tracks = self.tracks.get_mut(from..).unwrap_or_default();
         let n = rest.len().min(pacers.len()).min(tracks.len());
+        let (rest, pacers, tracks) = (&mut rest[..n], &mut pacers[..n], &mut tracks[..n]);
         let mut f = st.fl;
         let mut drops = st.drops;
-        // The targets, their pacers and their tracks side by side: no link slot to look up.
-        let done = rest
+        let mut one = |d: &mut Decision, p: &mut Pacer, t: &mut Track| {
+            fast_one::<KIND, SAT, KEYCHK>(d, p, t, &c, &mut f, &mut drops)
+        };
+        // The targets, their pacers and their tracks side by side (no link slot to look up),
+        // `UNROLL` at a time (a fraction of the loop's own instructions).
+        let (dc, dr) = rest.as_chunks_mut::<UNROLL>();
+        let (pc, pr) = pacers.as_chunks_mut::<UNROLL>();
+        let (tc, tr) = tracks.as_chunks_mut::<UNROLL>();
+        let mut at = 0;
+        let stop = dc
             .iter_mut()
-            .zip(pacers.iter_mut().zip(tracks.iter_mut()))
-            .position(|(d, (p, t))| !fast_one::<KIND, SAT, KEYCHK>(d, p, t, &c, &mut f, &mut drops))
-            .unwrap_or(n);
+            .zip(pc.iter_mut().zip(tc.iter_mut()))
+            .position(|([d0, d1, d2, d3], ([p0, p1, p2, p3], [t0, t1, t2, t3]))| {
+                at = if !one(d0, p0, t0) {
+                    0
+                } else if !one(d1, p1, t1) {
+                    1
+                } else if !one(d2, p2, t2) {
+                    2
+                } else if !one(d3, p3, t3) {
+                    3
+                } else {
+                    return false;
+                };
+                true
+            });
+        let done = match stop {
+            Some(chunk) => UNROLL * chunk + at,
+            None => {
+                let tail = dr
+                    .iter_mut()
+                    .zip(pr.iter_mut().zip(tr.iter_mut()))
+                    .position(|(d, (p, t))| !one(d, p, t))
+                    .unwrap_or(dr.len());
+                UNROLL * dc.len() + tail
+            }
+        };
         st.advance(done, f, drops);
     }
 }
+
+/// Targets a dense fast run decides per turn of its loop.
+const UNROLL: usize = 4;
 
 /// The pacers (wherever they are, see [`Pool`]) and one state's tracks, by link slot.
 struct SlotView<'a> {
