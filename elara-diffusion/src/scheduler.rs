@@ -1592,25 +1592,24 @@ impl Store for SlotView<'_> {
         link: LinkId,
     ) -> Option<(&mut Pacer, &mut Track)> {
         let i = link.index();
+        let level = *self.home.get(i)?;
         if i >= self.tracks.len()
             || i >= self.pacers.len()
             || (CHECK && self.gens.get(i) != Some(&(link.generation() | LIVE)))
         {
             return None;
         }
-        match self.home.get(i) {
-            Some(&level) if level != 0 => {
-                let p = *self.pos.get(i)? as usize;
-                let pool = self.pools.get_mut(usize::from(level))?;
-                let track = if self.own {
-                    pool.tracks.get_mut(p)?
-                } else {
-                    &mut self.tracks[i]
-                };
-                Some((pool.pacers.get_mut(p)?, track))
-            }
-            _ => Some((&mut self.pacers[i], &mut self.tracks[i])),
+        if level == 0 {
+            return Some((&mut self.pacers[i], &mut self.tracks[i]));
         }
+        let p = *self.pos.get(i)? as usize;
+        let pool = self.pools.get_mut(usize::from(level))?;
+        let track = if self.own {
+            pool.tracks.get_mut(p)?
+        } else {
+            &mut self.tracks[i]
+        };
+        Some((pool.pacers.get_mut(p)?, track))
     }
 
     #[inline(never)]
@@ -1621,12 +1620,27 @@ impl Store for SlotView<'_> {
         c: FastCtx,
         st: &mut RunState,
     ) {
+        // Every per-slot array cut to one length: one bounds check covers them all.
+        let n = (self.home.len())
+            .min(self.pos.len())
+            .min(self.pacers.len())
+            .min(self.tracks.len())
+            .min(self.gens.len());
+        let mut view = SlotView {
+            pacers: &mut self.pacers[..n],
+            gens: &self.gens[..n],
+            tracks: &mut self.tracks[..n],
+            pools: &mut *self.pools,
+            home: &self.home[..n],
+            pos: &self.pos[..n],
+            own: self.own,
+        };
         let mut f = st.fl;
         let mut drops = st.drops;
         let rest = ds.get_mut(st.k..).unwrap_or_default();
         let done = rest
             .iter_mut()
-            .position(|d| match self.at::<CHECK>(0, d.link) {
+            .position(|d| match view.at::<CHECK>(0, d.link) {
                 Some((p, t)) => !fast_one::<KIND, SAT, KEYCHK>(d, p, t, &c, &mut f, &mut drops),
                 None => true,
             })
