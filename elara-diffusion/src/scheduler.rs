@@ -38,19 +38,26 @@
 //! A registered target is kept as the 16-byte [`Decision`] a call starts from (its link, its
 //! level, the update's priority, send at full quality now); a call copies them into its output
 //! 512 (8 kB) at a time and decides each batch in place while it is in the L1 cache, writing
-//! only what differs (a send's delay and quality, a drop's verdict). A decision reads the link's pacer
-//! (three `f64` side by side in one 24-byte slot) and the target's track (the group's epoch
-//! and flags in one word). The pressure limits become deadlines once per call, so a decision
-//! compares times and never divides. The common cases — a base-layer delta to a target whose
-//! group is healthy or already cut short, a keyframe starting a group — run in a loop without
-//! calls; anything else takes the general per-target code, and a test checks on random
-//! workloads that both decide alike. About 32 instructions per decision at 10,000 receivers,
-//! against 304 for the original 0.2.0's `schedule` (`benches/RESULTS.md`). A delta sent on a
-//! healthy group takes 29 of them: 12 for the loop, the target's link slot (load, bounds
-//! check, scaling) and its track check, 8 for the pacer, 9 for the uplink floor, the limit,
-//! the quality and the delay. Deciding two targets at once, as the compiler vectorises it,
-//! was no cheaper (the pacers are gathered from scattered slots). Going further needs each level's pacers and
-//! tracks stored in registration order, so that a batch of targets is read contiguously.
+//! only what differs (a send's delay and quality, a drop's verdict). A decision reads the link's
+//! pacer (three `f64` side by side in one 24-byte slot) and the target's track (the group's
+//! epoch and flags in one word). For the registered targets of the first state the scheduler
+//! saw (the designated state: a node's one stream, or its main one), pacers and tracks are
+//! stored per interest level in the order of the level's target list, so a call walks the
+//! list, the pacers and the tracks side by side with no lookup by link; every other access
+//! (feedback, repairs, send outcomes, [`PropagationScheduler::schedule`], other states) finds
+//! them through a per-link (level, position) map. The pressure limits become deadlines once
+//! per call, so a decision compares times and never divides. The common cases — a base-layer
+//! delta to a target whose group is healthy or already cut short, a keyframe starting a group —
+//! run in a loop without calls, four targets per turn; anything else takes the general
+//! per-target code, and tests check on random workloads that both decide alike and that the
+//! pooled storage decides like the per-link one. About 24 instructions per decision at 10,000
+//! receivers, against 304 for the original 0.2.0's `schedule` (`benches/RESULTS.md`); about 20
+//! of them for a delta sent on a healthy group (3 for the track check, 8 for the pacer, 9 for
+//! the uplink floor, the limit, the quality and the delay), the rest the loop, copying the
+//! starting decisions and the targets that take other paths. The price is on
+//! [`PropagationScheduler::schedule`] for a link registered in the designated state (one more
+//! lookup per target: about 227 instead of 206 instructions per decision in the star benchmark's
+//! resolving variant, most of which is the caller's own target listing and hash lookups).
 //!
 //! # Driving contract
 //!
