@@ -2,7 +2,8 @@
 //! per call for ELARA and for the original 0.2.0 over a few rounds, and ELARA's drop counts.
 //! Useful under `valgrind --tool=cachegrind` to count instructions per decision.
 //!
-//! `cargo run --release -p elara-benches --example scheduler_probe -- [V] [e|o|both] [iterations]`
+//! `cargo run --release -p elara-benches --example scheduler_probe -- [V] [e|o|r|both] [iterations]`
+//! (`r`: ELARA's `schedule` with the targets listed per call, the `scheduler_star_resolve` group).
 fn main() {
     let v: u64 = std::env::args()
         .nth(1)
@@ -19,12 +20,16 @@ fn main() {
         let t = std::time::Instant::now();
         if which != "o" {
             for _ in 0..iters {
-                std::hint::black_box(e.step());
+                if which == "r" {
+                    std::hint::black_box(e.step_resolving());
+                } else {
+                    std::hint::black_box(e.step());
+                }
             }
         }
         let el = t.elapsed() / iters;
         let t = std::time::Instant::now();
-        if which != "e" {
+        if which != "e" && which != "r" {
             for _ in 0..iters {
                 std::hint::black_box(o.step());
             }

@@ -38,19 +38,26 @@
 //! A registered target is kept as the 16-byte [`Decision`] a call starts from (its link, its
 //! level, the update's priority, send at full quality now); a call copies them into its output
 //! 512 (8 kB) at a time and decides each batch in place while it is in the L1 cache, writing
-//! only what differs (a send's delay and quality, a drop's verdict). A decision reads the link's pacer
-//! (three `f64` side by side in one 24-byte slot) and the target's track (the group's epoch
-//! and flags in one word). The pressure limits become deadlines once per call, so a decision
-//! compares times and never divides. The common cases — a base-layer delta to a target whose
-//! group is healthy or already cut short, a keyframe starting a group — run in a loop without
-//! calls; anything else takes the general per-target code, and a test checks on random
-//! workloads that both decide alike. About 32 instructions per decision at 10,000 receivers,
-//! against 304 for the original 0.2.0's `schedule` (`benches/RESULTS.md`). A delta sent on a
-//! healthy group takes 29 of them: 12 for the loop, the target's link slot (load, bounds
-//! check, scaling) and its track check, 8 for the pacer, 9 for the uplink floor, the limit,
-//! the quality and the delay. Deciding two targets at once, as the compiler vectorises it,
-//! was no cheaper (the pacers are gathered from scattered slots). Going further needs each level's pacers and
-//! tracks stored in registration order, so that a batch of targets is read contiguously.
+//! only what differs (a send's delay and quality, a drop's verdict). A decision reads the link's
+//! pacer (three `f64` side by side in one 24-byte slot) and the target's track (the group's
+//! epoch and flags in one word). For the registered targets of the first state the scheduler
+//! saw (the designated state: a node's one stream, or its main one), pacers and tracks are
+//! stored per interest level in the order of the level's target list, so a call walks the
+//! list, the pacers and the tracks side by side with no lookup by link; every other access
+//! (feedback, repairs, send outcomes, [`PropagationScheduler::schedule`], other states) finds
+//! them through a per-link (level, position) map. The pressure limits become deadlines once
+//! per call, so a decision compares times and never divides. The common cases — a base-layer
+//! delta to a target whose group is healthy or already cut short, a keyframe starting a group —
+//! run in a loop without calls, four targets per turn; anything else takes the general
+//! per-target code, and tests check on random workloads that both decide alike and that the
+//! pooled storage decides like the per-link one. About 24 instructions per decision at 10,000
+//! receivers, against 304 for the original 0.2.0's `schedule` (`benches/RESULTS.md`); about 20
+//! of them for a delta sent on a healthy group (3 for the track check, 8 for the pacer, 9 for
+//! the uplink floor, the limit, the quality and the delay), the rest the loop, copying the
+//! starting decisions and the targets that take other paths. The price is on
+//! [`PropagationScheduler::schedule`] for a link registered in the designated state (one more
+//! lookup per target: about 227 instead of 206 instructions per decision in the star benchmark's
+//! resolving variant, most of which is the caller's own target listing and hash lookups).
 //!
 //! # Driving contract
 //!
@@ -475,6 +482,7 @@ struct StateSlot {
     /// Links slower than this (µs per byte) are [`SLOW`] for the state: `KEY_SHARE × budget /
     /// key_bytes`.
     inv_slow: f64,
+    /// Per link slot (for the designated state's registered targets: stale, see [`Pool`]).
     tracks: Vec<Track>,
     /// Per link slot: registered interest (0: not a registered target).
     levels: Vec<u8>,
@@ -490,19 +498,6 @@ struct StateSlot {
 }
 
 impl StateSlot {
-    /// Recomputes `inv_slow` and every track's [`SLOW`] flag (after the budget or the keyframe
-    /// size changed).
-    fn refresh_slow(&mut self, pacers: &[Pacer]) {
-        self.inv_slow = if self.key_bytes > 0.0 {
-            KEY_SHARE * self.config.latency_budget.as_micros() as f64 / self.key_bytes
-        } else {
-            f64::INFINITY
-        };
-        for (t, p) in self.tracks.iter_mut().zip(pacers) {
-            *t = (*t & !u64::from(SLOW)) | slow_flag(p.inv_rate, self.inv_slow);
-        }
-    }
-
     /// The epoch standing for `group` in tracks: the newest group's, or one no track holds.
     fn epoch_of(&self, group: u64) -> u64 {
         if self.epoch > 0 && group == self.newest_group {
@@ -511,14 +506,22 @@ impl StateSlot {
             self.epoch + 1
         }
     }
+}
 
-    /// Link slot `i`'s track when it is valid and holds `group` (only the newest group's
-    /// tracks matter: every update of an older group is superseded as a whole).
-    fn track_in_group(&mut self, i: usize, group: u64) -> Option<&mut Track> {
-        let epoch = self.epoch_of(group);
-        let t = &mut self.tracks[i];
-        (*t as u8 & VALID != 0 && *t >> 8 == epoch).then_some(t)
-    }
+/// The pacers and tracks of the registered targets of one interest level of the designated
+/// state (state slot 0, the first state the scheduler saw), in the order of its target list
+/// ([`StateSlot::targets`]): their canonical storage, so that a call deciding that list walks
+/// dense arrays instead of indexing by link. Every other access finds them through the
+/// designated state's `levels` and `positions`.
+#[derive(Clone, Debug, Default)]
+struct Pool {
+    pacers: Vec<Pacer>,
+    tracks: Vec<Track>,
+}
+
+/// Whether track `t` is valid and of the group with epoch `epoch`.
+fn in_group(t: Track, epoch: u64) -> bool {
+    t as u8 & VALID != 0 && t >> 8 == epoch
 }
 
 /// Share of a state's latency budget a keyframe may take on a link before the link counts as
@@ -606,8 +609,11 @@ struct UplinkRun {
 #[derive(Debug)]
 pub struct PropagationScheduler {
     config: SchedulerConfig,
-    /// Pacer per link slot.
+    /// Pacer per link slot, except for the designated state's registered targets, whose
+    /// pacers are in `pools` (their entry here is stale until they leave the pool).
     pacers: Vec<Pacer>,
+    /// See [`Pool`]; index = level (0 unused).
+    pools: [Pool; 5],
     /// Generation per link slot, with [`LIVE`] set while the link exists.
     gens: Vec<u32>,
     cold: Vec<LinkCold>,
@@ -633,6 +639,7 @@ impl PropagationScheduler {
         PropagationScheduler {
             config,
             pacers: Vec::new(),
+            pools: Default::default(),
             gens: Vec::new(),
             cold: Vec::new(),
             free_links: Vec::new(),
@@ -736,7 +743,7 @@ impl PropagationScheduler {
         if !self.is_live(link) {
             return None;
         }
-        let h = self.pacers[link.index()];
+        let h = *self.pacer(link.index());
         let c = &self.cold[link.index()];
         Some(LinkInfo {
             peer: c.peer,
@@ -764,7 +771,7 @@ impl PropagationScheduler {
         let cfg = self.config;
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let p = &mut self.pacers[i];
+        let p = self.pacer_mut(i);
         p.set_rate(now_us, stats.send_rate_estimate, &cfg);
         if stats.queued_bytes > 0 {
             let cap = p.tau / p.inv_rate;
@@ -772,9 +779,10 @@ impl PropagationScheduler {
             p.set_tokens(now_us, tokens);
         }
         let inv = p.inv_rate;
-        for st in &mut self.states {
-            let t = &mut st.tracks[i];
-            *t = (*t & !u64::from(SLOW)) | slow_flag(inv, st.inv_slow);
+        for s in 0..self.states.len() {
+            let inv_slow = self.states[s].inv_slow;
+            let t = self.track_mut(s, i);
+            *t = (*t & !u64::from(SLOW)) | slow_flag(inv, inv_slow);
         }
         let c = &mut self.cold[i];
         c.rtt = stats.rtt;
@@ -805,8 +813,65 @@ impl PropagationScheduler {
         }
         let s = self.state_slot(state);
         self.states[s].config = config;
-        self.states[s].refresh_slow(&self.pacers);
+        self.refresh_slow(s);
         Ok(())
+    }
+
+    /// Where link slot `i`'s pacer (and the designated state's track) is pooled, if it is: the
+    /// level and the position (see [`Pool`]).
+    fn pooled(&self, i: usize) -> Option<(usize, usize)> {
+        let st = self.states.first()?;
+        let level = st.levels[i];
+        (level != 0).then(|| (level as usize, st.positions[i] as usize))
+    }
+
+    /// Link slot `i`'s pacer, wherever it is stored.
+    fn pacer(&self, i: usize) -> &Pacer {
+        match self.pooled(i) {
+            Some((level, pos)) => &self.pools[level].pacers[pos],
+            None => &self.pacers[i],
+        }
+    }
+
+    /// Link slot `i`'s pacer, wherever it is stored.
+    fn pacer_mut(&mut self, i: usize) -> &mut Pacer {
+        match self.pooled(i) {
+            Some((level, pos)) => &mut self.pools[level].pacers[pos],
+            None => &mut self.pacers[i],
+        }
+    }
+
+    /// State slot `s`'s track for link slot `i`, wherever it is stored.
+    fn track_mut(&mut self, s: usize, i: usize) -> &mut Track {
+        match self.pooled(i) {
+            Some((level, pos)) if s == 0 => &mut self.pools[level].tracks[pos],
+            _ => &mut self.states[s].tracks[i],
+        }
+    }
+
+    /// Link slot `i`'s track in state slot `s` when it is valid and holds `group` (only the
+    /// newest group's tracks matter: every update of an older group is superseded as a whole).
+    fn track_in_group(&mut self, s: usize, i: usize, group: u64) -> Option<&mut Track> {
+        let epoch = self.states[s].epoch_of(group);
+        let t = self.track_mut(s, i);
+        in_group(*t, epoch).then_some(t)
+    }
+
+    /// Recomputes state slot `s`'s `inv_slow` and every one of its tracks' [`SLOW`] flag
+    /// (after the budget or the keyframe size changed).
+    fn refresh_slow(&mut self, s: usize) {
+        let st = &mut self.states[s];
+        st.inv_slow = if st.key_bytes > 0.0 {
+            KEY_SHARE * st.config.latency_budget.as_micros() as f64 / st.key_bytes
+        } else {
+            f64::INFINITY
+        };
+        let inv_slow = st.inv_slow;
+        for i in 0..self.pacers.len() {
+            let inv = self.pacer(i).inv_rate;
+            let t = self.track_mut(s, i);
+            *t = (*t & !u64::from(SLOW)) | slow_flag(inv, inv_slow);
+        }
     }
 
     fn state_slot(&mut self, state: StateId) -> usize {
@@ -851,11 +916,18 @@ impl PropagationScheduler {
         let s = self.state_slot(state);
         let prev = self.unregister_target(s, link);
         if level.is_interested() {
+            let i = link.index();
             let st = &mut self.states[s];
             let list = &mut st.targets[level as usize];
-            st.levels[link.index()] = level as u8;
-            st.positions[link.index()] = list.len() as u32;
+            st.levels[i] = level as u8;
+            st.positions[i] = list.len() as u32;
             list.push(Decision::start(link, level, st.targets_priority));
+            if s == 0 {
+                // The pacer and the track move into the level's pool, at the same position.
+                let pool = &mut self.pools[level as usize];
+                pool.pacers.push(self.pacers[i]);
+                pool.tracks.push(st.tracks[i]);
+            }
         }
         Ok(prev)
     }
@@ -884,6 +956,12 @@ impl PropagationScheduler {
             st.positions[moved.link.index()] = pos;
         }
         st.levels[link.index()] = 0;
+        if s == 0 {
+            // Back from the level's pool, which follows the list's `swap_remove`.
+            let pool = &mut self.pools[level as usize];
+            self.pacers[link.index()] = pool.pacers.swap_remove(pos as usize);
+            st.tracks[link.index()] = pool.tracks.swap_remove(pos as usize);
+        }
         InterestLevel::from_u8(level).unwrap_or(InterestLevel::None)
     }
 
@@ -1020,6 +1098,7 @@ impl PropagationScheduler {
         }
         let keyframe_base = update.keyframe && update.layer == 0;
         let starts_group = keyframe_base && update.fragment.index == 0;
+        let mut refresh = false;
         let st = &mut self.states[s];
         if starts_group {
             let new_group = st.epoch == 0 || group > st.newest_group;
@@ -1035,10 +1114,14 @@ impl PropagationScheduler {
                     st.inv_slow =
                         KEY_SHARE * budget.as_micros() as f64 / key_bytes.max(f64::MIN_POSITIVE);
                 } else {
-                    st.refresh_slow(&self.pacers);
+                    refresh = true;
                 }
             }
         }
+        if refresh {
+            self.refresh_slow(s);
+        }
+        let st = &self.states[s];
         let now_us = now.as_micros() as f64;
         let remaining = (budget - age).as_micros() as f64;
         let delta = update.kind == UpdateKind::Video && !update.keyframe;
@@ -1077,13 +1160,35 @@ impl PropagationScheduler {
         };
         let fl_start = up.fl;
         let mut drops = [0u32; DropReason::COUNT];
-        let pacers = &mut self.pacers;
-        let gens = &self.gens[..];
         #[cfg(test)]
         let fast_ok = !self.general_only;
         #[cfg(not(test))]
         let fast_ok = true;
-        let tracks = &mut st.tracks[..];
+        let dense = !CHECK && s == 0;
+        // The designated state's pooling (see `Pool`), and state `s`'s per-slot tracks.
+        let (first, rest) = self.states.split_at_mut(1);
+        let (home, pos, tracks) = if s == 0 {
+            (
+                &first[0].levels[..],
+                &first[0].positions[..],
+                &mut first[0].tracks[..],
+            )
+        } else {
+            (
+                &first[0].levels[..],
+                &first[0].positions[..],
+                &mut rest[s - 1].tracks[..],
+            )
+        };
+        let mut view = SlotView {
+            pacers: &mut self.pacers[..],
+            gens: &self.gens[..],
+            tracks,
+            pools: &mut self.pools,
+            home,
+            pos,
+            own: s == 0,
+        };
         for level in (1..5).rev() {
             let (layer_limit, delta_limit) = LIMITS[level];
             let drop_above = if enhancement {
@@ -1114,25 +1219,22 @@ impl PropagationScheduler {
                 },
             };
             let list = lists[level];
-            // Monomorphised per kind of update, so the per-target loop carries no test that is
-            // the same for every target.
-            match (
-                ctx.starts_group,
-                ctx.needs_key,
-                ctx.delta && !ctx.enhancement,
-            ) {
-                (true, _, _) => decide_level::<CHECK, KIND_START>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
-                ),
-                (false, true, true) => decide_level::<CHECK, KIND_DELTA>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
-                ),
-                (false, true, false) => decide_level::<CHECK, KIND_DEPENDENT>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
-                ),
-                (false, false, _) => decide_level::<CHECK, KIND_INDEPENDENT>(
-                    &ctx, &lv, list, out, pacers, gens, tracks, &mut up, &mut drops, fast_ok,
-                ),
+            let run = LevelRun {
+                ctx: &ctx,
+                lv: &lv,
+                list,
+                fast_ok,
+            };
+            if dense {
+                // The designated state's registered targets: their pools, in list order.
+                let pool = &mut view.pools[level];
+                let mut store = Dense {
+                    pacers: &mut pool.pacers[..],
+                    tracks: &mut pool.tracks[..],
+                };
+                run.decide::<CHECK, _>(&mut store, out, &mut up, &mut drops);
+            } else {
+                run.decide::<CHECK, _>(&mut view, out, &mut up, &mut drops);
             }
         }
         if let Some(p) = &mut self.uplink
@@ -1193,8 +1295,8 @@ impl PropagationScheduler {
         if update.kind == UpdateKind::Video
             && !update.keyframe
             && update.layer == 0
-            && self.states[s]
-                .track_in_group(link.index(), update.group.0)
+            && self
+                .track_in_group(s, link.index(), update.group.0)
                 .is_some_and(|t| *t as u8 & TRUNCATED != 0)
         {
             decision.verdict = Verdict::Drop(DropReason::FramesSkipped);
@@ -1204,7 +1306,7 @@ impl PropagationScheduler {
         }
         let now_us = now.as_micros() as f64;
         let i = link.index();
-        let end = self.pacers[i].after_send(now_us, cost);
+        let end = self.pacer(i).after_send(now_us, cost);
         let mut delay = fmax(end - now_us, 0.0);
         let up_end = self.uplink.as_ref().map(|u| {
             let e = u.after_send(now_us, cost);
@@ -1216,7 +1318,7 @@ impl PropagationScheduler {
             self.stats.record_drops(DropReason::RateLimited, 1);
             return decision;
         }
-        self.pacers[i].zero_at = end;
+        self.pacer_mut(i).zero_at = end;
         if let (Some(u), Some(e)) = (self.uplink.as_mut(), up_end) {
             u.zero_at = e;
         }
@@ -1257,12 +1359,12 @@ impl PropagationScheduler {
         }
         let cost = update.wire_len() as f64;
         let i = link.index();
-        self.pacers[i].refund(cost);
+        self.pacer_mut(i).refund(cost);
         if let Some(up) = &mut self.uplink {
             up.refund(cost);
         }
         if let Some(&s) = self.state_slots.get(&update.state)
-            && let Some(t) = self.states[s as usize].track_in_group(i, update.group.0)
+            && let Some(t) = self.track_in_group(s as usize, i, update.group.0)
         {
             if update.layer > 0 {
                 *t |= u64::from(LAYER_CUT);
@@ -1336,34 +1438,254 @@ struct RunState {
     drops: [u32; 2],
 }
 
-/// Decides for every target of one interest level: `list` holds one decision per target as it
-/// starts (the link, the level, the update's priority, a send at full quality with no delay).
-/// They are appended to `out` in batches of [`BATCH`] and each batch is decided in place
-/// while it is in the L1 cache, rewriting what differs. The common cases (a base-layer delta to a
-/// target whose group is healthy or cut short, a group's keyframe to a target of an older
-/// group) run in [`fast_run`], a loop with no calls; it stops at the first target that needs
-/// more, which [`decide_one`] decides.
-#[allow(clippy::too_many_arguments)]
+/// One interest level of a call: what [`decide_level`] needs besides the storage.
+struct LevelRun<'a> {
+    ctx: &'a UpdateCtx,
+    lv: &'a LevelCtx,
+    /// The level's targets, as decisions to start from.
+    list: &'a [Decision],
+    fast_ok: bool,
+}
+
+impl LevelRun<'_> {
+    /// Decides the level's targets (see [`decide_level`]), monomorphised per kind of update,
+    /// so the per-target loop carries no test that is the same for every target.
+    #[inline(always)]
+    fn decide<const CHECK: bool, S: Store>(
+        &self,
+        store: &mut S,
+        out: &mut Vec<Decision>,
+        up: &mut UplinkRun,
+        drops: &mut [u32; DropReason::COUNT],
+    ) {
+        let ctx = self.ctx;
+        match (
+            ctx.starts_group,
+            ctx.needs_key,
+            ctx.delta && !ctx.enhancement,
+        ) {
+            (true, _, _) => decide_level::<CHECK, KIND_START, S>(self, store, out, up, drops),
+            (false, true, true) => {
+                decide_level::<CHECK, KIND_DELTA, S>(self, store, out, up, drops)
+            }
+            (false, true, false) => {
+                decide_level::<CHECK, KIND_DEPENDENT, S>(self, store, out, up, drops)
+            }
+            (false, false, _) => {
+                decide_level::<CHECK, KIND_INDEPENDENT, S>(self, store, out, up, drops)
+            }
+        }
+    }
+}
+
+/// Where the pacers and tracks of one level's targets are: [`Dense`] (a pool of the designated
+/// state, by position in the level's list) or [`SlotView`] (by link slot).
+trait Store {
+    /// The pacer and the track of the target at position `k` of the level's list, on `link`;
+    /// `None` for an unknown link (with `CHECK`, a stale handle).
+    fn at<const CHECK: bool>(&mut self, k: usize, link: LinkId)
+    -> Option<(&mut Pacer, &mut Track)>;
+
+    /// Decides targets `ds[st.k..]` in place while they take the common path, and records
+    /// where it stopped: at the first target that needs [`decide_one`], or at the end. `ds[0]`
+    /// is at position `base` of the level's list. `SAT`: the uplink's floor `fl` is already
+    /// past `now`, so it is the floor itself. `KEYCHK`: deltas check the link's rate against
+    /// the keyframe reserve (the [`SLOW`] flag does not suffice at this level). Out of line,
+    /// so that its loop has the registers to itself.
+    fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
+        &mut self,
+        ds: &mut [Decision],
+        base: usize,
+        c: FastCtx,
+        st: &mut RunState,
+    );
+}
+
+/// A pool of the designated state's registered targets of one level (see [`Pool`]): entry
+/// `k` is the target at position `k` of the level's list.
+struct Dense<'a> {
+    pacers: &'a mut [Pacer],
+    tracks: &'a mut [Track],
+}
+
+impl Store for Dense<'_> {
+    #[inline(always)]
+    fn at<const CHECK: bool>(&mut self, k: usize, _: LinkId) -> Option<(&mut Pacer, &mut Track)> {
+        Some((self.pacers.get_mut(k)?, self.tracks.get_mut(k)?))
+    }
+
+    #[inline(never)]
+    fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
+        &mut self,
+        ds: &mut [Decision],
+        base: usize,
+        c: FastCtx,
+        st: &mut RunState,
+    ) {
+        let from = base + st.k;
+        let rest = ds.get_mut(st.k..).unwrap_or_default();
+        let pacers = self.pacers.get_mut(from..).unwrap_or_default();
+        let tracks = self.tracks.get_mut(from..).unwrap_or_default();
+        let n = rest.len().min(pacers.len()).min(tracks.len());
+        let (rest, pacers, tracks) = (&mut rest[..n], &mut pacers[..n], &mut tracks[..n]);
+        let mut f = st.fl;
+        let mut drops = st.drops;
+        let mut one = |d: &mut Decision, p: &mut Pacer, t: &mut Track| {
+            fast_one::<KIND, SAT, KEYCHK>(d, p, t, &c, &mut f, &mut drops)
+        };
+        // The targets, their pacers and their tracks side by side (no link slot to look up),
+        // `UNROLL` at a time (a fraction of the loop's own instructions).
+        let (dc, dr) = rest.as_chunks_mut::<UNROLL>();
+        let (pc, pr) = pacers.as_chunks_mut::<UNROLL>();
+        let (tc, tr) = tracks.as_chunks_mut::<UNROLL>();
+        let mut at = 0;
+        let stop = dc
+            .iter_mut()
+            .zip(pc.iter_mut().zip(tc.iter_mut()))
+            .position(|([d0, d1, d2, d3], ([p0, p1, p2, p3], [t0, t1, t2, t3]))| {
+                at = if !one(d0, p0, t0) {
+                    0
+                } else if !one(d1, p1, t1) {
+                    1
+                } else if !one(d2, p2, t2) {
+                    2
+                } else if !one(d3, p3, t3) {
+                    3
+                } else {
+                    return false;
+                };
+                true
+            });
+        let done = match stop {
+            Some(chunk) => UNROLL * chunk + at,
+            None => {
+                let tail = dr
+                    .iter_mut()
+                    .zip(pr.iter_mut().zip(tr.iter_mut()))
+                    .position(|(d, (p, t))| !one(d, p, t))
+                    .unwrap_or(dr.len());
+                UNROLL * dc.len() + tail
+            }
+        };
+        st.advance(done, f, drops);
+    }
+}
+
+/// Targets a dense fast run decides per turn of its loop.
+const UNROLL: usize = 4;
+
+/// The pacers (wherever they are, see [`Pool`]) and one state's tracks, by link slot.
+struct SlotView<'a> {
+    /// Per link slot (stale where `home` says pooled).
+    pacers: &'a mut [Pacer],
+    /// Per link slot, with [`LIVE`].
+    gens: &'a [u32],
+    /// The state's tracks per link slot (stale where pooled, when `own`).
+    tracks: &'a mut [Track],
+    pools: &'a mut [Pool; 5],
+    /// The designated state's registered level per link slot (0: not pooled).
+    home: &'a [u8],
+    /// The designated state's list position per link slot.
+    pos: &'a [u32],
+    /// The state is the designated one: pooled targets' tracks are in the pools too.
+    own: bool,
+}
+
+impl Store for SlotView<'_> {
+    #[inline(always)]
+    fn at<const CHECK: bool>(
+        &mut self,
+        _: usize,
+        link: LinkId,
+    ) -> Option<(&mut Pacer, &mut Track)> {
+        let i = link.index();
+        let level = *self.home.get(i)?;
+        if i >= self.tracks.len()
+            || i >= self.pacers.len()
+            || (CHECK && self.gens.get(i) != Some(&(link.generation() | LIVE)))
+        {
+            return None;
+        }
+        if level == 0 {
+            return Some((&mut self.pacers[i], &mut self.tracks[i]));
+        }
+        let p = *self.pos.get(i)? as usize;
+        let pool = self.pools.get_mut(usize::from(level))?;
+        let track = if self.own {
+            pool.tracks.get_mut(p)?
+        } else {
+            &mut self.tracks[i]
+        };
+        Some((pool.pacers.get_mut(p)?, track))
+    }
+
+    #[inline(never)]
+    fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
+        &mut self,
+        ds: &mut [Decision],
+        _: usize,
+        c: FastCtx,
+        st: &mut RunState,
+    ) {
+        // Every per-slot array cut to one length: one bounds check covers them all.
+        let n = (self.home.len())
+            .min(self.pos.len())
+            .min(self.pacers.len())
+            .min(self.tracks.len())
+            .min(self.gens.len());
+        let mut view = SlotView {
+            pacers: &mut self.pacers[..n],
+            gens: &self.gens[..n],
+            tracks: &mut self.tracks[..n],
+            pools: &mut *self.pools,
+            home: &self.home[..n],
+            pos: &self.pos[..n],
+            own: self.own,
+        };
+        let mut f = st.fl;
+        let mut drops = st.drops;
+        let rest = ds.get_mut(st.k..).unwrap_or_default();
+        let done = rest
+            .iter_mut()
+            .position(|d| match view.at::<CHECK>(0, d.link) {
+                Some((p, t)) => !fast_one::<KIND, SAT, KEYCHK>(d, p, t, &c, &mut f, &mut drops),
+                None => true,
+            })
+            .unwrap_or(rest.len());
+        st.advance(done, f, drops);
+    }
+}
+
+impl RunState {
+    /// A fast run decided `done` more targets, leaving the uplink's floor at `fl` and the drop
+    /// counts at `drops`.
+    #[inline(always)]
+    fn advance(&mut self, done: usize, fl: f64, drops: [u32; 2]) {
+        self.k += done;
+        self.fl = fl;
+        self.drops = drops;
+    }
+}
+
+/// Decides for every target of one interest level: `run.list` holds one decision per target
+/// as it starts (the link, the level, the update's priority, a send at full quality with no
+/// delay). They are appended to `out` in batches of [`BATCH`] and each batch is decided in
+/// place while it is in the L1 cache, rewriting what differs. The common cases (a base-layer
+/// delta to a target whose group is healthy or cut short, a group's keyframe to a target of an
+/// older group) run in [`Store::fast_run`], a loop with no calls; it stops at the first target
+/// that needs more, which [`decide_one`] decides.
 #[inline(always)]
-fn decide_level<const CHECK: bool, const KIND: u8>(
-    ctx: &UpdateCtx,
-    lv: &LevelCtx,
-    list: &[Decision],
+fn decide_level<const CHECK: bool, const KIND: u8, S: Store>(
+    run: &LevelRun<'_>,
+    store: &mut S,
     out: &mut Vec<Decision>,
-    pacers: &mut [Pacer],
-    gens: &[u32],
-    tracks: &mut [Track],
     up: &mut UplinkRun,
     drops: &mut [u32; DropReason::COUNT],
-    fast_ok: bool,
 ) {
-    // Every per-slot array has one entry per link slot: one bounds check covers them all.
-    let n = tracks.len();
-    let pacers = &mut pacers[..n];
-    let gens = &gens[..n];
+    let (ctx, lv) = (run.ctx, run.lv);
     let now = ctx.now;
     let step = up.step;
-    let fast = fast_ok && (KIND == KIND_DELTA || KIND == KIND_START);
+    let fast = run.fast_ok && (KIND == KIND_DELTA || KIND == KIND_START);
     // Deltas: a link that is not SLOW cannot starve the next keyframe within `lim_drop` when
     // `inv_slow <= inv_safe`; otherwise the fast path checks each link's rate.
     let keychk = ctx.inv_slow > lv.inv_safe;
@@ -1396,14 +1718,20 @@ fn decide_level<const CHECK: bool, const KIND: u8>(
         fl: up.fl,
         drops: [0; 2],
     };
-    for part in list.chunks(BATCH) {
+    for (b, part) in run.list.chunks(BATCH).enumerate() {
         let start = out.len();
         out.extend_from_slice(part);
         let ds = &mut out[start..];
         st.k = 0;
-        decide_batch::<CHECK, KIND>(
-            ctx, lv, ds, pacers, gens, tracks, &fc, &mut st, drops, fast, keychk,
-        );
+        let batch = Batch {
+            ctx,
+            lv,
+            base: b * BATCH,
+            fc: &fc,
+            fast,
+            keychk,
+        };
+        batch.decide::<CHECK, KIND, S>(ds, store, &mut st, drops);
     }
     drops[DropReason::RateLimited as usize] += st.drops[0];
     drops[DropReason::FramesSkipped as usize] += st.drops[1];
@@ -1418,130 +1746,81 @@ const BATCH: usize = 512;
 #[cfg(test)]
 const BATCH: usize = 48;
 
-/// Decides one batch of [`decide_level`] in place: [`fast_run`] while it can, [`decide_one`]
-/// where it stops.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn decide_batch<const CHECK: bool, const KIND: u8>(
-    ctx: &UpdateCtx,
-    lv: &LevelCtx,
-    ds: &mut [Decision],
-    pacers: &mut [Pacer],
-    gens: &[u32],
-    tracks: &mut [Track],
-    fc: &FastCtx,
-    st: &mut RunState,
-    drops: &mut [u32; DropReason::COUNT],
+/// One batch of [`decide_level`]: the call's and the level's constants, and the batch's first
+/// position in the level's list.
+struct Batch<'a> {
+    ctx: &'a UpdateCtx,
+    lv: &'a LevelCtx,
+    base: usize,
+    fc: &'a FastCtx,
     fast: bool,
     keychk: bool,
-) {
-    let n = tracks.len();
-    let now = ctx.now;
-    loop {
-        if fast {
-            let sat = st.fl >= now;
-            let args = (&mut *ds, &mut *pacers, gens, &mut *tracks, *fc, &mut *st);
-            match (sat, keychk) {
-                (true, false) => fast_run::<CHECK, KIND, true, false>(args),
-                (true, true) => fast_run::<CHECK, KIND, true, true>(args),
-                (false, false) => fast_run::<CHECK, KIND, false, false>(args),
-                (false, true) => fast_run::<CHECK, KIND, false, true>(args),
+}
+
+impl Batch<'_> {
+    /// Decides the batch `ds` in place: [`Store::fast_run`] while it can, [`decide_one`]
+    /// where it stops.
+    #[inline(always)]
+    fn decide<const CHECK: bool, const KIND: u8, S: Store>(
+        &self,
+        ds: &mut [Decision],
+        store: &mut S,
+        st: &mut RunState,
+        drops: &mut [u32; DropReason::COUNT],
+    ) {
+        let now = self.ctx.now;
+        let (base, fc) = (self.base, *self.fc);
+        loop {
+            if self.fast {
+                let sat = st.fl >= now;
+                match (sat, self.keychk) {
+                    (true, false) => store.fast_run::<CHECK, KIND, true, false>(ds, base, fc, st),
+                    (true, true) => store.fast_run::<CHECK, KIND, true, true>(ds, base, fc, st),
+                    (false, false) => store.fast_run::<CHECK, KIND, false, false>(ds, base, fc, st),
+                    (false, true) => store.fast_run::<CHECK, KIND, false, true>(ds, base, fc, st),
+                };
+            }
+            let k = st.k;
+            let Some(d) = ds.get_mut(k) else {
+                break;
             };
+            match store.at::<CHECK>(base + k, d.link) {
+                None => {
+                    d.quality = Quality::KeyframesOnly;
+                    d.verdict = Verdict::Drop(DropReason::UnknownLink);
+                    drops[DropReason::UnknownLink as usize] += 1;
+                }
+                Some((p, t)) => {
+                    if decide_one::<KIND>(self.ctx, self.lv, d, p, t, fmax(st.fl, now), drops) {
+                        st.fl += fc.step;
+                    }
+                }
+            }
+            st.k = k + 1;
         }
-        let k = st.k;
-        let Some(d) = ds.get_mut(k) else {
-            break;
-        };
-        let link = d.link;
-        let i = link.index();
-        if i >= n || (CHECK && gens[i] != link.generation() | LIVE) {
-            d.quality = Quality::KeyframesOnly;
-            d.verdict = Verdict::Drop(DropReason::UnknownLink);
-            drops[DropReason::UnknownLink as usize] += 1;
-        } else if decide_one::<KIND>(
-            ctx,
-            lv,
-            d,
-            &mut pacers[i],
-            &mut tracks[i],
-            fmax(st.fl, now),
-            drops,
-        ) {
-            st.fl += fc.step;
-        }
-        st.k = k + 1;
     }
 }
 
-/// The arguments of [`fast_run`]: the level's decisions, the pacers, the generations, the
-/// tracks, the level's constants and where the run starts.
-type FastArgs<'a> = (
-    &'a mut [Decision],
-    &'a mut [Pacer],
-    &'a [u32],
-    &'a mut [Track],
-    FastCtx,
-    &'a mut RunState,
-);
-
-/// Decides targets `ds[k..]` in place while they take the common path (see
-/// [`decide_level`] for what a decision holds before), and records where it stopped: at the
-/// first target that needs [`decide_one`], or at the end. `SAT`: the uplink's floor `fl` is
-/// already past `now`, so it is the floor itself. `KEYCHK`: deltas check the link's rate
-/// against the keyframe reserve (the [`SLOW`] flag does not suffice at this level). Out of
-/// line, so that its loop has the registers to itself.
+/// One target of [`Store::fast_run`], with its link's pacer `p` and its track `tr`: decides
+/// `d` and returns true when it takes a common path, or returns false (having changed
+/// nothing) when it needs [`decide_one`]. `f` is the uplink's floor; `drops` counts
+/// rate-limited and frames-skipped drops.
 ///
 /// Deltas: a target whose group is healthy gets the delta when its delay is within the
 /// level's limit, otherwise its group is cut ([`DropReason::FramesSkipped`], or
 /// [`DropReason::RateLimited`] past the deadline); a target whose group was cut gets nothing
 /// more of it. Group starts: a target of an older group gets the keyframe within the deadline.
 /// Exactly what [`decide_one`] decides for these cases.
-#[inline(never)]
-fn fast_run<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
-    (ds, pacers, gens, tracks, c, st): FastArgs<'_>,
-) {
-    let n = pacers.len();
-    let mut s = FastSlots {
-        pacers,
-        gens: &gens[..n],
-        tracks: &mut tracks[..n],
-    };
-    let mut f = st.fl;
-    let mut drops = st.drops;
-    let rest = ds.get_mut(st.k..).unwrap_or_default();
-    let done = rest
-        .iter_mut()
-        .position(|d| !fast_one::<CHECK, KIND, SAT, KEYCHK>(d, &mut s, &c, &mut f, &mut drops))
-        .unwrap_or(rest.len());
-    st.k += done;
-    st.fl = f;
-    st.drops = drops;
-}
-
-/// The per-slot arrays [`fast_run`] reads and writes, all of one length.
-struct FastSlots<'a> {
-    pacers: &'a mut [Pacer],
-    gens: &'a [u32],
-    tracks: &'a mut [Track],
-}
-
-/// One target of [`fast_run`]: decides `d` and returns true when it takes a common path, or
-/// returns false (having changed nothing) when it needs [`decide_one`]. `f` is the uplink's
-/// floor; `drops` counts rate-limited and frames-skipped drops.
 #[inline(always)]
-fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bool>(
+fn fast_one<const KIND: u8, const SAT: bool, const KEYCHK: bool>(
     d: &mut Decision,
-    s: &mut FastSlots<'_>,
+    p: &mut Pacer,
+    tr: &mut Track,
     c: &FastCtx,
     f: &mut f64,
     drops: &mut [u32; 2],
 ) -> bool {
-    let link = d.link;
-    let i = link.index();
-    if i >= s.tracks.len() || (CHECK && s.gens[i] != link.generation() | LIVE) {
-        return false;
-    }
-    let t = s.tracks[i];
+    let t = *tr;
     // The link's pacing: the bucket's new zero time, and when the update would leave.
     let pace = |p: &Pacer, f: f64| {
         let end = p.after_send(c.now, c.cost);
@@ -1556,7 +1835,6 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         if t == c.healthy {
             // The common case: a delta of a healthy group. The pacer is charged at once and
             // given back when the delta does not go (fewer instructions on the common path).
-            let p = &mut s.pacers[i];
             let old = p.zero_at;
             let (v, end, delay) = pace(p, *f);
             p.zero_at = end;
@@ -1568,7 +1846,7 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
             }
             p.zero_at = old;
             if delay > c.lim_drop {
-                cut_group(d, &mut s.tracks[i], t, delay, c, drops);
+                cut_group(d, tr, t, delay, c, drops);
                 return true;
             }
             return false;
@@ -1588,29 +1866,27 @@ fn fast_one<const CHECK: bool, const KIND: u8, const SAT: bool, const KEYCHK: bo
         }
         if t == c.fresh {
             // The group's first delta.
-            let p = &mut s.pacers[i];
             let (v, end, delay) = pace(p, *f);
             if fits(delay, v) {
                 let q = delta_quality(delay, c);
                 fast_send(d, p, end, delay, q, c, f);
                 // Last, so that this path does not share its tail with the common one.
-                s.tracks[i] = c.healthy;
+                *tr = c.healthy;
                 return true;
             }
             if delay > c.lim_drop {
-                cut_group(d, &mut s.tracks[i], t, delay, c, drops);
+                cut_group(d, tr, t, delay, c, drops);
                 return true;
             }
         }
         false
     } else {
         // A group start, to a target of an older group (or none): no deltas of this group yet.
-        let p = &mut s.pacers[i];
         let (v, end, delay) = pace(p, *f);
         if t >= c.healthy || delay > c.lim_drop {
             return false;
         }
-        s.tracks[i] = c.fresh | slow_flag(v, c.inv_slow);
+        *tr = c.fresh | slow_flag(v, c.inv_slow);
         let q = match (delay > c.lim_layer, delay > c.lim_delta) {
             (false, _) => Quality::Full,
             (true, false) => Quality::BaseLayer,

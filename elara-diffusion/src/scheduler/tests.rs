@@ -757,3 +757,168 @@ fn a_cut_group_reports_fewer_frames_until_the_next_keyframe() {
     assert!(out[0].is_send());
     assert_eq!(out[0].quality, Quality::Full);
 }
+
+/// The registered targets of state slot `s`, as `schedule` targets in the order
+/// `schedule_registered` decides them.
+fn registered(sched: &PropagationScheduler, s: usize) -> Vec<(LinkId, InterestLevel)> {
+    (1..5)
+        .rev()
+        .flat_map(|l| {
+            sched.states[s].targets[l]
+                .iter()
+                .map(|d| (d.link, d.interest))
+        })
+        .collect()
+}
+
+/// Every track of every state, read where it is stored.
+fn all_tracks(sched: &mut PropagationScheduler) -> Vec<Vec<Track>> {
+    (0..sched.states.len())
+        .map(|s| {
+            (0..sched.pacers.len())
+                .map(|i| *sched.track_mut(s, i))
+                .collect()
+        })
+        .collect()
+}
+
+/// The pools of the designated state (pacers and tracks in registration order, see `Pool`)
+/// change where the scheduler keeps things, not what it decides: a scheduler whose targets
+/// are registered (the first state's pooled, a second state's not) decides like one that never
+/// registers a target and lists the same targets in the same order to `schedule` — through
+/// random interleavings of registration changes, link removal and slot reuse, feedback,
+/// sends, failures, repairs, and both schedule calls, with the same pacers, tracks and
+/// statistics after each step. The unpooled side runs its general path in odd seeds.
+#[test]
+fn pooled_pacers_and_tracks_decide_like_link_indexed_ones() {
+    use rand::{Rng, SeedableRng};
+    const S2: StateId = StateId(2);
+    let levels = [
+        InterestLevel::None,
+        InterestLevel::Low,
+        InterestLevel::Medium,
+        InterestLevel::High,
+        InterestLevel::Critical,
+    ];
+    for seed in 0..8u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(100 + seed);
+        let cfg = SchedulerConfig {
+            uplink_rate: (seed % 2 == 0).then(|| rng.random_range(1_000_000..8_000_000)),
+            ..SchedulerConfig::default()
+        };
+        let (mut reg, mut plain) = (
+            PropagationScheduler::new(cfg),
+            PropagationScheduler::new(cfg),
+        );
+        plain.general_only = seed % 2 == 1;
+        for sched in [&mut reg, &mut plain] {
+            for state in [S, S2] {
+                let budget = StateConfig {
+                    latency_budget: Duration::from_millis(400),
+                };
+                sched.configure_state(state, budget).unwrap();
+            }
+        }
+        let mut links = Vec::new();
+        let mut next_peer = 1;
+        let (mut or, mut op) = (Vec::new(), Vec::new());
+        let mut group = 1;
+        let mut removed = Vec::new();
+        for step in 0..1_500u64 {
+            let now = t(step * 5);
+            match rng.random_range(0..12) {
+                0..=1 if links.len() < 120 => {
+                    let a = reg.add_link(now, n(next_peer));
+                    assert_eq!(a, plain.add_link(now, n(next_peer)));
+                    next_peer += 1;
+                    links.push(a);
+                }
+                2..=3 if !links.is_empty() => {
+                    let l = links[rng.random_range(0..links.len())];
+                    let state = if rng.random_bool(0.7) { S } else { S2 };
+                    let level = levels[rng.random_range(0..5)];
+                    reg.set_target(state, l, level).unwrap();
+                }
+                4 if !links.is_empty() => {
+                    let k = rng.random_range(0..links.len());
+                    let l = links.swap_remove(k);
+                    assert!(reg.remove_link(l));
+                    assert!(plain.remove_link(l));
+                    removed.push(l);
+                }
+                5 if !links.is_empty() => {
+                    let l = links[rng.random_range(0..links.len())];
+                    let st = LinkStats {
+                        send_rate_estimate: match rng.random_range(0..8) {
+                            0 => 0,
+                            1..=2 => rng.random_range(5_000..60_000),
+                            _ => rng.random_range(200_000..3_000_000),
+                        },
+                        queued_bytes: if rng.random_bool(0.2) {
+                            rng.random_range(0..40_000)
+                        } else {
+                            0
+                        },
+                        ..LinkStats::default()
+                    };
+                    reg.link_feedback(now, l, st).unwrap();
+                    plain.link_feedback(now, l, st).unwrap();
+                }
+                6 if !links.is_empty() => {
+                    let l = links[rng.random_range(0..links.len())];
+                    let u = video(step, group, now, false);
+                    let level = levels[rng.random_range(1..5)];
+                    let a = reg.schedule_repair(now, &u, l, level);
+                    assert_eq!(a, plain.schedule_repair(now, &u, l, level), "seed {seed}");
+                }
+                _ => {
+                    if rng.random_bool(0.05) {
+                        group += 1;
+                    }
+                    let state = if rng.random_bool(0.8) { S } else { S2 };
+                    let mut u = video(step, group, now, step % 40 == 0)
+                        .with_payload(Bytes::from(vec![0u8; rng.random_range(200..3_000)]));
+                    u.state = state;
+                    match rng.random_range(0..12) {
+                        0 => u = u.with_layer(1),
+                        1 => u = u.with_kind(UpdateKind::Audio),
+                        2 => u = u.keyframe(),
+                        _ => {}
+                    }
+                    let s = reg.state_slots[&state] as usize;
+                    let mut targets = registered(&reg, s);
+                    if rng.random_bool(0.3) {
+                        // The registered side through `schedule` too (a stale handle or two).
+                        targets.extend(removed.iter().rev().take(2).map(|&l| (l, levels[2])));
+                        reg.schedule(now, &u, targets.iter().copied(), &mut or);
+                    } else {
+                        reg.schedule_registered(now, &u, &mut or);
+                    }
+                    plain.schedule(now, &u, targets.iter().copied(), &mut op);
+                    assert_eq!(or, op, "seed {seed} step {step}");
+                    for d in or.iter().filter(|d| d.is_send()) {
+                        if rng.random_bool(0.1) {
+                            reg.on_send_failed(now, d.link, &u).unwrap();
+                            plain.on_send_failed(now, d.link, &u).unwrap();
+                        } else {
+                            reg.on_sent(now, d.link, &u).unwrap();
+                            plain.on_sent(now, d.link, &u).unwrap();
+                        }
+                    }
+                }
+            }
+            if step % 50 == 0 {
+                for &l in &links {
+                    assert_eq!(reg.link_info(now, l), plain.link_info(now, l));
+                }
+                assert_eq!(all_tracks(&mut reg), all_tracks(&mut plain), "seed {seed}");
+            }
+        }
+        assert_eq!(reg.stats(), plain.stats(), "seed {seed}");
+        let pooled: usize = reg.pools.iter().map(|p| p.pacers.len()).sum();
+        assert!(pooled > 10, "seed {seed}: targets were pooled ({pooled})");
+        let sends = reg.stats().scheduled;
+        assert!(sends > 2_000, "seed {seed}: the workload sends ({sends})");
+        assert!(reg.stats().dropped_total() > 500, "seed {seed}: and drops");
+    }
+}
