@@ -22,8 +22,8 @@
 //! * declaring a new viewer without expiry for the state of the previous declaration — a
 //!   stream going live — is a small inline path (the state check, one hash probe that interns
 //!   the node and places its entry, three pushes); everything else (a known node, an expiry,
-//!   a withdrawal, a new state) is out of line. About 176 instructions per entry when 100,000
-//!   viewers join from an empty map, growth of the tables included, 166 after
+//!   a withdrawal, a new state) is out of line. About 173 instructions per entry when 100,000
+//!   viewers join from an empty map, growth of the tables included, 163 after
 //!   [`InterestMap::reserve_nodes`] (`benches/RESULTS.md`; the original's `register` takes
 //!   about 1,555);
 //! * each state keeps its viewers as two dense parallel vectors, node index (`u32`) and level
@@ -299,21 +299,18 @@ impl InterestMap {
             hashbrown::hash_table::Entry::Vacant(v) => {
                 let sv = &mut self.states[slot as usize];
                 let pos = sv.nodes.len() as u32;
-                let rec = NodeRecord {
+                let rec = || NodeRecord {
                     id: *node,
                     first_state: slot,
                     first_pos: pos,
                     hash: h,
                 };
                 let idx = match self.free_records.pop() {
-                    Some(i) => {
-                        records[i as usize] = rec;
-                        i
-                    }
                     None => {
-                        records.push(rec);
+                        records.push(rec());
                         (records.len() - 1) as u32
                     }
+                    Some(i) => reuse_record(records, i, rec()),
                 };
                 v.insert(idx);
                 sv.nodes.push(idx);
@@ -766,6 +763,16 @@ fn hashmap_bytes(capacity: usize, entry: usize) -> usize {
     };
     let data = (buckets * entry).next_multiple_of(16);
     data + buckets + 16
+}
+
+/// Stores `rec` in the free record slot `i` and returns `i`. Out of line: a map filling from
+/// empty never reuses a record, and building the record in place in the caller's push saves
+/// a copy of it.
+#[cold]
+#[inline(never)]
+fn reuse_record(records: &mut [NodeRecord], i: u32, rec: NodeRecord) -> u32 {
+    records[i as usize] = rec;
+    i
 }
 
 /// The 32 bits of a node id's seeded hash ([`hash_id`]) that the map keeps per record.
