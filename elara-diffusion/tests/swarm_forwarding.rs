@@ -292,3 +292,50 @@ fn a_relay_holds_back_deltas_until_it_has_the_whole_keyframe_and_sends_them_once
         "{to_child:?}"
     );
 }
+
+#[test]
+fn a_keyframes_only_viewer_waits_for_a_keyframe_fragment_that_comes_late() {
+    // A Low-interest viewer gets keyframes only, so a gap in its sequence is normally the
+    // deltas its parent filtered out and is skipped at once. A gap between the fragments of
+    // a keyframe is not: fragment 1 of group 1's keyframe comes after fragment 2 (a
+    // retransmission), and the viewer must still deliver the whole keyframe.
+    let (parent, viewer) = (NodeId::from_u64(1), NodeId::from_u64(2));
+    let mut h = publisher_and_viewer(4, 4);
+    let now = h.now();
+    h.node_mut(viewer)
+        .declare_interest(now, StateId(7), InterestLevel::Low);
+    h.run_for(Duration::from_millis(50));
+    let now = h.now();
+    let key = |seq: u64, group: u64, index: u16| {
+        let Message::Update { hops, update } = fragment(parent, now, seq, true, index, 3) else {
+            unreachable!("fragment builds an update")
+        };
+        Message::Update {
+            hops,
+            update: update.with_group(elara_core::GroupId(group)),
+        }
+    };
+    for m in [
+        key(0, 0, 0),
+        key(1, 0, 1),
+        key(2, 0, 2),
+        key(33, 1, 0),
+        key(35, 1, 2),
+    ] {
+        h.node_mut(viewer).handle_message(now, parent, m);
+    }
+    h.run_for(Duration::from_millis(20));
+    let now = h.now();
+    h.node_mut(viewer)
+        .handle_message(now, parent, key(34, 1, 1));
+    h.run_for(Duration::from_millis(20));
+    let seqs: Vec<u64> = delivered(&h, viewer, StateId(7))
+        .iter()
+        .map(|g| g.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![0, 1, 2, 33, 34, 35],
+        "what the Low viewer delivered"
+    );
+}

@@ -1265,7 +1265,9 @@ impl SwarmNode {
             }
             return;
         }
-        if !tree.expects_all() {
+        // A keyframes-only subtree skips what its parent filtered out at once; a gap between
+        // the fragments of a keyframe is a loss, repaired like any other.
+        if !tree.expects_all() && !tree.recv.gap_inside_keyframe() {
             let mut ready = std::mem::take(&mut self.scratch);
             tree.recv.skip_gap(&mut |h| ready.push(h));
             self.deliver_ready(now, state, &mut ready);

@@ -240,6 +240,19 @@ impl ReceiveWindow {
         }
     }
 
+    /// True when the gap below the first held update is made only of earlier fragments of the
+    /// keyframe that update is a fragment of: a loss to wait for (or pull), never updates a
+    /// parent filtered out, since a keyframe goes whole or not at all.
+    pub fn gap_inside_keyframe(&self) -> bool {
+        let (Some(floor), Some((&seq, first))) = (self.floor, self.held.iter().next()) else {
+            return false;
+        };
+        let u = &first.update;
+        u.keyframe
+            && u.fragment.index > 0
+            && floor.saturating_add(u64::from(u.fragment.index)) >= seq
+    }
+
     /// Gives up on the gap(s) below the first held update; returns how many seqs were skipped.
     pub fn skip_gap(&mut self, out: &mut impl FnMut(Held)) -> u64 {
         let Some(&first) = self.held.keys().next() else {
