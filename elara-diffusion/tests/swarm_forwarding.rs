@@ -339,3 +339,23 @@ fn a_keyframes_only_viewer_waits_for_a_keyframe_fragment_that_comes_late() {
         "what the Low viewer delivered"
     );
 }
+
+#[test]
+fn a_new_viewer_whose_first_update_is_a_later_keyframe_fragment_waits_for_the_first() {
+    // A new child can get a keyframe's later fragments live before the earlier ones its
+    // parent replays: its window must start at the keyframe's first fragment, not at the
+    // first fragment that happened to arrive.
+    let (parent, viewer) = (NodeId::from_u64(1), NodeId::from_u64(2));
+    let mut h = publisher_and_viewer(4, 4);
+    let now = h.now();
+    for (seq, index) in [(2, 2), (0, 0), (1, 1)] {
+        h.node_mut(viewer)
+            .handle_message(now, parent, fragment(parent, now, seq, true, index, 3));
+    }
+    h.run_for(Duration::from_millis(20));
+    let seqs: Vec<u64> = delivered(&h, viewer, StateId(7))
+        .iter()
+        .map(|g| g.seq)
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2], "what the new viewer delivered");
+}

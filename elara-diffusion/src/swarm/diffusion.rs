@@ -1165,6 +1165,10 @@ impl SwarmNode {
             // pull below asks for it) and resynchronise on it when it comes.
             tree.recv.floor = Some(update.seq.saturating_sub(PULL_BATCH as u64));
             tree.resync = true;
+        } else if tree.recv.floor.is_none() && update.keyframe && update.fragment.index > 0 {
+            // The first update is a later fragment of a keyframe (it came live before the
+            // parent's replay of the earlier ones): start at the keyframe's first fragment.
+            tree.recv.floor = Some(update.seq.saturating_sub(u64::from(update.fragment.index)));
         }
         if update.keyframe {
             // A keyframe counts as received once all of its fragments came (the window has
