@@ -153,7 +153,7 @@ proptest! {
         }
         stream_frames(&mut h, &mut s, 3, Duration::from_millis(33));
         h.run_for(Duration::from_millis(500));
-        let got: Vec<u64> = delivered(&h, child, StateId(7)).iter().map(|g| g.seq).collect();
+        let got = delivered_seqs(&h, child, StateId(7));
         prop_assert_eq!(got, (0..s.next).collect::<Vec<_>>());
     }
 

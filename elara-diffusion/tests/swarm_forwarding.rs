@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use elara_core::{InterestLevel, Message, NodeId, StateId, Time};
 use elara_diffusion::harness::{Harness, LinkProfile};
-use swarm_common::{Stream, config, delivered, publisher_and_viewer, relay_chain};
+use swarm_common::{Stream, config, delivered, delivered_seqs, publisher_and_viewer, relay_chain};
 
 /// The relay chain of `relay_chain(5)` once settled: 1 publishes and takes one child (2); 3
 /// is redirected below 2.
@@ -23,18 +23,31 @@ fn settled_chain() -> Harness {
     h
 }
 
-/// An update of state 7's group 0 from `source`: fragment `index` of `count` of a keyframe
-/// (`key`) or a whole delta.
-fn fragment(source: NodeId, at: Time, seq: u64, key: bool, index: u16, count: u16) -> Message {
-    let mut u = elara_core::StateUpdate::new(StateId(7), source, seq, at)
+/// A video update of state 7 from `source` in `group`: fragment `index` of `count` of a
+/// keyframe (`key`), as elara-media's packetizer cuts frames, or a whole delta.
+fn fragment_update(
+    source: NodeId,
+    at: Time,
+    seq: u64,
+    group: u64,
+    key: bool,
+    index: u16,
+    count: u16,
+) -> elara_core::StateUpdate {
+    let u = elara_core::StateUpdate::new(StateId(7), source, seq, at)
         .with_kind(elara_core::UpdateKind::Video)
-        .with_group(elara_core::GroupId(0))
+        .with_group(elara_core::GroupId(group))
         .with_fragment(elara_core::Fragment { index, count })
         .with_payload(bytes::Bytes::from(vec![1u8; 500]));
-    if key {
-        u = u.keyframe();
+    if key { u.keyframe() } else { u }
+}
+
+/// [`fragment_update`] of group 0 as the message a parent sends.
+fn fragment(source: NodeId, at: Time, seq: u64, key: bool, index: u16, count: u16) -> Message {
+    Message::Update {
+        hops: 0,
+        update: fragment_update(source, at, seq, 0, key, index, count),
     }
-    Message::Update { hops: 0, update: u }
 }
 
 #[test]
@@ -67,7 +80,7 @@ fn a_keyframe_overtaken_by_its_deltas_still_starts_the_group_for_the_children() 
     }
     h.run_for(Duration::from_millis(500));
 
-    let got: Vec<u64> = delivered(&h, child, state).iter().map(|g| g.seq).collect();
+    let got = delivered_seqs(&h, child, state);
     assert_eq!(got, (0..30).collect::<Vec<_>>(), "the child lost frames");
     let m = h.node(child).state_metrics(state).unwrap();
     assert_eq!(
@@ -155,30 +168,14 @@ fn a_keyframe_fans_out_to_the_strongest_relay_first() {
 
 /// Publishes a video frame as elara-media's packetizer does: a keyframe cut into `parts`
 /// fragments with consecutive sequence numbers, each flagged as a keyframe; a delta whole.
-fn publish_frame(
-    h: &mut Harness,
-    state: StateId,
-    seq: &mut u64,
-    group: u64,
-    key: bool,
-    parts: u16,
-) {
+fn publish_frame(h: &mut Harness, seq: &mut u64, group: u64, key: bool, parts: u16) {
     let now = h.now();
     let parts = if key { parts } else { 1 };
+    let publisher = NodeId::from_u64(1);
     for index in 0..parts {
-        let mut u = elara_core::StateUpdate::new(state, NodeId::from_u64(1), *seq, now)
-            .with_kind(elara_core::UpdateKind::Video)
-            .with_group(elara_core::GroupId(group))
-            .with_fragment(elara_core::Fragment {
-                index,
-                count: parts,
-            })
-            .with_payload(bytes::Bytes::from(vec![7u8; 900]));
-        if key {
-            u = u.keyframe();
-        }
+        let u = fragment_update(publisher, now, *seq, group, key, index, parts);
         *seq += 1;
-        h.node_mut(NodeId::from_u64(1))
+        h.node_mut(publisher)
             .publish(now, u)
             .expect("authority publishes");
     }
@@ -192,10 +189,10 @@ fn a_viewer_joining_mid_group_starts_at_the_first_fragment_of_the_keyframe() {
     let state = StateId(7);
     let mut h = publisher_and_viewer(3, 4);
     let mut seq = 0;
-    publish_frame(&mut h, state, &mut seq, 0, true, 3);
+    publish_frame(&mut h, &mut seq, 0, true, 3);
     for _ in 0..5 {
         h.run_for(Duration::from_millis(33));
-        publish_frame(&mut h, state, &mut seq, 0, false, 3);
+        publish_frame(&mut h, &mut seq, 0, false, 3);
     }
     h.add_node(config(3, 4, Some(1), 1000));
     let now = h.now();
@@ -203,11 +200,10 @@ fn a_viewer_joining_mid_group_starts_at_the_first_fragment_of_the_keyframe() {
         .declare_interest(now, state, InterestLevel::High);
     for _ in 0..10 {
         h.run_for(Duration::from_millis(33));
-        publish_frame(&mut h, state, &mut seq, 0, false, 3);
+        publish_frame(&mut h, &mut seq, 0, false, 3);
     }
     h.run_for(Duration::from_millis(300));
-    let got = delivered(&h, NodeId::from_u64(3), state);
-    let seqs: Vec<u64> = got.iter().map(|g| g.seq).collect();
+    let seqs = delivered_seqs(&h, NodeId::from_u64(3), state);
     assert!(
         seqs.starts_with(&[0, 1, 2]),
         "the late viewer started at {seqs:?}, not at the keyframe's first fragment"
@@ -239,7 +235,7 @@ fn a_keyframe_missing_a_fragment_does_not_decode_and_neither_do_its_deltas() {
         h.node_mut(viewer).handle_message(now, parent, m);
     }
     h.run_for(Duration::from_secs(2));
-    let seqs: Vec<u64> = delivered(&h, viewer, state).iter().map(|g| g.seq).collect();
+    let seqs = delivered_seqs(&h, viewer, state);
     assert!(
         !seqs.contains(&3),
         "a delta of an incomplete keyframe was delivered: {seqs:?}"
@@ -306,14 +302,9 @@ fn a_keyframes_only_viewer_waits_for_a_keyframe_fragment_that_comes_late() {
         .declare_interest(now, StateId(7), InterestLevel::Low);
     h.run_for(Duration::from_millis(50));
     let now = h.now();
-    let key = |seq: u64, group: u64, index: u16| {
-        let Message::Update { hops, update } = fragment(parent, now, seq, true, index, 3) else {
-            unreachable!("fragment builds an update")
-        };
-        Message::Update {
-            hops,
-            update: update.with_group(elara_core::GroupId(group)),
-        }
+    let key = |seq, group, index| Message::Update {
+        hops: 0,
+        update: fragment_update(parent, now, seq, group, true, index, 3),
     };
     for m in [
         key(0, 0, 0),
@@ -329,10 +320,7 @@ fn a_keyframes_only_viewer_waits_for_a_keyframe_fragment_that_comes_late() {
     h.node_mut(viewer)
         .handle_message(now, parent, key(34, 1, 1));
     h.run_for(Duration::from_millis(20));
-    let seqs: Vec<u64> = delivered(&h, viewer, StateId(7))
-        .iter()
-        .map(|g| g.seq)
-        .collect();
+    let seqs = delivered_seqs(&h, viewer, StateId(7));
     assert_eq!(
         seqs,
         vec![0, 1, 2, 33, 34, 35],
@@ -353,9 +341,6 @@ fn a_new_viewer_whose_first_update_is_a_later_keyframe_fragment_waits_for_the_fi
             .handle_message(now, parent, fragment(parent, now, seq, true, index, 3));
     }
     h.run_for(Duration::from_millis(20));
-    let seqs: Vec<u64> = delivered(&h, viewer, StateId(7))
-        .iter()
-        .map(|g| g.seq)
-        .collect();
+    let seqs = delivered_seqs(&h, viewer, StateId(7));
     assert_eq!(seqs, vec![0, 1, 2], "what the new viewer delivered");
 }

@@ -39,10 +39,7 @@ fn a_strong_relay_takes_a_weak_leafs_place_near_the_root() {
     assert_eq!(h.node(below[0]).depth(state), Some(2));
     assert_eq!(h.node(root).children(state).count(), 2);
     // The moved leaf switched make-before-break: it never missed an update.
-    let got: Vec<u64> = delivered(&h, below[0], state)
-        .iter()
-        .map(|g| g.seq)
-        .collect();
+    let got = delivered_seqs(&h, below[0], state);
     assert_eq!(got, (0..40).collect::<Vec<_>>());
 }
 

@@ -559,7 +559,7 @@ fn a_child_on_a_quarter_rate_link_degrades_alone() {
     h.run_for(Duration::from_secs(2));
     let keyframes: Vec<u64> = (0..frames).filter(|q| q % s.gop == 0).collect();
     for &k in &kids[1..] {
-        let got: Vec<u64> = delivered(&h, k, s.state).iter().map(|g| g.seq).collect();
+        let got = delivered_seqs(&h, k, s.state);
         assert_eq!(
             got,
             (0..frames).collect::<Vec<_>>(),

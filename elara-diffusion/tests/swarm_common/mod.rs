@@ -130,6 +130,11 @@ pub fn delivered(h: &Harness, id: NodeId, state: StateId) -> Vec<Got> {
         .collect()
 }
 
+/// The sequence numbers `id` delivered of `state`, in delivery order.
+pub fn delivered_seqs(h: &Harness, id: NodeId, state: StateId) -> Vec<u64> {
+    delivered(h, id, state).iter().map(|g| g.seq).collect()
+}
+
 /// Asserts that no delivered video delta came before its group's keyframe.
 pub fn assert_decodable(got: &[Got], who: NodeId) {
     let mut group_with_key = None;
