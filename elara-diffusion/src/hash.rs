@@ -1,8 +1,10 @@
 //! A fast seeded hash for the crate's hash tables, keyed mostly by 32-byte [`NodeId`]s.
 //!
 //! Node ids are hashes of public keys, so their bytes are already well mixed; what the tables
-//! need is a cheap function of all 32 bytes whose low and high bits are both good (hashbrown
-//! takes the bucket from the low bits and a 7-bit tag from the top). [`hash_id`] xors each of
+//! need is a cheap function of all 32 bytes whose low and high bits are both good (std's
+//! hashbrown takes the bucket from the low bits and a 7-bit tag from the top; the interest
+//! map's node table takes its slot from the low bits of the low 32 and its tag from their top
+//! 7). [`hash_id`] xors each of
 //! the four 8-byte words of an id with a key derived from the seed and folds them pairwise with
 //! a multiply (the 128-bit product's halves xored), then folds once more: three multiplies,
 //! about a dozen instructions, against ~150 for a general byte-stream hash. Both operands of

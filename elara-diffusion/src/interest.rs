@@ -7,39 +7,45 @@
 //!
 //! * every node that holds at least one interest is interned once: its 32-byte [`NodeId`] lives
 //!   in a dense `Vec` of records (44 bytes: the id, the position of its first interest and 32
-//!   bits of the id's hash), and a `hashbrown::HashTable<u32>` maps an id to its record index,
-//!   so the table holds 4-byte indices only (5 bytes per bucket with its control byte). When the
-//!   table grows it is rebuilt from the hashes stored in the records, read in order: no id is
-//!   hashed twice. It grows eightfold while it has fewer than 32,768 buckets (160 kB; at most
-//!   640 kB after the step) and twofold above, so a large map's table is at most twice what
-//!   its nodes need;
+//!   bits of the id's hash), and an open-addressing table of `u32` slots maps an id to its
+//!   record index: each slot holds the index (25 bits) and a 7-bit tag from the id's hash, so a
+//!   probe reads another node's record only when the tags match (about one occupied slot in
+//!   128). The table uses linear probing, is kept at most half full and removes by backward
+//!   shift (no tombstones). When it grows it is rebuilt from the hashes stored in the records,
+//!   read in order: no id is hashed twice. It grows eightfold while it has fewer than 65,536
+//!   slots (256 kB; 1 MiB after the step) and twofold above, so a large map's table takes 8 to
+//!   16 bytes per node. A map holds at most [`MAX_NODES`] (2^25 − 1) nodes at a time;
 //! * the id hash is seeded ([`InterestMap::with_hash_seed`]) and covers all 32 bytes of the id.
 //!   Ids are derived from public keys, so their bytes are already uniform, but a relay's map
 //!   also holds ids it only heard of from others; with a seed nobody else knows, nobody can
 //!   choose ids that pile up in one bucket of this node's table (which a hash of a fixed
 //!   prefix word, or an unseeded one, would allow). The seed gives four keys, one per id word,
-//!   and each multiply of the hash takes two keyed words, so no id word can zero a product;
+//!   and each multiply of the hash takes two keyed words, so no id word can zero a product.
+//!   Linear probing degrades faster than hashbrown's grouped probing when hashes cluster,
+//!   which is one more reason the hash stays keyed over the whole id;
 //! * declaring a new viewer without expiry for the state of the previous declaration — a
-//!   stream going live — is a small inline path (the state check, one hash probe that interns
-//!   the node and places its entry, three pushes); everything else (a known node, an expiry,
-//!   a withdrawal, a new state) is out of line. About 173 instructions per entry when 100,000
-//!   viewers join from an empty map, growth of the tables included, 163 after
+//!   stream going live — is a small inline path (the state check, one compare that the table
+//!   has room and no record is free, the hash, one probe that interns the node, two pushes);
+//!   everything else (a known node, an expiry, a withdrawal, a new state, growth, reusing a
+//!   free record) is out of line. About 115 instructions per entry when 100,000 viewers join
+//!   from an empty map, growth of the tables and the benchmark's own loop included, 109 after
 //!   [`InterestMap::reserve_nodes`] (`benches/RESULTS.md`; the original's `register` takes
 //!   about 1,555);
-//! * each state keeps its viewers as two dense parallel vectors, node index (`u32`) and level
-//!   (`u8`), so iterating a state's viewers is a slice walk that allocates nothing;
+//! * each state keeps its viewers as one dense vector of `u32`, the node's record index and
+//!   its level (with the TTL flag) packed in the top four bits, so iterating a state's viewers
+//!   is a slice walk that allocates nothing;
 //! * the position of a node's first interest is stored inline in its record; a node's further
 //!   interests (a viewer of audio *and* video) sit in a secondary hash table keyed by
 //!   (node, state), so every lookup is O(1). (Withdrawing a node's *first* interest while it
 //!   holds others promotes one of them into the inline slot, which scans the map's states:
 //!   O(S) in the number of distinct states, a handful in practice.)
-//! * an interest with a TTL stores its expiry in a side table and a flag bit in its level byte,
+//! * an interest with a TTL stores its expiry in a side table and a flag bit in its entry,
 //!   so interests without TTL pay nothing for the feature.
 //!
 //! Measured with exact capacity accounting ([`InterestMap::heap_bytes`]) and cross-checked
 //! with a counting global allocator (`tests/interest_memory.rs`): **1,000,000 viewers of one
-//! state take about 62 bytes per viewer** (46 for the node records, 10.5 for the id table at
-//! hashbrown's load factor, 5.2 for the state's dense vectors, vector growth slack included). The
+//! state take about 58.7 bytes per viewer** (46.1 for the node records, 8.4 for the node
+//! table's 2^21 slots, 4.2 for the state's dense vector, vector growth slack included). The
 //! original `elara-diffusion` 0.2.0 needs about 226.
 //!
 //! # Time
@@ -59,13 +65,15 @@
 //!   says so (`current == None`).
 //! * A node may hold interests in at most [`MAX_STATES_PER_NODE`] states; one more is refused with
 //!   [`InterestError::TooManyStates`] and the map is left unchanged.
+//! * A map holds at most [`MAX_NODES`] nodes at a time; a declaration for one more new node is
+//!   refused with [`InterestError::TooManyNodes`] and the map is left unchanged (known nodes
+//!   may still declare).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use elara_core::{InterestLevel, NodeId, StateId, Time};
-use hashbrown::HashTable;
 
 use crate::hash::{IdHashBuilder, IdKeys, hash_id};
 
@@ -74,16 +82,48 @@ use crate::hash::{IdHashBuilder, IdKeys, hash_id};
 pub const MAX_STATES_PER_NODE: usize = 256;
 
 /// Node tables with fewer buckets than this grow eightfold, larger ones twofold (see
-/// `InterestMap::grow_index`).
-const EIGHTFOLD_BELOW: usize = 1 << 15;
+/// `InterestMap::intern_slow`).
+const EIGHTFOLD_BELOW: usize = 1 << 16;
+
+/// The most distinct nodes one map holds at a time (a node-table slot keeps a record index
+/// plus one in 25 bits).
+pub const MAX_NODES: usize = (1 << 25) - 1;
+
+/// A node-table slot: 0 when empty, else the record index plus one in the low 25 bits and the
+/// top 7 bits of the id's stored hash (a tag that rules out most other ids without reading
+/// their record) in the high ones.
+const SLOT_INDEX_MASK: u32 = (1 << 25) - 1;
+const SLOT_TAG_MASK: u32 = !SLOT_INDEX_MASK;
 
 /// The most distinct states one map can track (state slots are 24 bits wide).
 pub const MAX_STATES: usize = 1 << 24;
 
 const NO_STATE: u32 = 0x00FF_FFFF;
 const SLOT_MASK: u32 = 0x00FF_FFFF;
-const TTL_FLAG: u8 = 0x80;
+const TTL_FLAG: u8 = 0x08;
 const LEVEL_MASK: u8 = 0x07;
+/// A state's entry is one `u32`: the node's record index in the low bits, the raw level nibble
+/// (level, [`TTL_FLAG`]) in the top four.
+const RAW_SHIFT: u32 = 28;
+const ENTRY_NODE_MASK: u32 = (1 << RAW_SHIFT) - 1;
+
+/// One entry of a state's vector: record index `idx` at raw level nibble `raw`.
+#[inline(always)]
+fn pack_entry(idx: u32, raw: u8) -> u32 {
+    idx | (u32::from(raw) << RAW_SHIFT)
+}
+
+/// The record index of a state's entry.
+#[inline(always)]
+fn entry_node(e: u32) -> u32 {
+    e & ENTRY_NODE_MASK
+}
+
+/// The raw level nibble of a state's entry.
+#[inline(always)]
+fn entry_raw(e: u32) -> u8 {
+    (e >> RAW_SHIFT) as u8
+}
 
 /// Why an interest could not be declared.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +138,33 @@ pub enum InterestError {
     /// The map already tracks [`MAX_STATES`] states.
     #[error("the map already tracks {MAX_STATES} states")]
     TooManyDistinctStates,
+    /// The map already holds [`MAX_NODES`] nodes and this one is new.
+    #[error("the map already holds {MAX_NODES} nodes")]
+    TooManyNodes,
+}
+
+/// The node table: open addressing with linear probing over `u32` slots (see the slot layout
+/// at [`SLOT_INDEX_MASK`]), at most half full, so that a new id's probe usually ends at its
+/// first or second slot. The probe starts at the low bits of the id's stored hash.
+struct NodeTable {
+    /// A power of two in length, or empty.
+    slots: Vec<u32>,
+    /// `slots.len() - 1` (0 when empty).
+    mask: usize,
+    /// The table grows when the node count reaches this: half its slots, at most
+    /// `max_nodes`.
+    limit: usize,
+    /// `limit` while no record is free, else 0: the inline path of
+    /// [`InterestMap::intern_with_entry`] may add a node while `records.len()` is below it.
+    fast_limit: usize,
+    /// [`MAX_NODES`], lower in tests.
+    max_nodes: usize,
+}
+
+/// The node-table slot for record `idx` whose id has stored hash `h`.
+#[inline(always)]
+fn slot_value(h: u32, idx: u32) -> u32 {
+    (h & SLOT_TAG_MASK) | (idx + 1)
 }
 
 /// What a declaration changed: the level before and after.
@@ -149,12 +216,12 @@ impl NodeRecord {
     }
 }
 
-/// The viewers of one state, as dense parallel vectors.
+/// The viewers of one state, as one dense vector.
 struct StateViewers {
     id: StateId,
-    nodes: Vec<u32>,
-    /// Level in the low 3 bits, [`TTL_FLAG`] when the entry has an expiry.
-    levels: Vec<u8>,
+    /// One `u32` per viewer ([`pack_entry`]): its record index and its raw level nibble (level
+    /// in the low 3 bits, [`TTL_FLAG`] when the entry has an expiry).
+    entries: Vec<u32>,
     /// Entries per level (index = level as u8), TTL or not.
     counts: [u32; 5],
 }
@@ -184,7 +251,7 @@ struct StateViewers {
 pub struct InterestMap {
     /// The node-id hash's keys, from the seed.
     keys: IdKeys,
-    index: HashTable<u32>,
+    index: NodeTable,
     records: Vec<NodeRecord>,
     free_records: Vec<u32>,
     states: Vec<StateViewers>,
@@ -210,7 +277,7 @@ impl std::fmt::Debug for InterestMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InterestMap")
             .field("entries", &self.live)
-            .field("nodes", &self.index.len())
+            .field("nodes", &self.node_count())
             .field("states", &self.state_slots.len())
             .finish()
     }
@@ -229,7 +296,13 @@ impl InterestMap {
         let hasher = IdHashBuilder::new(seed);
         InterestMap {
             keys: IdKeys::new(seed),
-            index: HashTable::new(),
+            index: NodeTable {
+                slots: Vec::new(),
+                mask: 0,
+                limit: 0,
+                fast_limit: 0,
+                max_nodes: MAX_NODES,
+            },
             records: Vec::new(),
             free_records: Vec::new(),
             states: Vec::new(),
@@ -242,12 +315,14 @@ impl InterestMap {
         }
     }
 
-    /// Reserves room for `nodes` more interned nodes.
+    /// Reserves room for `nodes` more interned nodes (up to [`MAX_NODES`] in all).
     pub fn reserve_nodes(&mut self, nodes: usize) {
-        self.records.reserve(nodes);
-        let records = &self.records;
-        self.index
-            .reserve(nodes, |&i| table_hash(records[i as usize].hash));
+        let want = (self.node_count() + nodes).min(self.index.max_nodes);
+        self.records
+            .reserve(want.saturating_sub(self.records.len()));
+        if want > self.index.limit {
+            self.rebuild_index((want * 2).next_power_of_two().max(8));
+        }
     }
 
     /// Number of live entries (node, state) — expired-but-not-yet-swept entries included.
@@ -267,94 +342,211 @@ impl InterestMap {
 
     /// Number of distinct nodes holding at least one entry.
     pub fn node_count(&self) -> usize {
-        self.index.len()
+        self.records.len() - self.free_records.len()
     }
 
     fn find_node(&self, node: &NodeId) -> Option<u32> {
-        let h = table_hash(stored_hash(&self.keys, node));
-        let records = &self.records;
-        self.index
-            .find(h, |&i| records[i as usize].id == *node)
-            .copied()
+        if self.index.slots.is_empty() {
+            return None;
+        }
+        self.probe(stored_hash(&self.keys, node), node).ok()
+    }
+
+    /// Looks `node` (stored hash `h`) up in the node table, which must have slots: `Ok(record
+    /// index)` when it is there, else `Err(the empty slot where it would go)`.
+    #[inline(always)]
+    fn probe(&self, h: u32, node: &NodeId) -> Result<u32, usize> {
+        let slots = &self.index.slots[..];
+        let mask = self.index.mask;
+        let mut i = h as usize & mask;
+        loop {
+            let s = slots[i];
+            if s == 0 {
+                return Err(i);
+            }
+            // Same tag: compare the ids.
+            if (s ^ h) <= SLOT_INDEX_MASK {
+                let idx = (s & SLOT_INDEX_MASK) - 1;
+                if self.records[idx as usize].id == *node {
+                    return Ok(idx);
+                }
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     /// The record index of `node`, interning it if new; `true` when it was new. A new node's
-    /// first interest — in state `slot`, raw level byte `raw` — is appended to the state's
-    /// vectors and recorded inline here, so the common case (a new viewer) costs one hash
-    /// probe and three pushes.
+    /// first interest — in state `slot`, raw level nibble `raw` — is appended to the state's
+    /// vector and recorded inline here, so the common case (a new viewer) costs one hash, one
+    /// probe and two pushes. While no record is free and the table has room (`records.len() <
+    /// fast_limit`: one compare), a new node takes the next record; anything else goes to
+    /// [`InterestMap::intern_slow`].
     #[inline(always)]
-    fn intern_with_entry(&mut self, node: &NodeId, slot: u32, raw: u8) -> (u32, bool) {
-        if self.index.len() == self.index.capacity() {
-            self.grow_index();
+    fn intern_with_entry(
+        &mut self,
+        node: &NodeId,
+        slot: u32,
+        raw: u8,
+    ) -> Result<(u32, bool), InterestError> {
+        if self.records.len() >= self.index.fast_limit {
+            return self.intern_slow(node, slot, raw);
         }
         let h = stored_hash(&self.keys, node);
-        let records = &mut self.records;
-        let entry = self.index.entry(
-            table_hash(h),
-            |&i| records[i as usize].id == *node,
-            |&i| table_hash(records[i as usize].hash),
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(o) => (*o.get(), false),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let sv = &mut self.states[slot as usize];
-                let pos = sv.nodes.len() as u32;
-                let rec = || NodeRecord {
+        match self.probe(h, node) {
+            Ok(idx) => Ok((idx, false)),
+            Err(free) => {
+                let idx = self.records.len() as u32;
+                // The slot is written before the record is pushed: right after the probe, its
+                // bounds are known to hold.
+                self.index.slots[free] = slot_value(h, idx);
+                let pos = self.push_entry(slot, idx, raw);
+                self.records.push(NodeRecord {
                     id: *node,
                     first_state: slot,
                     first_pos: pos,
                     hash: h,
-                };
-                let idx = match self.free_records.pop() {
-                    None => {
-                        records.push(rec());
-                        (records.len() - 1) as u32
-                    }
-                    Some(i) => reuse_record(records, i, rec()),
-                };
-                v.insert(idx);
-                sv.nodes.push(idx);
-                sv.levels.push(raw);
-                sv.counts[(raw & LEVEL_MASK) as usize] += 1;
-                self.live += 1;
-                (idx, true)
+                });
+                Ok((idx, true))
             }
         }
     }
 
-    /// Replaces the full node table by a larger one, filled from the hashes stored in the
-    /// records: no id is re-hashed. When no record is free (a map that only grew), every
-    /// record is live and they are read in order; otherwise the old table lists the live ones.
+    /// Appends the entry (record `idx`, raw level nibble `raw`) to state `slot`'s vector;
+    /// returns its position.
+    #[inline(always)]
+    fn push_entry(&mut self, slot: u32, idx: u32, raw: u8) -> u32 {
+        let sv = &mut self.states[slot as usize];
+        let pos = sv.entries.len() as u32;
+        sv.entries.push(pack_entry(idx, raw));
+        sv.counts[(raw & LEVEL_MASK) as usize] += 1;
+        self.live += 1;
+        pos
+    }
+
+    /// [`InterestMap::intern_with_entry`] when the node table is full or a record is free:
+    /// grows the table (or, at [`MAX_NODES`], refuses a node the map does not know yet) and
+    /// reuses a free record for a new node.
     ///
-    /// Below [`EIGHTFOLD_BELOW`] buckets the table grows eightfold (to 640 kB at most; from
-    /// empty to 100,000 nodes it rebuilds 16,383 entries instead of 76,457 with fourfold
-    /// growth below 65,536 buckets, or 114,684 with twofold), above it twofold, the
-    /// size hashbrown's own growth would pick, so a large map's table is never more than
-    /// twice what its nodes need.
+    /// Below [`EIGHTFOLD_BELOW`] slots the table grows eightfold (to 1 MiB at most: from empty
+    /// to 100,000 nodes it goes 8 → 64 → … → 32,768 → 262,144 slots and re-inserts 18,724
+    /// nodes), above it twofold, so a large map's table takes 8 to 16 bytes per node.
     #[cold]
-    fn grow_index(&mut self) {
-        let records = &self.records;
-        let rehash = |&j: &u32| table_hash(records[j as usize].hash);
-        let cap = self.index.capacity();
-        // hashbrown keeps 7/8 of its buckets usable (3 of 4 in the smallest table).
-        let buckets = (cap * 8 / 7).next_power_of_two();
-        let want = if buckets < EIGHTFOLD_BELOW {
-            cap * 8
-        } else {
-            self.index.len() + 1
+    #[inline(never)]
+    fn intern_slow(
+        &mut self,
+        node: &NodeId,
+        slot: u32,
+        raw: u8,
+    ) -> Result<(u32, bool), InterestError> {
+        let h = stored_hash(&self.keys, node);
+        if !self.index.slots.is_empty()
+            && let Ok(idx) = self.probe(h, node)
+        {
+            return Ok((idx, false));
+        }
+        let nodes = self.node_count();
+        if nodes >= self.index.limit {
+            if nodes >= self.index.max_nodes {
+                return Err(InterestError::TooManyNodes);
+            }
+            let buckets = self.index.slots.len();
+            let grown = if buckets == 0 {
+                8
+            } else if buckets < EIGHTFOLD_BELOW {
+                buckets * 8
+            } else {
+                buckets * 2
+            };
+            self.rebuild_index(grown);
+        }
+        let Err(free) = self.probe(h, node) else {
+            unreachable!("the node was not in the table")
         };
-        let mut table = HashTable::with_capacity(want.max(self.index.len() + 1));
+        let idx = self.free_records.pop().unwrap_or(self.records.len() as u32);
+        self.index.slots[free] = slot_value(h, idx);
+        let pos = self.push_entry(slot, idx, raw);
+        let rec = NodeRecord {
+            id: *node,
+            first_state: slot,
+            first_pos: pos,
+            hash: h,
+        };
+        if idx as usize == self.records.len() {
+            self.records.push(rec);
+        } else {
+            self.records[idx as usize] = rec;
+        }
+        self.update_fast_limit();
+        Ok((idx, true))
+    }
+
+    /// The inline path of [`InterestMap::intern_with_entry`] may add a node while no record
+    /// is free and the table is below its limit.
+    fn update_fast_limit(&mut self) {
+        self.index.fast_limit = if self.free_records.is_empty() {
+            self.index.limit
+        } else {
+            0
+        };
+    }
+
+    /// Replaces the node table by one of `buckets` slots (a power of two, more than twice the
+    /// nodes), filled from the hashes stored in the records: no id is re-hashed. When no
+    /// record is free (a map that only grew), every record is live and they are read in
+    /// order; otherwise the old table lists the live ones.
+    fn rebuild_index(&mut self, buckets: usize) {
+        debug_assert!(buckets.is_power_of_two() && buckets >= 2 * self.node_count());
+        let mut slots = vec![0u32; buckets];
+        let mask = buckets - 1;
+        let mut place = |h: u32, idx: u32| {
+            let mut i = h as usize & mask;
+            while slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = slot_value(h, idx);
+        };
         if self.free_records.is_empty() {
-            for (i, rec) in records.iter().enumerate() {
-                table.insert_unique(table_hash(rec.hash), i as u32, rehash);
+            for (i, rec) in self.records.iter().enumerate() {
+                place(rec.hash, i as u32);
             }
         } else {
-            for &i in &self.index {
-                table.insert_unique(rehash(&i), i, rehash);
+            for &s in &self.index.slots {
+                if s != 0 {
+                    let idx = (s & SLOT_INDEX_MASK) - 1;
+                    place(self.records[idx as usize].hash, idx);
+                }
             }
         }
-        debug_assert_eq!(table.len(), self.index.len());
-        self.index = table;
+        self.index.slots = slots;
+        self.index.mask = mask;
+        self.index.limit = (buckets / 2).min(self.index.max_nodes);
+        self.update_fast_limit();
+    }
+
+    /// Takes record `idx` out of the node table: the slots after it in its run move back
+    /// (backward-shift deletion), so the table needs no tombstones.
+    fn unindex(&mut self, idx: u32) {
+        let mask = self.index.mask;
+        let slots = &mut self.index.slots;
+        let mut hole = self.records[idx as usize].hash as usize & mask;
+        while slots[hole] & SLOT_INDEX_MASK != idx + 1 {
+            hole = (hole + 1) & mask;
+        }
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let s = slots[j];
+            if s == 0 {
+                break;
+            }
+            let home = self.records[((s & SLOT_INDEX_MASK) - 1) as usize].hash as usize & mask;
+            // The entry at `j` may move to `hole` when the hole lies on its way from `home`.
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                slots[hole] = s;
+                hole = j;
+            }
+        }
+        slots[hole] = 0;
     }
 
     fn release_node_if_empty(&mut self, idx: u32) {
@@ -362,11 +554,9 @@ impl InterestMap {
         if !rec.is_empty() {
             return;
         }
-        let h = table_hash(rec.hash);
-        if let Ok(e) = self.index.find_entry(h, |&i| i == idx) {
-            e.remove();
-        }
+        self.unindex(idx);
         self.free_records.push(idx);
+        self.index.fast_limit = 0;
     }
 
     fn state_slot(&self, state: StateId) -> Option<u32> {
@@ -396,8 +586,7 @@ impl InterestMap {
         let slot = self.states.len() as u32;
         self.states.push(StateViewers {
             id: state,
-            nodes: Vec::new(),
-            levels: Vec::new(),
+            entries: Vec::new(),
             counts: [0; 5],
         });
         self.state_slots.insert(state, slot);
@@ -465,7 +654,7 @@ impl InterestMap {
         let slot = self.state_slot_or_insert(state)?;
         let ttl_bit = if expires_at.is_some() { TTL_FLAG } else { 0 };
         let raw = level.as_u8() | ttl_bit;
-        let (idx, new) = self.intern_with_entry(&node, slot, raw);
+        let (idx, new) = self.intern_with_entry(&node, slot, raw)?;
         if new && expires_at.is_none() {
             // The common case (a new viewer, no expiry): `intern_with_entry` placed the entry.
             return Ok(InterestChange {
@@ -510,7 +699,7 @@ impl InterestMap {
             // A new node: `intern_with_entry` already placed its entry.
             None if new => previous = InterestLevel::None,
             Some(pos) => {
-                let old_raw = self.states[slot as usize].levels[pos as usize];
+                let old_raw = entry_raw(self.states[slot as usize].entries[pos as usize]);
                 previous = if self.is_expired(idx, slot, old_raw, now) {
                     InterestLevel::None
                 } else {
@@ -519,7 +708,7 @@ impl InterestMap {
                 let sv = &mut self.states[slot as usize];
                 sv.counts[(old_raw & LEVEL_MASK) as usize] -= 1;
                 sv.counts[level.as_u8() as usize] += 1;
-                sv.levels[pos as usize] = raw;
+                sv.entries[pos as usize] = pack_entry(idx, raw);
             }
             None => {
                 let rec = self.records[idx as usize];
@@ -530,9 +719,8 @@ impl InterestMap {
                 }
                 previous = InterestLevel::None;
                 let sv = &mut self.states[slot as usize];
-                let pos = sv.nodes.len() as u32;
-                sv.nodes.push(idx);
-                sv.levels.push(raw);
+                let pos = sv.entries.len() as u32;
+                sv.entries.push(pack_entry(idx, raw));
                 sv.counts[level.as_u8() as usize] += 1;
                 let rec = &mut self.records[idx as usize];
                 if has_inline {
@@ -578,13 +766,11 @@ impl InterestMap {
     fn remove_entry(&mut self, idx: u32, slot: u32) -> Option<u8> {
         let pos = self.position(idx, slot)?;
         let sv = &mut self.states[slot as usize];
-        let last = sv.nodes.len() as u32 - 1;
-        let raw = sv.levels[pos as usize];
+        let last = sv.entries.len() as u32 - 1;
+        let raw = entry_raw(sv.entries.swap_remove(pos as usize));
         sv.counts[(raw & LEVEL_MASK) as usize] -= 1;
-        sv.nodes.swap_remove(pos as usize);
-        sv.levels.swap_remove(pos as usize);
         let moved = if pos != last {
-            Some(sv.nodes[pos as usize])
+            Some(entry_node(sv.entries[pos as usize]))
         } else {
             None
         };
@@ -650,7 +836,7 @@ impl InterestMap {
         };
         match self.position(idx, slot) {
             Some(pos) => {
-                let raw = self.states[slot as usize].levels[pos as usize];
+                let raw = entry_raw(self.states[slot as usize].entries[pos as usize]);
                 if self.is_expired(idx, slot, raw, now) {
                     InterestLevel::None
                 } else {
@@ -667,8 +853,7 @@ impl InterestMap {
         Interested {
             map: self,
             slot: self.state_slot(state).unwrap_or(0),
-            nodes: sv.map_or(&[][..], |s| &s.nodes[..]),
-            levels: sv.map_or(&[][..], |s| &s.levels[..]),
+            entries: sv.map_or(&[][..], |s| &s.entries[..]),
             pos: 0,
             now,
         }
@@ -684,7 +869,7 @@ impl InterestMap {
     /// Number of entries for `state`, expired but unswept entries included. O(1).
     pub fn count(&self, state: StateId) -> usize {
         self.state_slot(state)
-            .map_or(0, |s| self.states[s as usize].nodes.len())
+            .map_or(0, |s| self.states[s as usize].entries.len())
     }
 
     /// The strongest live interest anyone holds in `state` at `now`.
@@ -732,7 +917,7 @@ impl InterestMap {
     /// per-entry memory figure quoted in the module documentation.
     pub fn heap_bytes(&self) -> usize {
         let vec = |cap: usize, size: usize| cap * size;
-        let mut total = self.index.allocation_size()
+        let mut total = vec(self.index.slots.capacity(), 4)
             + vec(self.records.capacity(), size_of::<NodeRecord>())
             + vec(self.free_records.capacity(), 4)
             + vec(self.states.capacity(), size_of::<StateViewers>())
@@ -744,7 +929,7 @@ impl InterestMap {
                 size_of::<Reverse<(Time, u32, u32)>>(),
             );
         for s in &self.states {
-            total += vec(s.nodes.capacity(), 4) + s.levels.capacity();
+            total += vec(s.entries.capacity(), 4);
         }
         total
     }
@@ -765,29 +950,10 @@ fn hashmap_bytes(capacity: usize, entry: usize) -> usize {
     data + buckets + 16
 }
 
-/// Stores `rec` in the free record slot `i` and returns `i`. Out of line: a map filling from
-/// empty never reuses a record, and building the record in place in the caller's push saves
-/// a copy of it.
-#[cold]
-#[inline(never)]
-fn reuse_record(records: &mut [NodeRecord], i: u32, rec: NodeRecord) -> u32 {
-    records[i as usize] = rec;
-    i
-}
-
 /// The 32 bits of a node id's seeded hash ([`hash_id`]) that the map keeps per record.
 #[inline(always)]
 fn stored_hash(keys: &IdKeys, id: &NodeId) -> u32 {
     hash_id(keys, id) as u32
-}
-
-/// The node table's hash for a stored hash: the 32 bits in both halves, so that the table's
-/// bucket (low bits) and its 7-bit tag (top bits) both come from them. The two are independent
-/// up to 2^25 buckets (33 million nodes); past that they share bits, which only costs a few
-/// more id comparisons per lookup.
-#[inline(always)]
-fn table_hash(h: u32) -> u64 {
-    u64::from(h) * 0x1_0000_0001
 }
 
 fn level_of(raw: u8) -> InterestLevel {
@@ -798,8 +964,7 @@ fn level_of(raw: u8) -> InterestLevel {
 pub struct Interested<'a> {
     map: &'a InterestMap,
     slot: u32,
-    nodes: &'a [u32],
-    levels: &'a [u8],
+    entries: &'a [u32],
     pos: usize,
     now: Time,
 }
@@ -808,11 +973,9 @@ impl Iterator for Interested<'_> {
     type Item = (NodeId, InterestLevel);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while self.pos < self.nodes.len() {
-            let i = self.pos;
+        while let Some(&e) = self.entries.get(self.pos) {
             self.pos += 1;
-            let idx = self.nodes[i];
-            let raw = self.levels[i];
+            let (idx, raw) = (entry_node(e), entry_raw(e));
             if self.map.is_expired(idx, self.slot, raw, self.now) {
                 continue;
             }
@@ -822,7 +985,7 @@ impl Iterator for Interested<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.nodes.len() - self.pos))
+        (0, Some(self.entries.len() - self.pos))
     }
 }
 
@@ -996,11 +1159,94 @@ mod tests {
     }
 
     #[test]
+    fn too_many_nodes_is_refused_and_known_nodes_still_declare() {
+        let mut m = InterestMap::new();
+        m.index.max_nodes = 5;
+        for i in 0..5 {
+            m.declare(NOW, n(i), S, Low, None).unwrap();
+        }
+        assert_eq!(
+            m.declare(NOW, n(99), S, High, None),
+            Err(InterestError::TooManyNodes)
+        );
+        assert_eq!((m.len(), m.node_count()), (5, 5));
+        assert_eq!(m.level(n(99), S, NOW), NONE_L);
+        // Known nodes may still change, add states and take an expiry.
+        let c = m.declare(NOW, n(3), S, High, None).unwrap();
+        assert_eq!((c.previous, c.current), (Low, High));
+        m.declare(NOW, n(3), T, Medium, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(m.len(), 6);
+        // A node that leaves makes room for a new one, which takes its free record.
+        assert_eq!(m.remove_node(n(0)), 1);
+        m.declare(NOW, n(99), S, High, None).unwrap();
+        assert_eq!(m.node_count(), 5);
+        assert_eq!(m.records.len(), 5);
+        assert_eq!(m.level(n(99), S, NOW), High);
+        assert_eq!(
+            m.declare(NOW, n(100), S, High, None),
+            Err(InterestError::TooManyNodes)
+        );
+    }
+
+    #[test]
+    fn node_table_removals_keep_every_other_node_findable() {
+        // Backward-shift deletion moves the slots after a removed node; every node left must
+        // still be found, and free records must be reused, in tables of every size.
+        let mut m = InterestMap::with_hash_seed(11);
+        let mut present = vec![false; 3000];
+        let mut x: u64 = 1;
+        for step in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % 3000) as usize;
+            if present[i] && x.is_multiple_of(3) {
+                assert_eq!(m.remove_node(n(i as u64)), 1, "step {step}");
+                present[i] = false;
+            } else {
+                let c = m.declare(NOW, n(i as u64), S, Medium, None).unwrap();
+                assert_eq!(c.previous != NONE_L, present[i], "step {step}");
+                present[i] = true;
+            }
+            if step % 1000 == 999 {
+                for (j, &p) in present.iter().enumerate() {
+                    let want = if p { Medium } else { NONE_L };
+                    assert_eq!(m.level(n(j as u64), S, NOW), want, "node {j}");
+                }
+            }
+        }
+        let live = present.iter().filter(|&&p| p).count();
+        assert_eq!((m.len(), m.node_count()), (live, live));
+        assert_eq!(m.interested(S, NOW).count(), live);
+        // Every live node is in exactly one slot.
+        let occupied = m.index.slots.iter().filter(|&&s| s != 0).count();
+        assert_eq!(occupied, live);
+    }
+
+    #[test]
+    fn reserve_nodes_then_fill() {
+        let mut m = InterestMap::new();
+        m.declare(NOW, n(0), S, Low, None).unwrap();
+        m.reserve_nodes(1000);
+        let slots = m.index.slots.len();
+        assert!(slots >= 2 * 1001);
+        for i in 1..=1000 {
+            m.declare(NOW, n(i), S, High, None).unwrap();
+        }
+        assert_eq!(m.index.slots.len(), slots, "no growth after the reserve");
+        assert_eq!(m.level(n(0), S, NOW), Low);
+        assert_eq!(m.level(n(1000), S, NOW), High);
+    }
+
+    #[test]
     fn heap_bytes_are_accounted() {
-        // A size where vector doubling leaves no slack; `tests/interest_memory.rs` measures
+        // A size where vector doubling leaves no slack and the node table is at its fullest
+        // (16,384 nodes in 32,768 slots; right after an eightfold step, 4,097 nodes in 32,768
+        // slots, the table alone costs 32 bytes per node); `tests/interest_memory.rs` measures
         // the million-viewer case with a counting allocator.
         let mut m = InterestMap::new();
-        for i in 0..8192 {
+        for i in 0..16_384 {
             m.declare(NOW, n(i), S, Medium, None).unwrap();
         }
         let per = m.heap_bytes() as f64 / m.len() as f64;
