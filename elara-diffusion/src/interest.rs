@@ -12,8 +12,8 @@
 //!   probe reads another node's record only when the tags match (about one occupied slot in
 //!   128). The table uses linear probing, is kept at most half full and removes by backward
 //!   shift (no tombstones). When it grows it is rebuilt from the hashes stored in the records,
-//!   read in order: no id is hashed twice. It grows eightfold while it has fewer than 65,536
-//!   slots (256 kB; 1 MiB after the step) and twofold above, so a large map's table takes 8 to
+//!   read in order: no id is hashed twice. It grows eightfold while it has at most 32,768
+//!   slots (128 kB; 1 MiB after the step) and twofold above, so a large map's table takes 8 to
 //!   16 bytes per node. A map holds at most [`MAX_NODES`] (2^25 − 1) nodes at a time;
 //! * the id hash is seeded ([`InterestMap::with_hash_seed`]) and covers all 32 bytes of the id.
 //!   Ids are derived from public keys, so their bytes are already uniform, but a relay's map
