@@ -5,7 +5,7 @@
 //! ([`elara_core::Time`]); what to send is handed back to the caller.
 //!
 //! * [`InterestMap`]: who wants which state, at which level, until when (TTL by the `now`
-//!   passed in), in about 62 bytes per viewer at a million viewers;
+//!   passed in), in about 59 bytes per viewer at a million viewers;
 //! * [`PropagationTopology`]: the diffusion graph (star, capacity-aware breadth-balanced tree,
 //!   mesh) with incremental interest aggregation: a relay's effective interest is the strongest
 //!   interest in its subtree;
