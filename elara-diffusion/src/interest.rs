@@ -314,7 +314,10 @@ impl InterestMap {
 
     /// Reserves room for `nodes` more interned nodes (up to [`MAX_NODES`] in all).
     pub fn reserve_nodes(&mut self, nodes: usize) {
-        let want = (self.node_count() + nodes).min(self.index.max_nodes);
+        let want = self
+            .node_count()
+            .saturating_add(nodes)
+            .min(self.index.max_nodes);
         self.records
             .reserve(want.saturating_sub(self.records.len()));
         if want > self.index.limit {
@@ -1161,6 +1164,9 @@ mod tests {
     fn too_many_nodes_is_refused_and_known_nodes_still_declare() {
         let mut m = InterestMap::new();
         m.index.max_nodes = 5;
+        // A reserve is capped at the limit (and does not overflow).
+        m.reserve_nodes(usize::MAX);
+        assert_eq!(m.index.slots.len(), 16);
         for i in 0..5 {
             m.declare(NOW, n(i), S, Low, None).unwrap();
         }
