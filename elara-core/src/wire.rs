@@ -21,8 +21,8 @@ use crate::{
     UpdateKind,
 };
 
-/// The wire version this build writes and reads.
-pub const VERSION: u8 = 1;
+/// The wire version this build writes and reads. Version 2 added [`PeerInfo::slots`].
+pub const VERSION: u8 = 2;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 /// Largest payload of one [`StateUpdate`] (1 MiB); larger frames must be fragmented.
@@ -68,6 +68,9 @@ pub struct PeerInfo {
     pub spare_kbps: u32,
     /// Depth of the peer in the state's tree (0 = the authority).
     pub depth: u16,
+    /// Children the peer says it can take (its [`Capabilities::max_children`]; 0 when
+    /// unknown). A joiner tells a strong relay from the end of a chain of one-child relays.
+    pub slots: u16,
 }
 
 /// A track offered by a call participant.
@@ -260,7 +263,7 @@ impl Message {
                 8 + 1
                     + candidates
                         .iter()
-                        .map(|c| 32 + 1 + c.addr.len() + 4 + 2)
+                        .map(|c| 32 + 1 + c.addr.len() + 4 + 2 + 2)
                         .sum::<usize>()
             }
             Message::Update { update, .. } => update.wire_len() - HEADER_LEN,
@@ -325,6 +328,7 @@ impl Message {
                     out.put_slice(&c.addr[..alen]);
                     out.put_u32_le(c.spare_kbps);
                     out.put_u16_le(c.depth);
+                    out.put_u16_le(c.slots);
                 }
             }
             Message::Update { hops, update } => encode_update(*hops, update, out),
@@ -380,7 +384,7 @@ impl Message {
                     + candidates
                         .iter()
                         .take(MAX_CANDIDATES)
-                        .map(|c| 32 + 1 + c.addr.len().min(MAX_ADDR) + 4 + 2)
+                        .map(|c| 32 + 1 + c.addr.len().min(MAX_ADDR) + 4 + 2 + 2)
                         .sum::<usize>()
             }
             Message::Announce { seqs, .. } => 8 + 32 + 2 + 8 * seqs.len().min(MAX_SEQS),
@@ -615,6 +619,7 @@ fn decode_body(ty: u8, buf: Bytes) -> Result<Message, DecodeError> {
                     addr,
                     spare_kbps: b.u32()?,
                     depth: b.u16()?,
+                    slots: b.u16()?,
                 });
             }
             Message::JoinRedirect { state, candidates }
@@ -809,6 +814,7 @@ mod tests {
                     addr: Bytes::from_static(b"10.0.0.1:4433"),
                     spare_kbps: 900,
                     depth: 1,
+                    slots: 3,
                 }],
             },
             Message::Update { hops: 3, update },

@@ -93,6 +93,7 @@ fn message() -> impl Strategy<Value = Message> {
                     node(),
                     proptest::collection::vec(any::<u8>(), 0..64),
                     any::<u32>(),
+                    any::<u16>(),
                     any::<u16>()
                 ),
                 0..16
@@ -102,11 +103,12 @@ fn message() -> impl Strategy<Value = Message> {
                 state: StateId(s),
                 candidates: cs
                     .into_iter()
-                    .map(|(id, addr, spare_kbps, depth)| PeerInfo {
+                    .map(|(id, addr, spare_kbps, depth, slots)| PeerInfo {
                         id,
                         addr: Bytes::from(addr),
                         spare_kbps,
-                        depth
+                        depth,
+                        slots
                     })
                     .collect()
             }),

@@ -88,6 +88,7 @@ fn message() -> impl Strategy<Value = Message> {
                         addr: Bytes::new(),
                         spare_kbps: 0,
                         depth: 1,
+                        slots: 0,
                     })
                     .collect(),
             }

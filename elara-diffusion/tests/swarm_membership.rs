@@ -193,3 +193,40 @@ fn a_relay_receives_the_best_quality_its_subtree_wants_and_no_more() {
     h.run_for(Duration::from_millis(300));
     assert_eq!(keys(&h, low, start), (2, 2));
 }
+
+#[test]
+fn a_joiner_tries_a_strong_relay_with_room_before_lengthening_a_chain() {
+    // Root takes 2: strong relays 2 (two slots) and 3 (four slots). Six one-child nodes join
+    // one after the other; the root's redirects rotate between 2 and 3, so 2 is full with
+    // one-child nodes after four joins and later picks of it offer only those as parents.
+    // Every joiner must find 3's free slots instead (all six fit at depth 2) rather than
+    // hang below a one-child node.
+    let state = StateId(7);
+    let mut h = Harness::new(11, LinkProfile::wan());
+    h.add_node(config(1, 2, None, 1000));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    for (id, k) in [(2, 2), (3, 4)] {
+        h.add_node(config(id, k, Some(1), 1000));
+        let now = h.now();
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(now, state, InterestLevel::High);
+        h.run_for(Duration::from_millis(500));
+    }
+    for id in 4..10u64 {
+        h.add_node(config(id, 1, Some(1), 1000));
+        let now = h.now();
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(now, state, InterestLevel::High);
+        h.run_for(Duration::from_millis(800));
+    }
+    for id in 4..10u64 {
+        let n = h.node(NodeId::from_u64(id));
+        let parent = n.parent(state).expect("attached").prefix_u64();
+        assert!(
+            parent == 2 || parent == 3,
+            "node {id} below {parent}, at depth {:?}",
+            n.depth(state)
+        );
+    }
+    assert_eq!(h.node(NodeId::from_u64(3)).children(state).count(), 4);
+}

@@ -81,6 +81,12 @@ const MAX_GROUP_WAIT: Duration = Duration::from_secs(10);
 /// Children a node must be able to take to count as a strong relay, placed above the nodes
 /// that can take fewer.
 const STRONG_RELAY: u16 = 2;
+/// Redirects to the ends of chains a joiner puts behind its other candidates (see
+/// [`SwarmNode::on_join_redirect`]). Measured in `elara-sim run livestream --set viewers=2000
+/// --set duration_s=20` (seeds 1 / 2): with 3, video continuity 96.3 / 98.3% against 93.1 /
+/// 94.4% without deferring, startup p95 3.6 / 3.5 s against 4.1 / 3.6 s, hops p99 8 / 7
+/// against 9 / 9.
+const MAX_DEFERRALS: u8 = 3;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
 
@@ -129,6 +135,7 @@ impl SwarmNode {
             candidates: list,
             redirects: 0,
             climb: false,
+            deferrals: 0,
         });
         self.contact_join_target(now, state, addr);
     }
@@ -410,6 +417,7 @@ impl SwarmNode {
             addr: p.map(|p| p.addr.clone()).unwrap_or_default(),
             spare_kbps: p.map_or(0, |p| p.caps.upload_kbps),
             depth,
+            slots: p.map_or(0, |p| p.caps.max_children),
         }
     }
 
@@ -691,6 +699,7 @@ impl SwarmNode {
             candidates: Vec::new(),
             redirects: 0,
             climb: true,
+            deferrals: 0,
         });
         self.counters.climbs += 1;
         self.send_control(grandparent, Message::JoinRequest { state });
@@ -799,6 +808,14 @@ impl SwarmNode {
                 .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
             return;
         }
+        // Breadth before chains: a redirect offering only nodes that cannot take
+        // [`STRONG_RELAY`] children means that subtree has no strong relay below its full
+        // nodes, and joining there lengthens a chain of one-child relays (every hop adds delay
+        // and a chance to lose a group). Subtrees named by earlier redirects may have room
+        // higher up: they are tried first, and the chain stays as the last resort. Not for an
+        // orphan, which must re-attach fast.
+        let chain_only = candidates.iter().all(|c| c.slots < STRONG_RELAY);
+        let orphan = tree.parent.is_none() && tree.parent_lost_at.is_some();
         let mut fresh: Vec<(NodeId, Bytes)> = candidates
             .iter()
             .filter(|c| c.id != me && c.id != from && !self.failed.contains_key(&c.id))
@@ -810,6 +827,12 @@ impl SwarmNode {
             return;
         };
         if fresh.is_empty() {
+            self.next_candidate(now, state);
+            return;
+        }
+        if chain_only && !orphan && !j.candidates.is_empty() && j.deferrals < MAX_DEFERRALS {
+            j.deferrals += 1;
+            j.candidates.append(&mut fresh);
             self.next_candidate(now, state);
             return;
         }

@@ -431,6 +431,8 @@ pub(crate) struct Joining {
     pub redirects: u8,
     /// An attached node trying to move up to its grandparent: a redirect ends the attempt.
     pub climb: bool,
+    /// Redirects to the ends of chains put behind the other candidates so far.
+    pub deferrals: u8,
 }
 
 /// This node's view of one state's tree.

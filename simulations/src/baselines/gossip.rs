@@ -146,6 +146,7 @@ impl Protocol for GossipNode {
                         addr: bytes::Bytes::new(),
                         spare_kbps: 0,
                         depth: 0,
+                        slots: 0,
                     })
                     .collect();
                 if self.member_set.insert(from) {

@@ -225,6 +225,7 @@ impl Tree020Node {
                             addr: bytes::Bytes::new(),
                             spare_kbps: 0,
                             depth: 0,
+                            slots: 0,
                         }],
                     },
                 );
