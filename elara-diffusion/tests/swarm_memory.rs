@@ -207,9 +207,9 @@ fn heap_bytes_per_viewer_stay_small() {
     let mut streaming = swarm(8);
     let (b, v) = measure(&mut streaming);
     let after_streaming = report("after 8 s streaming", b, &v);
-    assert!(after_join < 30_000, "{after_join} B per joined viewer");
+    assert!(after_join < 10_000, "{after_join} B per joined viewer");
     assert!(
-        after_streaming < 60_000,
+        after_streaming < 30_000,
         "{after_streaming} B per streaming viewer"
     );
 }

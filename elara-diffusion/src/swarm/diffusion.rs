@@ -1,7 +1,6 @@
 //! Diffusion per state: joining a tree (request, accept, redirect), interest aggregation,
 //! forwarding through the scheduler, in-order delivery, lazy repair and tree repair.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use elara_core::wire::{MAX_CANDIDATES, MAX_PATH, MAX_SEQS};
 use elara_core::{InterestLevel, Message, NodeId, PeerInfo, StateId, StateUpdate, Time};
 
 use super::peer::Peer;
+use super::small_map::SmallMap;
 use super::state::{Arrival, Child, Held, Joining};
 use super::{Event, SwarmNode, TimerReason};
 use crate::scheduler::Verdict;
@@ -85,12 +85,12 @@ const STRONG_RELAY: u16 = 2;
 const PARENT_LOSS_LIMIT: f32 = 0.3;
 
 /// Children `id` says it can take (its `Hello`'s `max_children`; 0 before its hello arrived).
-fn slots_of(peers: &BTreeMap<NodeId, Peer>, id: &NodeId) -> u16 {
+fn slots_of(peers: &SmallMap<NodeId, Peer>, id: &NodeId) -> u16 {
     peers.get(id).map_or(0, |p| p.caps.max_children)
 }
 
 /// Round-trip time measured to `id`, or `initial` before a measurement (or for a stranger).
-fn rtt_of(peers: &BTreeMap<NodeId, Peer>, id: &NodeId, initial: Duration) -> Duration {
+fn rtt_of(peers: &SmallMap<NodeId, Peer>, id: &NodeId, initial: Duration) -> Duration {
     peers.get(id).map_or(initial, |p| p.rtt_or(initial))
 }
 
@@ -1104,8 +1104,8 @@ impl SwarmNode {
                     .push(now + d.delay(), to, d.link, hops, update.clone());
             }
         }
-        self.decisions = decisions;
-        self.fanout = order;
+        self.decisions = super::recycle(decisions);
+        self.fanout = super::recycle(order);
         sent
     }
 
@@ -1211,7 +1211,7 @@ impl SwarmNode {
         );
         self.forward(now, update, links, Some(from), repair);
         self.deliver_ready(now, state, &mut ready);
-        self.scratch = ready;
+        self.scratch = super::recycle(ready);
         self.after_arrival(now, state);
     }
 
@@ -1275,7 +1275,7 @@ impl SwarmNode {
             let mut ready = std::mem::take(&mut self.scratch);
             tree.recv.skip_gap(&mut |h| ready.push(h));
             self.deliver_ready(now, state, &mut ready);
-            self.scratch = ready;
+            self.scratch = super::recycle(ready);
             return;
         }
         if let Some(oldest) = tree.recv.oldest_held() {
@@ -1315,7 +1315,7 @@ impl SwarmNode {
         tree.pull_rounds = 0;
         self.health_dirty = true;
         self.deliver_ready(now, state, &mut ready);
-        self.scratch = ready;
+        self.scratch = super::recycle(ready);
         if let Some(next) = self.states.get(&state).and_then(|t| t.recv.oldest_held()) {
             self.timers.set(TimerReason::Reorder(state), next + window);
         }
@@ -1417,7 +1417,7 @@ impl SwarmNode {
             self.health_dirty = true;
         }
         self.deliver_ready(now, state, &mut ready);
-        self.scratch = ready;
+        self.scratch = super::recycle(ready);
     }
 
     pub(crate) fn on_announce(

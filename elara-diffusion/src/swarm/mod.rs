@@ -142,10 +142,11 @@ mod event;
 mod membership;
 mod pacing;
 mod peer;
+mod small_map;
 mod state;
 mod timer;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use elara_core::{InterestLevel, Message, NodeId, Priority, StateId, StateUpdate, Time, TrackInfo};
@@ -163,6 +164,7 @@ use crate::scheduler::{Decision, LinkId, PropagationScheduler, SchedulerConfig};
 pub use crate::scheduler::{LinkStats, Quality};
 use pacing::PacingQueue;
 use peer::Peer;
+use small_map::SmallMap;
 use state::{Held, StateTree};
 use timer::Timers;
 
@@ -170,6 +172,27 @@ use timer::Timers;
 /// paces updates into. Measured in `elara-sim` (livestream, 1,000 and 2,000 viewers): 0.9
 /// left relays queueing behind their own bucket at high load (continuity 72% against 77%).
 const UPLINK_SHARE: f64 = 1.0;
+
+/// Largest room (bytes) an empty reused buffer keeps between calls: one that grew in a burst is
+/// freed, so that a node that is idle most of the time holds next to nothing.
+const KEEP_SPARE_BYTES: usize = 256;
+
+/// `v` (empty after use) back for reuse, or a fresh one when it holds more room than
+/// [`KEEP_SPARE_BYTES`].
+pub(crate) fn recycle<T>(v: Vec<T>) -> Vec<T> {
+    if v.is_empty() && v.capacity() * std::mem::size_of::<T>() > KEEP_SPARE_BYTES {
+        Vec::new()
+    } else {
+        v
+    }
+}
+
+/// Frees a drained queue's room (its items are over a hundred bytes each).
+fn release_if_empty<T>(q: &mut VecDeque<T>) {
+    if q.is_empty() && q.capacity() > 0 {
+        *q = VecDeque::new();
+    }
+}
 
 fn scheduler_config(cfg: &SwarmConfig) -> SchedulerConfig {
     // Every link's bucket draws on one uplink: without a node-wide bucket, each link's
@@ -251,8 +274,9 @@ pub(crate) struct Call {
 pub struct SwarmNode {
     cfg: SwarmConfig,
     rng: ChaCha8Rng,
-    peers: BTreeMap<NodeId, Peer>,
-    states: BTreeMap<StateId, StateTree>,
+    peers: SmallMap<NodeId, Peer>,
+    /// Boxed: a viewer has one or two states, and a moved entry is a pointer.
+    states: SmallMap<StateId, Box<StateTree>>,
     timers: Timers,
     control: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -277,8 +301,8 @@ impl SwarmNode {
     pub fn new(cfg: SwarmConfig, now: Time) -> Self {
         let mut node = SwarmNode {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
-            peers: BTreeMap::new(),
-            states: BTreeMap::new(),
+            peers: SmallMap::new(),
+            states: SmallMap::new(),
             timers: Timers::default(),
             control: VecDeque::new(),
             events: VecDeque::new(),
@@ -316,7 +340,7 @@ impl SwarmNode {
     /// before the first update is published. Fails if another authority is already known.
     pub fn create_state(&mut self, state: StateId) -> Result<(), PublishError> {
         let me = self.cfg.id;
-        let tree = self.states.entry(state).or_default();
+        let tree = self.states.get_or_default(state);
         match tree.authority {
             Some(a) if a != me => Err(PublishError::NotAuthority(state)),
             _ => {
@@ -334,7 +358,7 @@ impl SwarmNode {
         if update.source != me {
             return Err(PublishError::NotAuthority(state));
         }
-        let tree = self.states.entry(state).or_default();
+        let tree = self.states.get_or_default(state);
         match tree.authority {
             None => tree.authority = Some(me),
             Some(a) if a != me => return Err(PublishError::NotAuthority(state)),
@@ -366,7 +390,7 @@ impl SwarmNode {
     /// authority, when known); a change of the aggregated interest is told to the parent.
     pub fn declare_interest(&mut self, now: Time, state: StateId, level: InterestLevel) {
         let me = self.cfg.id;
-        let tree = self.states.entry(state).or_default();
+        let tree = self.states.get_or_default(state);
         tree.own = level;
         self.health_dirty = true;
         let needs_join = level.is_interested()
@@ -417,6 +441,7 @@ impl SwarmNode {
         let t = match self.control.pop_front() {
             Some(t) => t,
             None => loop {
+                release_if_empty(&mut self.control);
                 let paced = self.pacing.pop_due(now)?;
                 let live = self
                     .peers
@@ -461,7 +486,11 @@ impl SwarmNode {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() {
+            release_if_empty(&mut self.events);
+        }
+        e
     }
 
     /// When [`SwarmNode::handle_timeout`] should be called next.
@@ -622,7 +651,7 @@ impl SwarmNode {
     pub fn aggregated_interest(&self, state: StateId) -> InterestLevel {
         self.states
             .get(&state)
-            .map_or(InterestLevel::None, StateTree::aggregated)
+            .map_or(InterestLevel::None, |t| t.aggregated())
     }
 
     /// The longest re-attach (parent loss detected to new parent accepted) seen for a state.

@@ -1,11 +1,11 @@
 //! A neighbour as the node sees it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
 use elara_core::{Capabilities, NodeId, Time};
 
+use super::small_map::SmallMap;
 use crate::scheduler::{LinkId, LinkStats};
 
 /// Figures for the link to one peer: what the transport last reported and what the node
@@ -111,8 +111,8 @@ impl Peer {
 /// keep-alive).
 #[derive(Debug, Default)]
 pub(crate) struct FailedPeers {
-    until: BTreeMap<NodeId, Time>,
-    by_time: BTreeSet<(Time, NodeId)>,
+    until: SmallMap<NodeId, Time>,
+    by_time: SmallMap<(Time, NodeId), ()>,
 }
 
 impl FailedPeers {
@@ -121,7 +121,7 @@ impl FailedPeers {
         if let Some(old) = self.until.insert(peer, until) {
             self.by_time.remove(&(old, peer));
         }
-        self.by_time.insert((until, peer));
+        self.by_time.insert((until, peer), ());
     }
 
     /// Forgets `peer`.
@@ -138,7 +138,7 @@ impl FailedPeers {
 
     /// Drops the entries whose time has come (`until <= now`).
     pub(crate) fn expire(&mut self, now: Time) {
-        while let Some(&(at, peer)) = self.by_time.first()
+        while let Some((&(at, peer), _)) = self.by_time.first_key_value()
             && at <= now
         {
             self.by_time.pop_first();

@@ -1,11 +1,12 @@
 //! Per-state bookkeeping of a swarm node: its place in the state's tree, its receive window
 //! (duplicate suppression, in-order delivery, gap detection) and its repair buffer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use elara_core::{GroupId, InterestLevel, NodeId, StateUpdate, Time, UpdateKind};
 
+use super::small_map::SmallMap;
 use crate::scheduler::Quality;
 
 /// Counters and a latency histogram for one state at one node.
@@ -84,8 +85,9 @@ pub(crate) struct ReceiveWindow {
     pub floor: Option<u64>,
     /// Bit `i` set: `floor - 1 - i` was delivered (for duplicate vs late accounting).
     pub below: u64,
-    /// Updates received above a gap.
-    pub held: BTreeMap<u64, Held>,
+    /// Updates received above a gap, sorted by sequence number (no duplicates). Its room is
+    /// given back whenever the gap closes: most of the time nothing is held.
+    pub held: VecDeque<Held>,
     /// Highest sequence number known to exist (received or announced).
     pub highest: Option<u64>,
     /// The group whose keyframe was last delivered to the application, whole (every fragment).
@@ -118,7 +120,7 @@ impl ReceiveWindow {
             return Arrival::New;
         };
         if seq >= floor {
-            if self.held.contains_key(&seq) {
+            if self.is_held(seq) {
                 Arrival::Duplicate
             } else {
                 Arrival::New
@@ -175,14 +177,29 @@ impl ReceiveWindow {
                 self.advance(false);
             }
         }
-        while self
-            .held
-            .first_key_value()
-            .is_some_and(|(&s, _)| s < target)
-        {
-            self.held.pop_first();
-        }
+        let below = self.held.partition_point(|h| h.update.seq < target);
+        self.held.drain(..below);
+        self.release_held();
         n
+    }
+
+    /// True when `seq` is held.
+    fn is_held(&self, seq: u64) -> bool {
+        self.held
+            .binary_search_by_key(&seq, |h| h.update.seq)
+            .is_ok()
+    }
+
+    /// Frees the held updates' room once none is held (and the skipped numbers' once none is
+    /// left).
+    fn release_held(&mut self) {
+        if self.held.is_empty() && self.held.capacity() > 0 {
+            self.held = VecDeque::new();
+        }
+        if self.gone.is_empty() {
+            // An emptied B-tree keeps its leaf allocated.
+            self.gone.clear();
+        }
     }
 
     /// Accepts a new in-order or out-of-order update; returns the updates now deliverable, in
@@ -196,10 +213,13 @@ impl ReceiveWindow {
             out(held);
             self.drain(out);
         } else {
-            self.held.insert(seq, held);
+            match self.held.binary_search_by_key(&seq, |h| h.update.seq) {
+                Ok(i) => self.held[i] = held,
+                Err(i) => self.held.insert(i, held),
+            }
             if self.held.len() > MAX_HELD {
                 // Bounded memory whatever a parent sends: the furthest update goes.
-                self.held.pop_last();
+                self.held.pop_back();
             }
         }
     }
@@ -208,9 +228,9 @@ impl ReceiveWindow {
     /// sequence numbers known to be gone.
     fn drain(&mut self, out: &mut impl FnMut(Held)) {
         while let Some(floor) = self.floor {
-            match self.held.first_key_value() {
-                Some((&s, _)) if s == floor => {
-                    let (_, h) = self.held.pop_first().expect("checked non-empty");
+            match self.held.front() {
+                Some(h) if h.update.seq == floor => {
+                    let h = self.held.pop_front().expect("checked non-empty");
                     self.advance(true);
                     out(h);
                 }
@@ -218,6 +238,7 @@ impl ReceiveWindow {
                 _ => break,
             }
         }
+        self.release_held();
     }
 
     /// The parent said these sequence numbers will never come: stop waiting for them. Returns
@@ -227,7 +248,7 @@ impl ReceiveWindow {
             return 0;
         };
         for &s in seqs {
-            if s >= floor && !self.held.contains_key(&s) && self.gone.len() < MAX_HELD {
+            if s >= floor && !self.is_held(s) && self.gone.len() < MAX_HELD {
                 self.gone.insert(s);
             }
         }
@@ -244,10 +265,11 @@ impl ReceiveWindow {
     /// keyframe that update is a fragment of: a loss to wait for (or pull), never updates a
     /// parent filtered out, since a keyframe goes whole or not at all.
     pub fn gap_inside_keyframe(&self) -> bool {
-        let (Some(floor), Some((&seq, first))) = (self.floor, self.held.iter().next()) else {
+        let (Some(floor), Some(first)) = (self.floor, self.held.front()) else {
             return false;
         };
         let u = &first.update;
+        let seq = u.seq;
         u.keyframe
             && u.fragment.index > 0
             && floor.saturating_add(u64::from(u.fragment.index)) >= seq
@@ -255,7 +277,7 @@ impl ReceiveWindow {
 
     /// Gives up on the gap(s) below the first held update; returns how many seqs were skipped.
     pub fn skip_gap(&mut self, out: &mut impl FnMut(Held)) -> u64 {
-        let Some(&first) = self.held.keys().next() else {
+        let Some(first) = self.held.front().map(|h| h.update.seq) else {
             return 0;
         };
         let skipped = self.jump_to(first);
@@ -276,7 +298,7 @@ impl ReceiveWindow {
 
     /// Arrival time of the oldest held update.
     pub fn oldest_held(&self) -> Option<Time> {
-        self.held.values().map(|h| h.arrived).min()
+        self.held.iter().map(|h| h.arrived).min()
     }
 
     /// Up to `max` sequence numbers known to exist but not received, oldest first.
@@ -286,7 +308,7 @@ impl ReceiveWindow {
         };
         let mut s = floor;
         while s <= highest && out.len() < max {
-            if !self.held.contains_key(&s) && !self.gone.contains(&s) {
+            if !self.is_held(s) && !self.gone.contains(&s) {
                 out.push(s);
             }
             let Some(next) = s.checked_add(1) else {
@@ -449,7 +471,7 @@ pub(crate) struct StateTree {
     /// A join in progress.
     pub joining: Option<Joining>,
     /// Children and their interest.
-    pub children: BTreeMap<NodeId, Child>,
+    pub children: SmallMap<NodeId, Child>,
     /// Aggregated interest last told to the parent.
     pub sent_interest: InterestLevel,
     /// Rotates redirect candidates across children.
