@@ -489,11 +489,7 @@ impl SwarmNode {
         let Some(tree) = self.states.get(&state) else {
             return;
         };
-        let replay: Vec<(StateUpdate, u8)> = tree
-            .buffer
-            .since_last_keyframe(since)
-            .map(|(u, h)| (u.clone(), *h))
-            .collect();
+        let replay: Vec<(StateUpdate, u8)> = tree.buffer.since_last_keyframe(since).collect();
         for (u, h) in replay {
             self.schedule_for(now, &u, h, Some(child), None, false);
         }
@@ -972,7 +968,6 @@ impl SwarmNode {
             tree.buffer
                 .after(update.seq)
                 .filter(|(u, _)| u.group == update.group && !u.is_independent())
-                .map(|(u, h)| (u.clone(), *h))
                 .collect()
         } else {
             Vec::new()
@@ -1367,8 +1362,8 @@ impl SwarmNode {
         let mut unavailable = Vec::new();
         for &s in seqs.iter().take(MAX_SEQS) {
             match tree.buffer.get(s) {
-                Some((u, h)) if now - u.timestamp <= budget && child.wants(u) => {
-                    found.push((u.clone(), *h));
+                Some((u, h)) if now - u.timestamp <= budget && child.wants(&u) => {
+                    found.push((u, h));
                 }
                 Some(_) => unavailable.push(s),
                 // Not held: gone for good if we are past it (or are the authority), otherwise

@@ -4,7 +4,10 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use elara_core::{GroupId, InterestLevel, NodeId, StateUpdate, Time, UpdateKind};
+use bytes::Bytes;
+use elara_core::{
+    Fragment, GroupId, InterestLevel, NodeId, Priority, StateId, StateUpdate, Time, UpdateKind,
+};
 
 use super::small_map::SmallMap;
 use crate::scheduler::Quality;
@@ -319,10 +322,40 @@ impl ReceiveWindow {
     }
 }
 
+/// An update in a [`RepairBuffer`], without what all of a state's updates share: the state id
+/// is the buffer's and the source is an index into the buffer's table of sources (one entry,
+/// the authority, but for a node told of another authority mid-stream). 72 bytes instead of
+/// the 112 of an update and its hop count.
+#[derive(Debug)]
+struct Buffered {
+    seq: u64,
+    group: GroupId,
+    timestamp: Time,
+    payload: Bytes,
+    fragment: Fragment,
+    source: u32,
+    keyframe: bool,
+    layer: u8,
+    priority: Priority,
+    kind: UpdateKind,
+    hops: u8,
+}
+
+impl Buffered {
+    /// As [`StateUpdate::starts_group`].
+    fn starts_group(&self) -> bool {
+        self.keyframe && self.fragment.index == 0
+    }
+}
+
 /// Recent updates of a state, ordered by sequence number, bounded in count.
 #[derive(Debug, Default)]
 pub(crate) struct RepairBuffer {
-    items: VecDeque<(StateUpdate, u8)>,
+    /// The state of every update held.
+    state: StateId,
+    /// Sources of the updates held ([`Buffered::source`] indexes it).
+    sources: Vec<NodeId>,
+    items: VecDeque<Buffered>,
 }
 
 impl RepairBuffer {
@@ -331,25 +364,93 @@ impl RepairBuffer {
     /// be repaired or replayed within the latency budget.
     pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize, max_age: Duration) {
         let seq = update.seq;
-        match self.items.back() {
-            Some((last, _)) if last.seq >= seq => {
-                if let Err(i) = self.items.binary_search_by_key(&seq, |(u, _)| u.seq) {
-                    self.items.insert(i, (update, hops));
-                }
+        let at = match self.items.back() {
+            Some(last) if last.seq >= seq => self.items.binary_search_by_key(&seq, |b| b.seq).err(),
+            _ => Some(self.items.len()),
+        };
+        if let Some(i) = at {
+            let entry = self.compact(update, hops);
+            if self.items.len() == self.items.capacity() {
+                // A quarter more, not twice the room: every node holds one of these.
+                self.items.reserve_exact((self.items.len() / 4).max(1));
             }
-            _ => self.items.push_back((update, hops)),
+            self.items.insert(i, entry);
         }
         while self.items.len() > cap.max(1) {
             self.items.pop_front();
         }
-        let newest = self.items.back().map_or(Time::ZERO, |(u, _)| u.timestamp);
+        let newest = self.items.back().map_or(Time::ZERO, |b| b.timestamp);
         while self
             .items
             .front()
-            .is_some_and(|(u, _)| u.timestamp + max_age < newest)
+            .is_some_and(|b| b.timestamp + max_age < newest)
         {
             self.items.pop_front();
         }
+    }
+
+    /// `update` in the buffer's compact form.
+    fn compact(&mut self, update: StateUpdate, hops: u8) -> Buffered {
+        self.state = update.state;
+        let source = match self.sources.iter().position(|s| *s == update.source) {
+            Some(i) => i,
+            None => {
+                // Forget the sources no update held comes from any more.
+                if !self.sources.is_empty() {
+                    let mut used = vec![false; self.sources.len()];
+                    for b in &self.items {
+                        used[b.source as usize] = true;
+                    }
+                    let mut remap = vec![0u32; self.sources.len()];
+                    let mut kept = 0u32;
+                    for (i, u) in used.iter().enumerate() {
+                        if *u {
+                            remap[i] = kept;
+                            self.sources[kept as usize] = self.sources[i];
+                            kept += 1;
+                        }
+                    }
+                    self.sources.truncate(kept as usize);
+                    for b in &mut self.items {
+                        b.source = remap[b.source as usize];
+                    }
+                }
+                self.sources.push(update.source);
+                self.sources.len() - 1
+            }
+        };
+        Buffered {
+            seq: update.seq,
+            group: update.group,
+            timestamp: update.timestamp,
+            payload: update.payload,
+            fragment: update.fragment,
+            // No more sources than updates held (plus this one).
+            source: u32::try_from(source).expect("fewer sources than updates held"),
+            keyframe: update.keyframe,
+            layer: update.layer,
+            priority: update.priority,
+            kind: update.kind,
+            hops,
+        }
+    }
+
+    /// The update `b` stands for, with its hop count.
+    fn expand(&self, b: &Buffered) -> (StateUpdate, u8) {
+        let update = StateUpdate {
+            state: self.state,
+            source: self.sources[b.source as usize],
+            seq: b.seq,
+            group: b.group,
+            timestamp: b.timestamp,
+            keyframe: b.keyframe,
+            layer: b.layer,
+            priority: b.priority,
+            kind: b.kind,
+            fragment: b.fragment,
+            payload: b.payload.clone(),
+        };
+        (update, b.hops)
     }
 
     /// Forgets everything.
@@ -358,38 +459,39 @@ impl RepairBuffer {
     }
 
     /// The update with sequence number `seq`, if still held.
-    pub fn get(&self, seq: u64) -> Option<&(StateUpdate, u8)> {
+    pub fn get(&self, seq: u64) -> Option<(StateUpdate, u8)> {
         self.items
-            .binary_search_by_key(&seq, |(u, _)| u.seq)
+            .binary_search_by_key(&seq, |b| b.seq)
             .ok()
-            .map(|i| &self.items[i])
+            .map(|i| self.expand(&self.items[i]))
     }
 
     /// Updates held with a sequence number above `seq`, in order.
-    pub fn after(&self, seq: u64) -> impl Iterator<Item = &(StateUpdate, u8)> {
-        let start = self.items.partition_point(|(u, _)| u.seq <= seq);
-        self.items.range(start..)
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = (StateUpdate, u8)> + '_ {
+        let start = self.items.partition_point(|b| b.seq <= seq);
+        self.items.range(start..).map(|b| self.expand(b))
     }
 
     /// The newest sequence number held.
     pub fn newest(&self) -> Option<u64> {
-        self.items.back().map(|(u, _)| u.seq)
+        self.items.back().map(|b| b.seq)
     }
 
     /// Updates from the newest keyframe on (or the whole buffer for streams without keyframes),
     /// not older than `since`. Nothing when that keyframe is older than `since`: its deltas
     /// would not decode without it. A keyframe cut into fragments starts at its first
     /// fragment: the rest do not decode without it.
-    pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = &(StateUpdate, u8)> {
-        let start = match self.items.iter().rposition(|(u, _)| u.starts_group()) {
-            Some(k) if self.items[k].0.timestamp >= since => k,
+    pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = (StateUpdate, u8)> + '_ {
+        let start = match self.items.iter().rposition(Buffered::starts_group) {
+            Some(k) if self.items[k].timestamp >= since => k,
             Some(_) => self.items.len(),
-            None if self.items.iter().any(|(u, _)| u.kind == UpdateKind::Video) => self.items.len(),
+            None if self.items.iter().any(|b| b.kind == UpdateKind::Video) => self.items.len(),
             None => 0,
         };
         self.items
             .range(start..)
-            .filter(move |(u, _)| u.timestamp >= since)
+            .filter(move |b| b.timestamp >= since)
+            .map(|b| self.expand(b))
     }
 }
 
@@ -588,7 +690,6 @@ impl StateTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use elara_core::StateId;
 
     fn held(seq: u64) -> Held {
         Held {
@@ -628,6 +729,7 @@ mod tests {
         }
         assert!(b.get(1).is_none());
         assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));
+        assert_eq!(b.get(3).map(|(u, _)| u), Some(held(3).update));
         assert_eq!(b.newest(), Some(5));
     }
 }
