@@ -81,8 +81,8 @@ fn config(id: u64, max_children: u16) -> SwarmConfig {
     c
 }
 
-/// The swarm after the viewers joined, and after `stream_s` seconds of video and audio.
-fn swarm(stream_s: u64) -> Harness {
+/// The swarm after the viewers joined, and after `stream_s` seconds of video (and audio).
+fn swarm(stream_s: u64, audio: bool) -> Harness {
     let link = LinkProfile {
         latency: Duration::from_millis(20),
         loss: 0.01,
@@ -93,7 +93,9 @@ fn swarm(stream_s: u64) -> Harness {
     h.add_node(config(BROADCASTER, 8));
     let b = NodeId::from_u64(BROADCASTER);
     h.node_mut(b).create_state(VIDEO).unwrap();
-    h.node_mut(b).create_state(AUDIO).unwrap();
+    if audio {
+        h.node_mut(b).create_state(AUDIO).unwrap();
+    }
     for i in 0..VIEWERS {
         let id = 100 + i;
         let k = [0u16, 1, 2, 4][(i % 4) as usize];
@@ -106,7 +108,9 @@ fn swarm(stream_s: u64) -> Harness {
         let now = h.now();
         let n = h.node_mut(NodeId::from_u64(id));
         n.declare_interest(now, VIDEO, level);
-        n.declare_interest(now, AUDIO, level);
+        if audio {
+            n.declare_interest(now, AUDIO, level);
+        }
         h.run_for(Duration::from_millis(10));
     }
     h.run_for(Duration::from_secs(3));
@@ -126,7 +130,7 @@ fn swarm(stream_s: u64) -> Harness {
             }
             n.publish(now, u).unwrap();
         }
-        if tick % 2 == 0 {
+        if audio && tick % 2 == 0 {
             let u = StateUpdate::new(AUDIO, b, tick / 2, now)
                 .with_kind(UpdateKind::Audio)
                 .with_priority(Priority::High)
@@ -200,16 +204,31 @@ fn heap_bytes_per_viewer_stay_small() {
         std::mem::size_of::<SwarmNode>(),
         std::mem::size_of::<StateUpdate>()
     );
-    let mut joined = swarm(0);
-    let (b, v) = measure(&mut joined);
-    let after_join = report("after joining", b, &v);
-    drop(joined);
-    let mut streaming = swarm(8);
-    let (b, v) = measure(&mut streaming);
-    let after_streaming = report("after 8 s streaming", b, &v);
-    assert!(after_join < 10_000, "{after_join} B per joined viewer");
+    let mut figures = Vec::new();
+    for audio in [false, true] {
+        let what = if audio { "video + audio" } else { "video only" };
+        for stream_s in [0, 8] {
+            let mut h = swarm(stream_s, audio);
+            let (b, v) = measure(&mut h);
+            let label = if stream_s == 0 {
+                format!("{what}, after joining")
+            } else {
+                format!("{what}, after {stream_s} s of streaming")
+            };
+            figures.push(report(&label, b, &v));
+        }
+    }
+    let [video_joined, video_streaming, both_joined, both_streaming] = figures[..] else {
+        unreachable!("four measurements");
+    };
+    assert!(video_joined < 8_000, "{video_joined} B per joined viewer");
     assert!(
-        after_streaming < 30_000,
-        "{after_streaming} B per streaming viewer"
+        video_streaming < 12_000,
+        "{video_streaming} B per streaming viewer"
+    );
+    assert!(both_joined < 10_000, "{both_joined} B per joined viewer");
+    assert!(
+        both_streaming < 20_000,
+        "{both_streaming} B per streaming viewer"
     );
 }

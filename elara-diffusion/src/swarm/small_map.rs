@@ -219,16 +219,19 @@ impl<K: Ord, V> SmallMap<K, V> {
         }
     }
 
-    /// Moves a shrunk `BTreeMap` back into a `Vec`; gives back a `Vec`'s spare room once it is
-    /// mostly unused.
+    /// Moves a shrunk `BTreeMap` back into a `Vec`; gives back a `Vec`'s spare room.
     fn after_remove(&mut self) {
         match self {
             SmallMap::Large(m) if m.len() < UNSPILL => {
                 let v: Vec<(K, V)> = std::mem::take(m).into_iter().collect();
                 *self = SmallMap::Small(v);
             }
-            SmallMap::Small(v) => shrink_spare(v),
-            SmallMap::Large(_) => {}
+            // Entries come and go rarely (a peer connects, a child leaves): keep the room
+            // close to the count.
+            SmallMap::Small(v) if v.capacity() > v.len() + v.len() / 4 + 1 => {
+                v.shrink_to(v.len() + v.len() / 4);
+            }
+            _ => {}
         }
     }
 }
