@@ -280,6 +280,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn merging_histograms_of_disjoint_ranges_equals_recording_everything_into_one() {
+        let (mut low, mut high, mut all) = (
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+        );
+        for us in [3u64, 40, 41, 900] {
+            low.record(Duration::from_micros(us));
+            all.record(Duration::from_micros(us));
+        }
+        for us in [2_000_000u64, 70_000, 1] {
+            high.record(Duration::from_micros(us));
+            all.record(Duration::from_micros(us));
+        }
+        let mut merged = high.clone();
+        merged.merge(&low);
+        merged.merge(&LatencyHistogram::new());
+        assert_eq!(merged, all);
+        let mut empty = LatencyHistogram::new();
+        empty.merge(&all);
+        assert_eq!(empty, all);
+        for q in [0.0, 0.3, 0.5, 0.9, 1.0] {
+            assert_eq!(merged.percentile(q), all.percentile(q));
+        }
+        assert_eq!(all.percentile(0.0), Duration::from_micros(1));
+        assert_eq!(all.max(), Duration::from_secs(2));
+    }
+
+    #[test]
     fn buckets_are_monotonic_and_cover_their_values() {
         let mut last = 0;
         for us in (0..2_000_000u64).step_by(37).chain([u64::MAX / 4]) {

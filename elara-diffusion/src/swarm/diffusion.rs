@@ -123,13 +123,13 @@ impl SwarmNode {
             return;
         }
         let (target, addr) = list.remove(0);
-        tree.joining = Some(Joining {
+        tree.joining = Some(Box::new(Joining {
             target,
             sent: false,
             candidates: list,
             redirects: 0,
             climb: false,
-        });
+        }));
         self.contact_join_target(now, state, addr);
     }
 
@@ -681,13 +681,13 @@ impl SwarmNode {
             return;
         }
         let tree = self.states.get_mut(&state).expect("exists");
-        tree.joining = Some(Joining {
+        tree.joining = Some(Box::new(Joining {
             target: grandparent,
             sent: true,
             candidates: Vec::new(),
             redirects: 0,
             climb: true,
-        });
+        }));
         self.counters.climbs += 1;
         self.send_control(grandparent, Message::JoinRequest { state });
         self.timers

@@ -570,8 +570,8 @@ pub(crate) struct StateTree {
     pub prev_parent: Option<NodeId>,
     /// Ancestors from the authority down to and including the parent (empty at the authority).
     pub path: Vec<NodeId>,
-    /// A join in progress.
-    pub joining: Option<Joining>,
+    /// A join in progress (boxed: most of the time there is none).
+    pub joining: Option<Box<Joining>>,
     /// Children and their interest.
     pub children: SmallMap<NodeId, Child>,
     /// Aggregated interest last told to the parent.
