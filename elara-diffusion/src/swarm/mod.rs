@@ -285,8 +285,8 @@ pub(crate) struct Call {
 ///
 /// | | after joining | after 8 s of streaming |
 /// |---|---|---|
-/// | video only, mean | 4.3 KB | 7.8 KB (leaf 5.5 KB, relay of 1/2/4 children 8.4/9.9/15.0 KB) |
-/// | video + 50/s audio, mean | 6.9 KB | 13.4 KB (leaf 9.3 KB, relay of 2 children 17.1 KB) |
+/// | video only, mean | 4.2 KB | 7.6 KB (leaf 5.4 KB, relay of 1/2/4 children 8.2/9.7/14.8 KB) |
+/// | video + 50/s audio, mean | 6.6 KB | 13.1 KB (leaf 9.0 KB, relay of 2 children 16.7 KB) |
 ///
 /// (Before these measures: 18.3/31.6 KB and 20.8/40.1 KB.) The largest remaining shares of a
 /// streaming relay are its repair buffer (the latency budget's worth of updates, 72 bytes each

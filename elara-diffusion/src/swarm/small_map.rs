@@ -26,10 +26,11 @@ pub(crate) fn grow_by_quarter<T>(v: &mut Vec<T>) {
     }
 }
 
-/// Gives back most of `v`'s spare room once more than half of it is unused.
+/// Gives back `v`'s spare room beyond a quarter of its length (the room [`grow_by_quarter`]
+/// adds), so that a vector that grew and shrank again does not keep its peak.
 pub(crate) fn shrink_spare<T>(v: &mut Vec<T>) {
     let len = v.len();
-    if v.capacity() > 2 * len + 2 {
+    if v.capacity() > len + len / 4 + 1 {
         v.shrink_to(len + len / 4);
     }
 }
@@ -226,12 +227,8 @@ impl<K: Ord, V> SmallMap<K, V> {
                 let v: Vec<(K, V)> = std::mem::take(m).into_iter().collect();
                 *self = SmallMap::Small(v);
             }
-            // Entries come and go rarely (a peer connects, a child leaves): keep the room
-            // close to the count.
-            SmallMap::Small(v) if v.capacity() > v.len() + v.len() / 4 + 1 => {
-                v.shrink_to(v.len() + v.len() / 4);
-            }
-            _ => {}
+            SmallMap::Small(v) => shrink_spare(v),
+            SmallMap::Large(_) => {}
         }
     }
 }

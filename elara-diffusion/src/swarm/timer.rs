@@ -177,8 +177,7 @@ impl Timers {
         Some(reason)
     }
 
-    /// Goes back to a `Vec` when few timers are left; gives back a `Vec`'s spare room once it
-    /// is mostly unused.
+    /// Goes back to a `Vec` when few timers are left; gives back a `Vec`'s spare room.
     fn after_remove(&mut self) {
         match self {
             Timers::Large { by_deadline, .. } if by_deadline.len() < UNSPILL => {
