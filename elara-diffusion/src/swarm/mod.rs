@@ -285,12 +285,12 @@ pub(crate) struct Call {
 ///
 /// | | after joining | after 8 s of streaming |
 /// |---|---|---|
-/// | video only, mean | 4.2 KB | 7.6 KB (leaf 5.4 KB, relay of 1/2/4 children 8.2/9.7/14.8 KB) |
-/// | video + 50/s audio, mean | 6.6 KB | 13.1 KB (leaf 9.0 KB, relay of 2 children 16.7 KB) |
+/// | video only, mean | 4.0 KB | 7.5 KB (leaf 5.3 KB, relay of 1/2/4 children 8.1/9.5/14.4 KB) |
+/// | video + 50/s audio, mean | 6.4 KB | 12.9 KB (leaf 8.9 KB, relay of 2 children 16.5 KB) |
 ///
 /// (Before these measures: 18.3/31.6 KB and 20.8/40.1 KB.) The largest remaining shares of a
 /// streaming relay are its repair buffer (the latency budget's worth of updates, 72 bytes each
-/// besides the payload; a leaf keeps the current video group), its peers (~300 bytes each,
+/// besides the payload; a leaf keeps the current video group), its peers (~270 bytes each,
 /// and ~100 more for their two timers) and its scheduler (~2 KB). Reproduce with
 /// `cargo test -p elara-diffusion@0.3.0 --test swarm_memory -- --nocapture`.
 #[derive(Debug)]
@@ -443,7 +443,7 @@ impl SwarmNode {
         if p.srtt.is_none() {
             p.srtt = Some(stats.rtt);
         }
-        p.feedback = Some(stats);
+        p.feedback_rtt = Some(stats.rtt);
         if let (Some(link), Some(sched)) = (p.link_id, self.scheduler.as_deref_mut()) {
             // The handle is current: it is dropped whenever the connection is. The bytes the
             // transport still queues are our own sends, which the scheduler's bucket charged
@@ -694,7 +694,7 @@ impl SwarmNode {
             .scheduler
             .get_or_insert_with(|| Box::new(PropagationScheduler::new(scheduler_config(cfg))));
         let link = sched.add_link(now, peer);
-        if let Some(stats) = p.feedback {
+        if let Some(stats) = p.last_feedback() {
             let _ = sched.link_feedback(now, link, stats);
         }
         p.link_id = Some(link);

@@ -63,8 +63,10 @@ pub(crate) struct Peer {
     /// The scheduler's handle for this link, registered the first time something is
     /// scheduled on it (leaves never need one).
     pub link_id: Option<LinkId>,
-    /// The last link feedback, replayed when the link is registered.
-    pub feedback: Option<LinkStats>,
+    /// The RTT of the last link feedback, `None` before any. The rest of that feedback is in
+    /// `link` (its rate, loss and queued bytes are written there and nowhere else):
+    /// [`Peer::last_feedback`] puts it back together, 32 bytes less per peer than a copy.
+    pub feedback_rtt: Option<Duration>,
 }
 
 impl Peer {
@@ -81,8 +83,18 @@ impl Peer {
             ping: None,
             link: LinkMetrics::default(),
             link_id: None,
-            feedback: None,
+            feedback_rtt: None,
         }
+    }
+
+    /// The last link feedback (replayed when the link is registered with the scheduler).
+    pub fn last_feedback(&self) -> Option<LinkStats> {
+        self.feedback_rtt.map(|rtt| LinkStats {
+            rtt,
+            send_rate_estimate: self.link.send_rate,
+            loss: self.link.loss,
+            queued_bytes: self.link.queued_bytes,
+        })
     }
 
     pub fn is_connected(&self) -> bool {
