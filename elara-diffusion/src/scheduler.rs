@@ -447,6 +447,16 @@ const SLOW: u8 = 32;
 /// A flag never set, for masks that must never match.
 const NEVER: u8 = 128;
 
+/// Pushes `x`, growing `v` by a quarter when full instead of doubling it: links and states
+/// are added rarely, and every relay of a large swarm has a scheduler (a relay with one state
+/// and five links held room for four states and eight links).
+fn push_compact<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len() / 4 + 1);
+    }
+    v.push(x);
+}
+
 /// `max` without NaN handling (the operands are never NaN): one instruction.
 #[inline(always)]
 fn fmax(a: f64, b: f64) -> f64 {
@@ -685,13 +695,13 @@ impl PropagationScheduler {
                 LinkId::new(index, generation)
             }
             None => {
-                self.pacers.push(pacer);
-                self.gens.push(LIVE);
-                self.cold.push(cold);
+                push_compact(&mut self.pacers, pacer);
+                push_compact(&mut self.gens, LIVE);
+                push_compact(&mut self.cold, cold);
                 for s in &mut self.states {
-                    s.tracks.push(0);
-                    s.levels.push(0);
-                    s.positions.push(0);
+                    push_compact(&mut s.tracks, 0);
+                    push_compact(&mut s.levels, 0);
+                    push_compact(&mut s.positions, 0);
                 }
                 LinkId::new((self.pacers.len() - 1) as u32, 0)
             }
@@ -879,20 +889,23 @@ impl PropagationScheduler {
             return s as usize;
         }
         let links = self.pacers.len();
-        self.states.push(StateSlot {
-            config: StateConfig {
-                latency_budget: self.config.default_latency_budget,
+        push_compact(
+            &mut self.states,
+            StateSlot {
+                config: StateConfig {
+                    latency_budget: self.config.default_latency_budget,
+                },
+                newest_group: 0,
+                epoch: 0,
+                key_bytes: 0.0,
+                inv_slow: f64::INFINITY,
+                tracks: vec![0; links],
+                levels: vec![0; links],
+                positions: vec![0; links],
+                targets: Default::default(),
+                targets_priority: Priority::Normal,
             },
-            newest_group: 0,
-            epoch: 0,
-            key_bytes: 0.0,
-            inv_slow: f64::INFINITY,
-            tracks: vec![0; links],
-            levels: vec![0; links],
-            positions: vec![0; links],
-            targets: Default::default(),
-            targets_priority: Priority::Normal,
-        });
+        );
         let s = self.states.len() - 1;
         self.state_slots.insert(state, s as u32);
         s

@@ -89,7 +89,12 @@ const BUCKETS: usize = SUB + OCTAVES * SUB;
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct LatencyHistogram {
-    counts: [u64; BUCKETS],
+    /// Counts of buckets `first..first + counts.len()`: the buckets from the lowest to the
+    /// highest one recorded (both non-zero: the form is canonical, so the derived equality
+    /// holds), nothing before the first sample. Latencies seen by one node cluster in a few
+    /// dozen of the buckets, and every relay keeps a histogram.
+    counts: Vec<u64>,
+    first: usize,
     count: u64,
     sum_us: u64,
     max_us: u64,
@@ -137,7 +142,8 @@ impl LatencyHistogram {
     /// An empty histogram.
     pub const fn new() -> Self {
         LatencyHistogram {
-            counts: [0; BUCKETS],
+            counts: Vec::new(),
+            first: 0,
             count: 0,
             sum_us: 0,
             max_us: 0,
@@ -147,7 +153,7 @@ impl LatencyHistogram {
     /// Records one latency.
     pub fn record(&mut self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.counts[bucket_of(us)] += 1;
+        self.add(bucket_of(us), 1);
         self.count += 1;
         self.sum_us = self.sum_us.saturating_add(us);
         self.max_us = self.max_us.max(us);
@@ -180,16 +186,35 @@ impl LatencyHistogram {
         for (i, &c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Duration::from_micros(bucket_upper(i).min(self.max_us));
+                return Duration::from_micros(bucket_upper(self.first + i).min(self.max_us));
             }
         }
         self.max()
     }
 
+    /// Adds `n` (> 0) to bucket `b`, widening the stored range to include it.
+    fn add(&mut self, b: usize, n: u64) {
+        if self.counts.is_empty() {
+            self.first = b;
+            self.counts.push(n);
+            return;
+        }
+        if b < self.first {
+            let grow = self.first - b;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.first = b;
+        } else if b >= self.first + self.counts.len() {
+            self.counts.resize(b - self.first + 1, 0);
+        }
+        self.counts[b - self.first] += n;
+    }
+
     /// Adds another histogram's samples into this one.
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += b;
+        for (i, &c) in other.counts.iter().enumerate() {
+            if c > 0 {
+                self.add(other.first + i, c);
+            }
         }
         self.count += other.count;
         self.sum_us = self.sum_us.saturating_add(other.sum_us);
@@ -253,6 +278,35 @@ impl PropagationStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_histograms_of_disjoint_ranges_equals_recording_everything_into_one() {
+        let (mut low, mut high, mut all) = (
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+            LatencyHistogram::new(),
+        );
+        for us in [3u64, 40, 41, 900] {
+            low.record(Duration::from_micros(us));
+            all.record(Duration::from_micros(us));
+        }
+        for us in [2_000_000u64, 70_000, 1] {
+            high.record(Duration::from_micros(us));
+            all.record(Duration::from_micros(us));
+        }
+        let mut merged = high.clone();
+        merged.merge(&low);
+        merged.merge(&LatencyHistogram::new());
+        assert_eq!(merged, all);
+        let mut empty = LatencyHistogram::new();
+        empty.merge(&all);
+        assert_eq!(empty, all);
+        for q in [0.0, 0.3, 0.5, 0.9, 1.0] {
+            assert_eq!(merged.percentile(q), all.percentile(q));
+        }
+        assert_eq!(all.percentile(0.0), Duration::from_micros(1));
+        assert_eq!(all.max(), Duration::from_secs(2));
+    }
 
     #[test]
     fn buckets_are_monotonic_and_cover_their_values() {

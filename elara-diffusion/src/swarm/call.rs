@@ -30,7 +30,7 @@ impl SwarmNode {
         let participants: BTreeSet<NodeId> =
             participants.iter().copied().filter(|p| *p != me).collect();
         for t in &tracks {
-            let tree = self.states.entry(t.state).or_default();
+            let tree = self.states.get_or_default(t.state);
             tree.authority = Some(me);
             tree.call = Some(call);
         }
@@ -93,7 +93,7 @@ impl SwarmNode {
             return;
         }
         for track in tracks.iter().take(MAX_TRACKS) {
-            let tree = self.states.entry(track.state).or_default();
+            let tree = self.states.get_or_default(track.state);
             if tree.authority.is_some_and(|a| a != from) || tree.authority == Some(me) {
                 // A track id someone else already owns: not this participant's to offer.
                 self.counters.unexpected += 1;

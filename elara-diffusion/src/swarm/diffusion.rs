@@ -1,7 +1,6 @@
 //! Diffusion per state: joining a tree (request, accept, redirect), interest aggregation,
 //! forwarding through the scheduler, in-order delivery, lazy repair and tree repair.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +8,7 @@ use elara_core::wire::{MAX_CANDIDATES, MAX_PATH, MAX_SEQS};
 use elara_core::{InterestLevel, Message, NodeId, PeerInfo, StateId, StateUpdate, Time};
 
 use super::peer::Peer;
+use super::small_map::SmallMap;
 use super::state::{Arrival, Child, Held, Joining};
 use super::{Event, SwarmNode, TimerReason};
 use crate::scheduler::Verdict;
@@ -91,12 +91,12 @@ const MAX_DEFERRALS: u8 = 3;
 const PARENT_LOSS_LIMIT: f32 = 0.3;
 
 /// Children `id` says it can take (its `Hello`'s `max_children`; 0 before its hello arrived).
-fn slots_of(peers: &BTreeMap<NodeId, Peer>, id: &NodeId) -> u16 {
+fn slots_of(peers: &SmallMap<NodeId, Peer>, id: &NodeId) -> u16 {
     peers.get(id).map_or(0, |p| p.caps.max_children)
 }
 
 /// Round-trip time measured to `id`, or `initial` before a measurement (or for a stranger).
-fn rtt_of(peers: &BTreeMap<NodeId, Peer>, id: &NodeId, initial: Duration) -> Duration {
+fn rtt_of(peers: &SmallMap<NodeId, Peer>, id: &NodeId, initial: Duration) -> Duration {
     peers.get(id).map_or(initial, |p| p.rtt_or(initial))
 }
 
@@ -129,14 +129,14 @@ impl SwarmNode {
             return;
         }
         let (target, addr) = list.remove(0);
-        tree.joining = Some(Joining {
+        tree.joining = Some(Box::new(Joining {
             target,
             sent: false,
             candidates: list,
             redirects: 0,
             climb: false,
             deferrals: 0,
-        });
+        }));
         self.contact_join_target(now, state, addr);
     }
 
@@ -497,11 +497,7 @@ impl SwarmNode {
         let Some(tree) = self.states.get(&state) else {
             return;
         };
-        let replay: Vec<(StateUpdate, u8)> = tree
-            .buffer
-            .since_last_keyframe(since)
-            .map(|(u, h)| (u.clone(), *h))
-            .collect();
+        let replay: Vec<(StateUpdate, u8)> = tree.buffer.since_last_keyframe(since).collect();
         for (u, h) in replay {
             self.schedule_for(now, &u, h, Some(child), None, false);
         }
@@ -693,14 +689,14 @@ impl SwarmNode {
             return;
         }
         let tree = self.states.get_mut(&state).expect("exists");
-        tree.joining = Some(Joining {
+        tree.joining = Some(Box::new(Joining {
             target: grandparent,
             sent: true,
             candidates: Vec::new(),
             redirects: 0,
             climb: true,
             deferrals: 0,
-        });
+        }));
         self.counters.climbs += 1;
         self.send_control(grandparent, Message::JoinRequest { state });
         self.timers
@@ -995,7 +991,6 @@ impl SwarmNode {
             tree.buffer
                 .after(update.seq)
                 .filter(|(u, _)| u.group == update.group && !u.is_independent())
-                .map(|(u, h)| (u.clone(), *h))
                 .collect()
         } else {
             Vec::new()
@@ -1127,8 +1122,8 @@ impl SwarmNode {
                     .push(now + d.delay(), to, d.link, hops, update.clone());
             }
         }
-        self.decisions = decisions;
-        self.fanout = order;
+        self.decisions = super::recycle(decisions);
+        self.fanout = super::recycle(order);
         sent
     }
 
@@ -1234,7 +1229,7 @@ impl SwarmNode {
         );
         self.forward(now, update, links, Some(from), repair);
         self.deliver_ready(now, state, &mut ready);
-        self.scratch = ready;
+        self.scratch = super::recycle(ready);
         self.after_arrival(now, state);
     }
 
@@ -1298,7 +1293,7 @@ impl SwarmNode {
             let mut ready = std::mem::take(&mut self.scratch);
             tree.recv.skip_gap(&mut |h| ready.push(h));
             self.deliver_ready(now, state, &mut ready);
-            self.scratch = ready;
+            self.scratch = super::recycle(ready);
             return;
         }
         if let Some(oldest) = tree.recv.oldest_held() {
@@ -1338,7 +1333,7 @@ impl SwarmNode {
         tree.pull_rounds = 0;
         self.health_dirty = true;
         self.deliver_ready(now, state, &mut ready);
-        self.scratch = ready;
+        self.scratch = super::recycle(ready);
         if let Some(next) = self.states.get(&state).and_then(|t| t.recv.oldest_held()) {
             self.timers.set(TimerReason::Reorder(state), next + window);
         }
@@ -1390,8 +1385,8 @@ impl SwarmNode {
         let mut unavailable = Vec::new();
         for &s in seqs.iter().take(MAX_SEQS) {
             match tree.buffer.get(s) {
-                Some((u, h)) if now - u.timestamp <= budget && child.wants(u) => {
-                    found.push((u.clone(), *h));
+                Some((u, h)) if now - u.timestamp <= budget && child.wants(&u) => {
+                    found.push((u, h));
                 }
                 Some(_) => unavailable.push(s),
                 // Not held: gone for good if we are past it (or are the authority), otherwise
@@ -1440,7 +1435,7 @@ impl SwarmNode {
             self.health_dirty = true;
         }
         self.deliver_ready(now, state, &mut ready);
-        self.scratch = ready;
+        self.scratch = super::recycle(ready);
     }
 
     pub(crate) fn on_announce(

@@ -68,7 +68,12 @@ impl PacingQueue {
     /// The next send due at or before `now`.
     pub fn pop_due(&mut self, now: Time) -> Option<Paced> {
         if self.heap.peek()?.at <= now {
-            self.heap.pop()
+            let p = self.heap.pop();
+            if self.heap.is_empty() {
+                // Most nodes send in bursts (a frame's fan-out): hold nothing in between.
+                self.heap = BinaryHeap::new();
+            }
+            p
         } else {
             None
         }

@@ -1,11 +1,15 @@
 //! Per-state bookkeeping of a swarm node: its place in the state's tree, its receive window
 //! (duplicate suppression, in-order delivery, gap detection) and its repair buffer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use elara_core::{GroupId, InterestLevel, NodeId, StateUpdate, Time, UpdateKind};
+use bytes::Bytes;
+use elara_core::{
+    Fragment, GroupId, InterestLevel, NodeId, Priority, StateId, StateUpdate, Time, UpdateKind,
+};
 
+use super::small_map::SmallMap;
 use crate::scheduler::Quality;
 
 /// Counters and a latency histogram for one state at one node.
@@ -84,8 +88,9 @@ pub(crate) struct ReceiveWindow {
     pub floor: Option<u64>,
     /// Bit `i` set: `floor - 1 - i` was delivered (for duplicate vs late accounting).
     pub below: u64,
-    /// Updates received above a gap.
-    pub held: BTreeMap<u64, Held>,
+    /// Updates received above a gap, sorted by sequence number (no duplicates). Its room is
+    /// given back whenever the gap closes: most of the time nothing is held.
+    pub held: VecDeque<Held>,
     /// Highest sequence number known to exist (received or announced).
     pub highest: Option<u64>,
     /// The group whose keyframe was last delivered to the application, whole (every fragment).
@@ -118,7 +123,7 @@ impl ReceiveWindow {
             return Arrival::New;
         };
         if seq >= floor {
-            if self.held.contains_key(&seq) {
+            if self.is_held(seq) {
                 Arrival::Duplicate
             } else {
                 Arrival::New
@@ -175,14 +180,29 @@ impl ReceiveWindow {
                 self.advance(false);
             }
         }
-        while self
-            .held
-            .first_key_value()
-            .is_some_and(|(&s, _)| s < target)
-        {
-            self.held.pop_first();
-        }
+        let below = self.held.partition_point(|h| h.update.seq < target);
+        self.held.drain(..below);
+        self.release_held();
         n
+    }
+
+    /// True when `seq` is held.
+    fn is_held(&self, seq: u64) -> bool {
+        self.held
+            .binary_search_by_key(&seq, |h| h.update.seq)
+            .is_ok()
+    }
+
+    /// Frees the held updates' room once none is held (and the skipped numbers' once none is
+    /// left).
+    fn release_held(&mut self) {
+        if self.held.is_empty() && self.held.capacity() > 0 {
+            self.held = VecDeque::new();
+        }
+        if self.gone.is_empty() {
+            // An emptied B-tree keeps its leaf allocated.
+            self.gone.clear();
+        }
     }
 
     /// Accepts a new in-order or out-of-order update; returns the updates now deliverable, in
@@ -196,10 +216,13 @@ impl ReceiveWindow {
             out(held);
             self.drain(out);
         } else {
-            self.held.insert(seq, held);
+            match self.held.binary_search_by_key(&seq, |h| h.update.seq) {
+                Ok(i) => self.held[i] = held,
+                Err(i) => self.held.insert(i, held),
+            }
             if self.held.len() > MAX_HELD {
                 // Bounded memory whatever a parent sends: the furthest update goes.
-                self.held.pop_last();
+                self.held.pop_back();
             }
         }
     }
@@ -208,9 +231,9 @@ impl ReceiveWindow {
     /// sequence numbers known to be gone.
     fn drain(&mut self, out: &mut impl FnMut(Held)) {
         while let Some(floor) = self.floor {
-            match self.held.first_key_value() {
-                Some((&s, _)) if s == floor => {
-                    let (_, h) = self.held.pop_first().expect("checked non-empty");
+            match self.held.front() {
+                Some(h) if h.update.seq == floor => {
+                    let h = self.held.pop_front().expect("checked non-empty");
                     self.advance(true);
                     out(h);
                 }
@@ -218,6 +241,7 @@ impl ReceiveWindow {
                 _ => break,
             }
         }
+        self.release_held();
     }
 
     /// The parent said these sequence numbers will never come: stop waiting for them. Returns
@@ -227,7 +251,7 @@ impl ReceiveWindow {
             return 0;
         };
         for &s in seqs {
-            if s >= floor && !self.held.contains_key(&s) && self.gone.len() < MAX_HELD {
+            if s >= floor && !self.is_held(s) && self.gone.len() < MAX_HELD {
                 self.gone.insert(s);
             }
         }
@@ -244,10 +268,11 @@ impl ReceiveWindow {
     /// keyframe that update is a fragment of: a loss to wait for (or pull), never updates a
     /// parent filtered out, since a keyframe goes whole or not at all.
     pub fn gap_inside_keyframe(&self) -> bool {
-        let (Some(floor), Some((&seq, first))) = (self.floor, self.held.iter().next()) else {
+        let (Some(floor), Some(first)) = (self.floor, self.held.front()) else {
             return false;
         };
         let u = &first.update;
+        let seq = u.seq;
         u.keyframe
             && u.fragment.index > 0
             && floor.saturating_add(u64::from(u.fragment.index)) >= seq
@@ -255,7 +280,7 @@ impl ReceiveWindow {
 
     /// Gives up on the gap(s) below the first held update; returns how many seqs were skipped.
     pub fn skip_gap(&mut self, out: &mut impl FnMut(Held)) -> u64 {
-        let Some(&first) = self.held.keys().next() else {
+        let Some(first) = self.held.front().map(|h| h.update.seq) else {
             return 0;
         };
         let skipped = self.jump_to(first);
@@ -276,7 +301,7 @@ impl ReceiveWindow {
 
     /// Arrival time of the oldest held update.
     pub fn oldest_held(&self) -> Option<Time> {
-        self.held.values().map(|h| h.arrived).min()
+        self.held.iter().map(|h| h.arrived).min()
     }
 
     /// Up to `max` sequence numbers known to exist but not received, oldest first.
@@ -286,7 +311,7 @@ impl ReceiveWindow {
         };
         let mut s = floor;
         while s <= highest && out.len() < max {
-            if !self.held.contains_key(&s) && !self.gone.contains(&s) {
+            if !self.is_held(s) && !self.gone.contains(&s) {
                 out.push(s);
             }
             let Some(next) = s.checked_add(1) else {
@@ -297,10 +322,40 @@ impl ReceiveWindow {
     }
 }
 
+/// An update in a [`RepairBuffer`], without what all of a state's updates share: the state id
+/// is the buffer's and the source is an index into the buffer's table of sources (one entry,
+/// the authority, but for a node told of another authority mid-stream). 72 bytes instead of
+/// the 112 of an update and its hop count.
+#[derive(Debug)]
+struct Buffered {
+    seq: u64,
+    group: GroupId,
+    timestamp: Time,
+    payload: Bytes,
+    fragment: Fragment,
+    source: u32,
+    keyframe: bool,
+    layer: u8,
+    priority: Priority,
+    kind: UpdateKind,
+    hops: u8,
+}
+
+impl Buffered {
+    /// As [`StateUpdate::starts_group`].
+    fn starts_group(&self) -> bool {
+        self.keyframe && self.fragment.index == 0
+    }
+}
+
 /// Recent updates of a state, ordered by sequence number, bounded in count.
 #[derive(Debug, Default)]
 pub(crate) struct RepairBuffer {
-    items: VecDeque<(StateUpdate, u8)>,
+    /// The state of every update held.
+    state: StateId,
+    /// Sources of the updates held ([`Buffered::source`] indexes it).
+    sources: Vec<NodeId>,
+    items: VecDeque<Buffered>,
 }
 
 impl RepairBuffer {
@@ -309,25 +364,93 @@ impl RepairBuffer {
     /// be repaired or replayed within the latency budget.
     pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize, max_age: Duration) {
         let seq = update.seq;
-        match self.items.back() {
-            Some((last, _)) if last.seq >= seq => {
-                if let Err(i) = self.items.binary_search_by_key(&seq, |(u, _)| u.seq) {
-                    self.items.insert(i, (update, hops));
-                }
+        let at = match self.items.back() {
+            Some(last) if last.seq >= seq => self.items.binary_search_by_key(&seq, |b| b.seq).err(),
+            _ => Some(self.items.len()),
+        };
+        if let Some(i) = at {
+            let entry = self.compact(update, hops);
+            if self.items.len() == self.items.capacity() {
+                // A quarter more, not twice the room: every node holds one of these.
+                self.items.reserve_exact((self.items.len() / 4).max(1));
             }
-            _ => self.items.push_back((update, hops)),
+            self.items.insert(i, entry);
         }
         while self.items.len() > cap.max(1) {
             self.items.pop_front();
         }
-        let newest = self.items.back().map_or(Time::ZERO, |(u, _)| u.timestamp);
+        let newest = self.items.back().map_or(Time::ZERO, |b| b.timestamp);
         while self
             .items
             .front()
-            .is_some_and(|(u, _)| u.timestamp + max_age < newest)
+            .is_some_and(|b| b.timestamp + max_age < newest)
         {
             self.items.pop_front();
         }
+    }
+
+    /// `update` in the buffer's compact form.
+    fn compact(&mut self, update: StateUpdate, hops: u8) -> Buffered {
+        self.state = update.state;
+        let source = match self.sources.iter().position(|s| *s == update.source) {
+            Some(i) => i,
+            None => {
+                // Forget the sources no update held comes from any more.
+                if !self.sources.is_empty() {
+                    let mut used = vec![false; self.sources.len()];
+                    for b in &self.items {
+                        used[b.source as usize] = true;
+                    }
+                    let mut remap = vec![0u32; self.sources.len()];
+                    let mut kept = 0u32;
+                    for (i, u) in used.iter().enumerate() {
+                        if *u {
+                            remap[i] = kept;
+                            self.sources[kept as usize] = self.sources[i];
+                            kept += 1;
+                        }
+                    }
+                    self.sources.truncate(kept as usize);
+                    for b in &mut self.items {
+                        b.source = remap[b.source as usize];
+                    }
+                }
+                self.sources.push(update.source);
+                self.sources.len() - 1
+            }
+        };
+        Buffered {
+            seq: update.seq,
+            group: update.group,
+            timestamp: update.timestamp,
+            payload: update.payload,
+            fragment: update.fragment,
+            // No more sources than updates held (plus this one).
+            source: u32::try_from(source).expect("fewer sources than updates held"),
+            keyframe: update.keyframe,
+            layer: update.layer,
+            priority: update.priority,
+            kind: update.kind,
+            hops,
+        }
+    }
+
+    /// The update `b` stands for, with its hop count.
+    fn expand(&self, b: &Buffered) -> (StateUpdate, u8) {
+        let update = StateUpdate {
+            state: self.state,
+            source: self.sources[b.source as usize],
+            seq: b.seq,
+            group: b.group,
+            timestamp: b.timestamp,
+            keyframe: b.keyframe,
+            layer: b.layer,
+            priority: b.priority,
+            kind: b.kind,
+            fragment: b.fragment,
+            payload: b.payload.clone(),
+        };
+        (update, b.hops)
     }
 
     /// Forgets everything.
@@ -336,38 +459,39 @@ impl RepairBuffer {
     }
 
     /// The update with sequence number `seq`, if still held.
-    pub fn get(&self, seq: u64) -> Option<&(StateUpdate, u8)> {
+    pub fn get(&self, seq: u64) -> Option<(StateUpdate, u8)> {
         self.items
-            .binary_search_by_key(&seq, |(u, _)| u.seq)
+            .binary_search_by_key(&seq, |b| b.seq)
             .ok()
-            .map(|i| &self.items[i])
+            .map(|i| self.expand(&self.items[i]))
     }
 
     /// Updates held with a sequence number above `seq`, in order.
-    pub fn after(&self, seq: u64) -> impl Iterator<Item = &(StateUpdate, u8)> {
-        let start = self.items.partition_point(|(u, _)| u.seq <= seq);
-        self.items.range(start..)
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = (StateUpdate, u8)> + '_ {
+        let start = self.items.partition_point(|b| b.seq <= seq);
+        self.items.range(start..).map(|b| self.expand(b))
     }
 
     /// The newest sequence number held.
     pub fn newest(&self) -> Option<u64> {
-        self.items.back().map(|(u, _)| u.seq)
+        self.items.back().map(|b| b.seq)
     }
 
     /// Updates from the newest keyframe on (or the whole buffer for streams without keyframes),
     /// not older than `since`. Nothing when that keyframe is older than `since`: its deltas
     /// would not decode without it. A keyframe cut into fragments starts at its first
     /// fragment: the rest do not decode without it.
-    pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = &(StateUpdate, u8)> {
-        let start = match self.items.iter().rposition(|(u, _)| u.starts_group()) {
-            Some(k) if self.items[k].0.timestamp >= since => k,
+    pub fn since_last_keyframe(&self, since: Time) -> impl Iterator<Item = (StateUpdate, u8)> + '_ {
+        let start = match self.items.iter().rposition(Buffered::starts_group) {
+            Some(k) if self.items[k].timestamp >= since => k,
             Some(_) => self.items.len(),
-            None if self.items.iter().any(|(u, _)| u.kind == UpdateKind::Video) => self.items.len(),
+            None if self.items.iter().any(|b| b.kind == UpdateKind::Video) => self.items.len(),
             None => 0,
         };
         self.items
             .range(start..)
-            .filter(move |(u, _)| u.timestamp >= since)
+            .filter(move |b| b.timestamp >= since)
+            .map(|b| self.expand(b))
     }
 }
 
@@ -448,10 +572,10 @@ pub(crate) struct StateTree {
     pub prev_parent: Option<NodeId>,
     /// Ancestors from the authority down to and including the parent (empty at the authority).
     pub path: Vec<NodeId>,
-    /// A join in progress.
-    pub joining: Option<Joining>,
+    /// A join in progress (boxed: most of the time there is none).
+    pub joining: Option<Box<Joining>>,
     /// Children and their interest.
-    pub children: BTreeMap<NodeId, Child>,
+    pub children: SmallMap<NodeId, Child>,
     /// Aggregated interest last told to the parent.
     pub sent_interest: InterestLevel,
     /// Rotates redirect candidates across children.
@@ -568,7 +692,6 @@ impl StateTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use elara_core::StateId;
 
     fn held(seq: u64) -> Held {
         Held {
@@ -608,6 +731,7 @@ mod tests {
         }
         assert!(b.get(1).is_none());
         assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));
+        assert_eq!(b.get(3).map(|(u, _)| u), Some(held(3).update));
         assert_eq!(b.newest(), Some(5));
     }
 }
