@@ -205,20 +205,9 @@ fn a_joiner_tries_a_strong_relay_with_room_before_lengthening_a_chain() {
     let mut h = Harness::new(11, LinkProfile::wan());
     h.add_node(config(1, 2, None, 1000));
     h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    for (id, k) in [(2, 2), (3, 4)] {
-        h.add_node(config(id, k, Some(1), 1000));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(id))
-            .declare_interest(now, state, InterestLevel::High);
-        h.run_for(Duration::from_millis(500));
-    }
-    for id in 4..10u64 {
-        h.add_node(config(id, 1, Some(1), 1000));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(id))
-            .declare_interest(now, state, InterestLevel::High);
-        h.run_for(Duration::from_millis(800));
-    }
+    join_one_by_one(&mut h, state, &[(2, 2), (3, 4)], 500);
+    let weak: Vec<(u64, u16)> = (4..10).map(|id| (id, 1)).collect();
+    join_one_by_one(&mut h, state, &weak, 800);
     for id in 4..10u64 {
         let n = h.node(NodeId::from_u64(id));
         let parent = n.parent(state).expect("attached").prefix_u64();
@@ -240,13 +229,7 @@ fn a_leaf_moves_up_into_a_slot_that_freed_above_it() {
     let mut h = Harness::new(12, LinkProfile::wan());
     h.add_node(config(1, 1, None, 1000));
     h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    for (id, k) in [(2, 2), (3, 2), (4, 2), (5, 0)] {
-        h.add_node(config(id, k, Some(1), 1000));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(id))
-            .declare_interest(now, state, InterestLevel::High);
-        h.run_for(Duration::from_millis(800));
-    }
+    join_one_by_one(&mut h, state, &[(2, 2), (3, 2), (4, 2), (5, 0)], 800);
     let leaf = NodeId::from_u64(5);
     assert_eq!(h.node(leaf).depth(state), Some(3));
     let parent = h.node(leaf).parent(state).expect("attached");
@@ -272,13 +255,12 @@ fn a_one_child_joiner_takes_a_free_slot_when_one_more_stays_for_a_strong_relay()
     let mut h = Harness::new(13, LinkProfile::wan());
     h.add_node(config(1, 1, None, 1000));
     h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    for (id, k) in [(2, 4), (3, 2), (4, 1), (5, 1), (6, 1)] {
-        h.add_node(config(id, k, Some(1), 1000));
-        let now = h.now();
-        h.node_mut(NodeId::from_u64(id))
-            .declare_interest(now, state, InterestLevel::High);
-        h.run_for(Duration::from_millis(800));
-    }
+    join_one_by_one(
+        &mut h,
+        state,
+        &[(2, 4), (3, 2), (4, 1), (5, 1), (6, 1)],
+        800,
+    );
     let relay = NodeId::from_u64(2);
     for id in [4, 5] {
         assert_eq!(
@@ -292,4 +274,16 @@ fn a_one_child_joiner_takes_a_free_slot_when_one_more_stays_for_a_strong_relay()
         h.node(NodeId::from_u64(6)).parent(state),
         Some(NodeId::from_u64(3))
     );
+}
+
+/// Adds nodes `(id, slots)` one after the other, each declaring High interest in `state`
+/// through node 1 and given `settle_ms` to join before the next comes.
+fn join_one_by_one(h: &mut Harness, state: StateId, nodes: &[(u64, u16)], settle_ms: u64) {
+    for &(id, k) in nodes {
+        h.add_node(config(id, k, Some(1), 1000));
+        let now = h.now();
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(now, state, InterestLevel::High);
+        h.run_for(Duration::from_millis(settle_ms));
+    }
 }
