@@ -220,62 +220,6 @@ fn a_joiner_tries_a_strong_relay_with_room_before_lengthening_a_chain() {
     assert_eq!(h.node(NodeId::from_u64(3)).children(state).count(), 4);
 }
 
-#[test]
-fn a_leaf_moves_up_into_a_slot_that_freed_above_it() {
-    // Root 1 takes one child: relay 2 (two slots), below it relays 3 and 4 (two slots each).
-    // Leaf 5 joins when 2 is full and lands below 3 or 4. Then the other of the two leaves:
-    // 2 has a free slot, and the leaf moves up into it (one hop less for every update it gets).
-    let state = StateId(7);
-    let mut h = Harness::new(12, LinkProfile::wan());
-    h.add_node(config(1, 1, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    join_one_by_one(&mut h, state, &[(2, 2), (3, 2), (4, 2), (5, 0)], 800);
-    let leaf = NodeId::from_u64(5);
-    assert_eq!(h.node(leaf).depth(state), Some(3));
-    let parent = h.node(leaf).parent(state).expect("attached");
-    let other = if parent == NodeId::from_u64(3) { 4 } else { 3 };
-    let now = h.now();
-    h.node_mut(NodeId::from_u64(other)).leave(now);
-    let mut s = Stream::video(7, 1);
-    stream_frames(&mut h, &mut s, 300, Duration::from_millis(33));
-    h.run_for(Duration::from_secs(1));
-    assert_eq!(h.node(leaf).parent(state), Some(NodeId::from_u64(2)));
-    assert_eq!(h.node(leaf).depth(state), Some(2));
-    // The move was make-before-break: the leaf got every frame.
-    let got = delivered_seqs(&h, leaf, state);
-    assert_eq!(got, (0..300).collect::<Vec<_>>());
-}
-
-#[test]
-fn a_one_child_joiner_takes_a_free_slot_when_one_more_stays_for_a_strong_relay() {
-    // Relay 2 (four slots) has one strong child, 3. A one-child joiner used to be sent on
-    // below 3 while 2 kept every free slot for strong joiners; with three free it takes one
-    // (the last free slot stays for a strong joiner).
-    let state = StateId(7);
-    let mut h = Harness::new(13, LinkProfile::wan());
-    h.add_node(config(1, 1, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
-    join_one_by_one(
-        &mut h,
-        state,
-        &[(2, 4), (3, 2), (4, 1), (5, 1), (6, 1)],
-        800,
-    );
-    let relay = NodeId::from_u64(2);
-    for id in [4, 5] {
-        assert_eq!(
-            h.node(NodeId::from_u64(id)).parent(state),
-            Some(relay),
-            "node {id}"
-        );
-    }
-    // The last free slot of 2 is kept: the third one-child joiner goes below 3.
-    assert_eq!(
-        h.node(NodeId::from_u64(6)).parent(state),
-        Some(NodeId::from_u64(3))
-    );
-}
-
 /// Adds nodes `(id, slots)` one after the other, each declaring High interest in `state`
 /// through node 1 and given `settle_ms` to join before the next comes.
 fn join_one_by_one(h: &mut Harness, state: StateId, nodes: &[(u64, u16)], settle_ms: u64) {

@@ -85,8 +85,7 @@ const STRONG_RELAY: u16 = 2;
 /// [`SwarmNode::on_join_redirect`]). Measured in `elara-sim run livestream --set viewers=2000
 /// --set duration_s=20` (seeds 1 / 2): with 3, video continuity 96.3 / 98.3% against 93.1 /
 /// 94.4% without deferring, startup p95 3.6 / 3.5 s against 4.1 / 3.6 s, hops p99 8 / 7
-/// against 9 / 9 (before the free-slot rules of [`SwarmNode::on_join_request`]; with them
-/// 94.9 / 96.5%, and at 10,000 viewers 83.1 / 83.4% against 81.4% (seed 1) before both).
+/// against 9 / 9.
 const MAX_DEFERRALS: u8 = 3;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
@@ -310,28 +309,16 @@ impl SwarmNode {
             return;
         }
         // Relays near the root, leaves at the edge: a joiner that cannot relay much (fewer
-        // than two children) is sent on down while this node has a relay child that can and
-        // only one free slot, which stays for a strong joiner, so that the tree's inner levels
-        // are made of the strong uplinks and stay shallow. It takes a free slot where no strong
-        // relay is below (the edge of the tree), where two or more are free, and when it is a
-        // long-connected peer (a node below climbing into a slot that freed, see
-        // [`SwarmNode::on_climb`]): once the joins are over no strong joiner comes for the
-        // slot. `elara-sim run livestream --set duration_s=20` (10,000 viewers, seeds 1 / 2):
-        // continuity 92.0 / 91.8% and video alone 83.1 / 83.4% against 91.0 / 90.0% and
-        // 81.3 / 82.4% with only the two-free rule, and 89.1% / 75.0% (seed 1) with neither.
+        // than two children) is sent on down while this node has a relay child that can, so
+        // that the tree's inner levels are made of the strong uplinks and stay shallow. Only
+        // where no strong relay is below (the edge of the tree) does it take a free slot.
         let joiner_cap = slots_of(&self.peers, &from);
         let strong_below = tree
             .children
             .keys()
             .any(|c| *c != from && slots_of(&self.peers, c) >= STRONG_RELAY);
         let taken = tree.slots_taken();
-        let standby = self
-            .peers
-            .get(&from)
-            .is_some_and(|p| now - p.since >= self.cfg.keepalive_interval);
-        if taken < capacity
-            && (joiner_cap >= STRONG_RELAY || !strong_below || capacity - taken >= 2 || standby)
-        {
+        if taken < capacity && (joiner_cap >= STRONG_RELAY || !strong_below) {
             self.accept_child(now, from, state);
             return;
         }
@@ -358,6 +345,10 @@ impl SwarmNode {
             );
             return;
         }
+        let standby = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| now - p.since >= self.cfg.keepalive_interval);
         // Full. A joiner that can relay much more than our weakest child takes its place, and
         // that child is asked to move below the joiner once the joiner is attached. Several
         // moves may be under way (a crowd of strong joiners rises to the top at once); each
@@ -668,19 +659,16 @@ impl SwarmNode {
         );
     }
 
-    /// Asks the grandparent to take us when it is connected as our standby: it accepts where
-    /// it has a free slot (a slot that freed after the joins, say, when a child climbed or
-    /// left) or, for a strong relay, a weaker child to move down, and we switch
-    /// make-before-break; a redirect ends the try. Every node climbs, leaves included: one hop
-    /// less is one hop's delay and loss less for every update (see the measurements at
-    /// [`SwarmNode::on_join_request`]).
+    /// Asks the grandparent to take us, when we are a strong relay (or below a one-child
+    /// relay) and it is connected as our standby: it accepts where it has a free slot or a
+    /// weaker child to move down, and we switch make-before-break; a redirect ends the try.
     pub(crate) fn on_climb(&mut self, now: Time, state: StateId) {
         let Some(tree) = self.states.get(&state) else {
             return;
         };
-        if tree.parent.is_none() {
+        let Some(parent) = tree.parent else {
             return;
-        }
+        };
         self.arm_climb(now, state);
         let tree = self.states.get(&state).expect("exists");
         if tree.joining.is_some()
@@ -691,10 +679,12 @@ impl SwarmNode {
             return;
         }
         let grandparent = tree.path[tree.path.len() - 2];
-        if !self
-            .peers
-            .get(&grandparent)
-            .is_some_and(|p| p.is_connected())
+        let strong = self.cfg.caps.max_children >= STRONG_RELAY;
+        if !(strong || slots_of(&self.peers, &parent) < STRONG_RELAY)
+            || !self
+                .peers
+                .get(&grandparent)
+                .is_some_and(|p| p.is_connected())
         {
             return;
         }
