@@ -83,9 +83,11 @@ const MAX_GROUP_WAIT: Duration = Duration::from_secs(10);
 const STRONG_RELAY: u16 = 2;
 /// Redirects to the ends of chains a joiner puts behind its other candidates (see
 /// [`SwarmNode::on_join_redirect`]). Measured in `elara-sim run livestream --set viewers=2000
-/// --set duration_s=20` (seeds 1 / 2): with 3, video continuity 96.3 / 98.3% against 93.1 /
-/// 94.4% without deferring, startup p95 3.6 / 3.5 s against 4.1 / 3.6 s, hops p99 8 / 7
-/// against 9 / 9.
+/// --set duration_s=20` (seeds 1 / 2): with 3, video continuity 96.4 / 97.2% against 93.1 /
+/// 94.4% without deferring, startup p95 4.0 / 3.3 s against 4.1 / 3.6 s, hops p99 7 / 7
+/// against 9 / 9; with 8, 96.5 / 96.7% and startup p95 4.8 / 3.6 s. At 10,000 viewers (seeds
+/// 1 / 2) video continuity 75.0 / 83.5% against 81.4 / 78.6%, all frames 89.1 / 89.4% against
+/// 91.7 / 90.5%, viewers never started 59 / 7 against 132 / 203.
 const MAX_DEFERRALS: u8 = 3;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
@@ -143,10 +145,7 @@ impl SwarmNode {
     /// The request a join attempt sends: a [`Message::RepairRequest`] while the node is
     /// detached because its parent failed (or left), a [`Message::JoinRequest`] otherwise.
     fn join_request(&self, state: StateId) -> Message {
-        let orphan = self
-            .states
-            .get(&state)
-            .is_some_and(|t| t.parent.is_none() && t.parent_lost_at.is_some());
+        let orphan = self.states.get(&state).is_some_and(|t| t.is_orphan());
         if orphan {
             Message::RepairRequest { state }
         } else {
@@ -811,7 +810,7 @@ impl SwarmNode {
         // higher up: they are tried first, and the chain stays as the last resort. Not for an
         // orphan, which must re-attach fast.
         let chain_only = candidates.iter().all(|c| c.slots < STRONG_RELAY);
-        let orphan = tree.parent.is_none() && tree.parent_lost_at.is_some();
+        let orphan = tree.is_orphan();
         let mut fresh: Vec<(NodeId, Bytes)> = candidates
             .iter()
             .filter(|c| c.id != me && c.id != from && !self.failed.contains_key(&c.id))

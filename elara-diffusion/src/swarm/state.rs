@@ -636,6 +636,12 @@ impl StateTree {
         self.is_authority(me) || self.parent.is_some()
     }
 
+    /// True while the node is detached because its parent failed (or left) and has not
+    /// re-attached yet: it asks with repair requests.
+    pub fn is_orphan(&self) -> bool {
+        self.parent.is_none() && self.parent_lost_at.is_some()
+    }
+
     /// The strongest interest here and below.
     pub fn aggregated(&self) -> InterestLevel {
         self.children
