@@ -220,6 +220,44 @@ fn a_joiner_tries_a_strong_relay_with_room_before_lengthening_a_chain() {
     assert_eq!(h.node(NodeId::from_u64(3)).children(state).count(), 4);
 }
 
+#[test]
+fn a_strong_relay_below_a_chain_climbs_past_the_one_child_relays() {
+    // A chain root 1 -> 2 -> 3 of one-child relays, and a strong relay 4 (four slots) that
+    // landed below 3 (it asked 3 first, as a joiner of a storm may). Climbing, 4 takes its
+    // grandparent's only slot and the one-child relay there moves below it, twice, until 4
+    // is the root's child and both one-child relays hang below it: everyone two hops from
+    // the root or less, instead of four for anything 4 feeds.
+    let state = StateId(7);
+    let mut h = Harness::new(17, LinkProfile::wan());
+    h.add_node(config(1, 1, None, 1000));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    join_one_by_one(&mut h, state, &[(2, 1), (3, 1)], 800);
+    h.add_node(config(4, 4, Some(3), 1000));
+    let now = h.now();
+    h.node_mut(NodeId::from_u64(4))
+        .declare_interest(now, state, InterestLevel::High);
+    h.run_for(Duration::from_millis(800));
+    let [n2, n3, n4] = [2, 3, 4].map(NodeId::from_u64);
+    assert_eq!(h.node(n4).depth(state), Some(3), "chain not built");
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 360, Duration::from_millis(33));
+    h.run_for(Duration::from_millis(500));
+    assert_eq!(
+        h.node(n4).depth(state),
+        Some(1),
+        "the strong relay did not climb"
+    );
+    for weak in [n2, n3] {
+        assert_eq!(h.node(weak).parent(state), Some(n4));
+    }
+    for id in [n2, n3, n4] {
+        let got = delivered(&h, id, state);
+        assert_decodable(&got, id);
+        let last: Vec<u64> = got.iter().map(|g| g.seq).filter(|&q| q >= 300).collect();
+        assert_eq!(last, (300..360).collect::<Vec<_>>(), "{id:?} misses frames");
+    }
+}
+
 /// Adds nodes `(id, slots)` one after the other, each declaring High interest in `state`
 /// through node 1 and given `settle_ms` to join before the next comes.
 fn join_one_by_one(h: &mut Harness, state: StateId, nodes: &[(u64, u16)], settle_ms: u64) {

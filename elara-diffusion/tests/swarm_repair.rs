@@ -223,6 +223,68 @@ fn the_root_is_no_second_standby_and_an_orphan_of_a_double_failure_dials_it_in_t
     );
 }
 
+#[test]
+fn a_node_over_capacity_after_taking_orphans_moves_them_all_down_at_once() {
+    // 1 -> 2 (two slots) -> {3 (four slots), 4 (two slots)}; 3 feeds 5, 6, 7 and 8 (one slot
+    // each). Killing 3 sends its four orphans to their standby grandparent 2, which takes them
+    // in repair slots: five children for two slots, an uplink carrying two and a half times
+    // what it was sized for. 2 moves every orphan above its capacity down to its relay child
+    // right after taking them; they switch at the next keyframe (every 0.5 s here), so 2 is
+    // back at capacity 1.1 s after the failure (moving one per check, two join timeouts
+    // apart, starting two idle timeouts after the repair, took 2.6 s).
+    let state = StateId(7);
+    let link = LinkProfile::wan();
+    let mut h = grow(
+        13,
+        link,
+        &[
+            (2, 2, 1),
+            (3, 4, 2),
+            (4, 2, 2),
+            (5, 1, 3),
+            (6, 1, 3),
+            (7, 1, 3),
+            (8, 1, 3),
+        ],
+    );
+    let [relay, failed] = [2, 3].map(NodeId::from_u64);
+    let orphans = [5, 6, 7, 8].map(NodeId::from_u64);
+    for o in orphans {
+        assert_eq!(h.node(o).parent(state), Some(failed), "tree not built");
+    }
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    let t_kill = h.now();
+    h.kill(failed);
+    let mut most = 0;
+    let mut back_at_capacity = None;
+    for _ in 0..90 {
+        stream_frames(&mut h, &mut s, 1, Duration::from_millis(33));
+        let children = h.node(relay).children(state).count();
+        most = most.max(children);
+        if most > 2 && children <= 2 && back_at_capacity.is_none() {
+            back_at_capacity = Some(h.now() - t_kill);
+        }
+    }
+    assert!(most > 2, "the orphans were not taken in repair slots");
+    let took = back_at_capacity.expect("never back at capacity");
+    assert!(
+        took <= Duration::from_millis(1500),
+        "back at capacity after {took:?}"
+    );
+    h.run_for(Duration::from_millis(500));
+    for o in orphans {
+        assert!(h.node(o).parent(state).is_some(), "{o:?} detached");
+        let got = delivered(&h, o, state);
+        assert_decodable(&got, o);
+        assert!(
+            got.iter()
+                .any(|g| g.at > t_kill + Duration::from_millis(2500)),
+            "{o:?} stopped receiving"
+        );
+    }
+}
+
 /// A chain 1 -> 2 -> 3 of one-child nodes streaming video over `link`; returns the harness,
 /// the stream, and the time 2 (3's parent) is killed after the first 30 frames.
 fn chain_with_its_relay_killed(link: LinkProfile, lose: &[LostMessage]) -> (Harness, Stream, Time) {

@@ -91,6 +91,9 @@ const STRONG_RELAY: u16 = 2;
 const MAX_DEFERRALS: u8 = 3;
 /// Loss on the link to a parent above which the node looks for a better parent.
 const PARENT_LOSS_LIMIT: f32 = 0.3;
+/// How long a child asked to move down (rebalance) is counted out of our slots: one still
+/// here after that found no place and counts again.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Children `id` says it can take (its `Hello`'s `max_children`; 0 before its hello arrived).
 fn slots_of(peers: &SmallMap<NodeId, Peer>, id: &NodeId) -> u16 {
@@ -338,33 +341,29 @@ impl SwarmNode {
         };
         if repair && tree.repair_room(now, capacity) {
             self.accept_child(now, from, state);
-            self.timers.set_if_earlier(
-                TimerReason::Rebalance(state),
-                now + self.cfg.idle_timeout * 2,
-            );
+            self.timers
+                .set_if_earlier(TimerReason::Rebalance(state), now + self.cfg.initial_rtt);
             return;
         }
-        let standby = self
-            .peers
-            .get(&from)
-            .is_some_and(|p| now - p.since >= self.cfg.keepalive_interval);
         // Full. A joiner that can relay much more than our weakest child takes its place, and
         // that child is asked to move below the joiner once the joiner is attached. Several
         // moves may be under way (a crowd of strong joiners rises to the top at once); each
-        // displaces a different child.
+        // displaces a different child. Climbers too (a strong relay below asking to move up,
+        // see [`SwarmNode::on_climb`]): a strong relay that landed below a chain of one-child
+        // relays during a join storm swaps places with them one level per climb, where before
+        // it stayed below them (`elara-sim run livestream --set viewers=2000 --set
+        // duration_s=20`: video continuity 96.4 -> 96.9%). Not an orphan: it re-attaches in a
+        // repair slot and is moved down by the rebalance.
         let weakest = tree
             .children
             .iter()
             .filter(|(_, c)| !c.leaving)
             .map(|(&c, _)| (slots_of(&self.peers, &c), c))
             .min();
-        // Only a fresh joiner (not a long-connected peer: a climber or an orphan, which
-        // bring children along) has the free slot the displaced child moves into.
         if let Some((weak_cap, weak)) = weakest
             && taken >= capacity
             && joiner_cap > weak_cap.saturating_add(1)
             && tree.pending_moves.len() < capacity
-            && !standby
             && !repair
         {
             self.accept_child(now, from, state);
@@ -502,44 +501,78 @@ impl SwarmNode {
         }
     }
 
-    /// Moves the newest child above capacity down to another child (it joins there first and
-    /// leaves us at a group boundary), one per call, until the node is back at capacity.
+    /// Moves the newest children above capacity down to other children (each joins there
+    /// first and leaves us at a group boundary), all at once, spread over the strong relays
+    /// among the children (any relay when there is none). A mover is counted out of the
+    /// slots while it moves; one still here at the next check has not found a place and
+    /// counts again.
+    ///
+    /// All at once, not one per check: after a failure a node can hold many orphans above
+    /// its capacity (repair slots), and every one of them overloads its uplink until moved.
+    /// Moving one per check (every two join timeouts) kept the publisher at 15 children for
+    /// 6 slots for over 14 s in `elara-sim run heterogeneous --set viewers=500 --set
+    /// duration_s=30 --set 'faults[0].at_s=15'` with weak joiners taking free slots, every
+    /// viewer blacked out for a second every 4 s.
     pub(crate) fn on_rebalance(&mut self, now: Time, state: StateId) {
         let capacity = usize::from(self.cfg.caps.max_children);
-        let Some(tree) = self.states.get(&state) else {
+        let Some(tree) = self.states.get_mut(&state) else {
             return;
         };
-        if tree.slots_taken() <= capacity {
+        // A mover still here long after it was asked found no place: it counts again.
+        for (_, c) in tree.children.iter_mut() {
+            if c.moving_since.is_some_and(|t| now - t >= MOVE_TIMEOUT) {
+                c.moving_since = None;
+            }
+        }
+        let taken = tree.slots_taken();
+        if taken <= capacity {
             return;
         }
-        let Some((&mover, _)) = tree
+        let mut by_age: Vec<(Time, NodeId)> = tree
             .children
             .iter()
-            .filter(|(_, c)| !c.leaving)
-            .max_by_key(|(id, c)| (c.since, **id))
-        else {
-            return;
-        };
-        let relays: Vec<NodeId> = tree
-            .children
-            .keys()
-            .copied()
-            .filter(|&c| c != mover)
-            .filter(|c| slots_of(&self.peers, c) > 0)
+            .filter(|(_, c)| !c.leaving && c.moving_since.is_none())
+            .map(|(&id, c)| (c.since, id))
             .collect();
+        by_age.sort_unstable();
+        let movers: Vec<NodeId> = by_age[capacity..].iter().map(|&(_, id)| id).collect();
+        // Targets: the children that stay, can relay and are not silent (a failed relay
+        // child may not be detected yet: its orphans are among the movers).
+        let stays: Vec<(NodeId, u16)> = by_age[..capacity]
+            .iter()
+            .map(|&(_, id)| (id, slots_of(&self.peers, &id)))
+            .filter(|&(id, slots)| slots > 0 && !self.seems_gone(now, id))
+            .collect();
+        let mut relays: Vec<NodeId> = stays
+            .iter()
+            .filter(|&&(_, slots)| slots >= STRONG_RELAY)
+            .map(|&(id, _)| id)
+            .collect();
+        if relays.is_empty() {
+            relays = stays.iter().map(|&(id, _)| id).collect();
+        }
         if !relays.is_empty() {
             let tree = self.states.get_mut(&state).expect("exists");
-            let target = relays[tree.redirect_cursor % relays.len()];
-            tree.redirect_cursor = tree.redirect_cursor.wrapping_add(1);
             let depth = tree.depth() + 1;
-            let info = self.peer_info(target, depth);
-            self.send_control(
-                mover,
-                Message::JoinRedirect {
-                    state,
-                    candidates: vec![info],
-                },
-            );
+            let mut redirects = Vec::with_capacity(movers.len());
+            for mover in movers {
+                let target = relays[tree.redirect_cursor % relays.len()];
+                tree.redirect_cursor = tree.redirect_cursor.wrapping_add(1);
+                if let Some(c) = tree.children.get_mut(&mover) {
+                    c.moving_since = Some(now);
+                }
+                redirects.push((mover, target));
+            }
+            for (mover, target) in redirects {
+                let info = self.peer_info(target, depth);
+                self.send_control(
+                    mover,
+                    Message::JoinRedirect {
+                        state,
+                        candidates: vec![info],
+                    },
+                );
+            }
         }
         self.timers.set(
             TimerReason::Rebalance(state),

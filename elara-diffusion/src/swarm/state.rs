@@ -513,6 +513,9 @@ pub(crate) struct Child {
     pub since: Time,
     /// A stronger joiner took this child's slot: it is served until it has moved below it.
     pub leaving: bool,
+    /// When this child was asked to move down to a sibling to bring us back to capacity
+    /// ([`crate::swarm::SwarmNode`]'s rebalance); it is served meanwhile.
+    pub moving_since: Option<Time>,
     /// Repair slots were opened for this child's orphans while it was still connected (it had
     /// gone silent and one of them asked first): its failure opens none again.
     pub repair_opened: bool,
@@ -527,6 +530,7 @@ impl Child {
             keyframes_only: false,
             quality: Quality::Full,
             leaving: false,
+            moving_since: None,
             repair_opened: false,
         }
     }
@@ -652,7 +656,10 @@ impl StateTree {
 
     /// Children holding a slot (those moving below a stronger joiner do not).
     pub fn slots_taken(&self) -> usize {
-        self.children.values().filter(|c| !c.leaving).count()
+        self.children
+            .values()
+            .filter(|c| !c.leaving && c.moving_since.is_none())
+            .count()
     }
 
     /// Depth of this node (the authority is 0).
