@@ -144,7 +144,7 @@ pub struct LinkId(
 );
 
 impl LinkId {
-    const fn new(index: u32, generation: u32) -> Self {
+    pub(crate) const fn new(index: u32, generation: u32) -> Self {
         LinkId(((generation as u64) << 32) | index as u64)
     }
 

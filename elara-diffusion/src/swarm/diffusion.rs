@@ -243,15 +243,18 @@ impl SwarmNode {
             .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
     }
 
-    /// Fallback parents for a state: the ancestors (closest first), the authority, then the
-    /// bootstrap peers.
+    /// Fallback parents for a state: the ancestors (closest first), the bootstrap peers, then
+    /// the authority. The bootstrap peers come before the authority: a deployment whose
+    /// rendezvous hands joiners relays near the root keeps the joins of a crowd off the
+    /// publisher's uplink, also when a first try fails.
     fn fallback_candidates(&self, state: StateId) -> Vec<NodeId> {
         let mut out = Vec::new();
-        if let Some(t) = self.states.get(&state) {
+        let tree = self.states.get(&state);
+        if let Some(t) = tree {
             out.extend(t.path.iter().rev().copied());
-            out.extend(t.authority);
         }
         out.extend(self.cfg.bootstrap.iter().map(|b| b.id));
+        out.extend(tree.and_then(|t| t.authority));
         out
     }
 

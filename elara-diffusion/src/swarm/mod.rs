@@ -465,7 +465,7 @@ impl SwarmNode {
             Some(t) => t,
             None => loop {
                 release_if_empty(&mut self.control);
-                let paced = self.pacing.pop_due(now)?;
+                let paced = self.pacing.pop_due(now, self.cfg.pacing_slack)?;
                 let live = self
                     .peers
                     .get(&paced.to)
@@ -519,7 +519,7 @@ impl SwarmNode {
     /// When [`SwarmNode::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Time> {
         let timer = self.timers.next().map(|(t, _)| t);
-        match (timer, self.pacing.next_release()) {
+        match (timer, self.pacing.next_release(self.cfg.pacing_slack)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -529,7 +529,7 @@ impl SwarmNode {
     /// included: it shows as [`TimerReason::Scheduler`] only when earlier than every timer).
     pub fn next_timer(&self) -> Option<(Time, TimerReason)> {
         let timer = self.timers.next();
-        match (timer, self.pacing.next_release()) {
+        match (timer, self.pacing.next_release(self.cfg.pacing_slack)) {
             (Some((a, _)), Some(b)) if b < a => Some((b, TimerReason::Scheduler)),
             (None, Some(b)) => Some((b, TimerReason::Scheduler)),
             (t, _) => t,
