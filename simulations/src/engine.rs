@@ -217,7 +217,12 @@ pub struct Engine<'w, K: ProtocolKind> {
     /// While a node handles a delivered update: (node, (state, seq), when its first packet was
     /// in), for cut-through forwarding.
     forwarding: Option<(u32, (u64, u64), u64)>,
+    /// Buffers a feedback tick reuses: active links and their rates, the stats handed out.
+    feedback_scratch: FeedbackScratch,
 }
+
+/// See [`Engine::feedback`]: (link index, rate) of the active links, their rates, the stats.
+type FeedbackScratch = (Vec<(usize, f64)>, Vec<f64>, Vec<(u32, LinkStats)>);
 
 impl<'w, K: ProtocolKind> Engine<'w, K> {
     /// Prepares a run of `kind` over `world`.
@@ -262,6 +267,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             feedback_us: (world.scenario.feedback_ms * 1000.0) as u64,
             stream_bps: world.stream_rate_bps(),
             forwarding: None,
+            feedback_scratch: FeedbackScratch::default(),
         };
         for (i, plan) in world.nodes.iter().enumerate() {
             e.queue.push(plan.join_us, Ev::Join(i as u32));
@@ -533,14 +539,19 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         let queue_us = acc.up_busy.saturating_sub(self.now);
         // Max-min fair share of the uplink among the links used in the period.
         let table = &self.links[n as usize];
-        let active: Vec<(usize, f64)> = table
-            .links
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.period_packets > 0)
-            .map(|(i, l)| (i, l.period_bytes as f64 / period_s))
-            .collect();
+        let mut scratch = std::mem::take(&mut self.feedback_scratch);
+        let (active, rates, stats) = (&mut scratch.0, &mut scratch.1, &mut scratch.2);
+        active.clear();
+        active.extend(
+            table
+                .links
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.period_packets > 0)
+                .map(|(i, l)| (i, l.period_bytes as f64 / period_s)),
+        );
         if active.is_empty() {
+            self.feedback_scratch = scratch;
             return;
         }
         // What each link could carry now: the uplink capacity left over by the other links at
@@ -548,10 +559,12 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         // what they use, the heavy ones split the rest), at most the receiver's downlink.
         let cap = acc.up_bps as f64 / 8.0;
         let total: f64 = active.iter().map(|a| a.1).sum();
-        let equal = max_min_level(cap, active.iter().map(|a| a.1));
-        let mut stats = Vec::with_capacity(active.len());
+        rates.clear();
+        rates.extend(active.iter().map(|a| a.1));
+        let equal = max_min_level(cap, rates);
+        stats.clear();
         let period_total: f64 = total.max(1.0);
-        for (i, rate) in active {
+        for &(i, rate) in active.iter() {
             let l = table.links[i];
             let down = self.access[l.peer as usize].down_bps as f64 / 8.0;
             let est = (cap - (total - rate)).max(equal).min(down);
@@ -572,10 +585,11 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         }
         let now = self.time();
         if let Some(p) = self.nodes[n as usize].as_mut() {
-            for (peer, s) in stats {
+            for &(peer, s) in stats.iter() {
                 p.link_feedback(now, node_id(peer), s);
             }
         }
+        self.feedback_scratch = scratch;
         self.after(n);
     }
 
@@ -954,12 +968,11 @@ pub fn splitmix(mut x: u64) -> u64 {
 
 /// The max-min fair share ("water level") of `cap` among links demanding `rates`: links below
 /// the level get what they use, each of the others gets the level.
-fn max_min_level(cap: f64, rates: impl Iterator<Item = f64>) -> f64 {
-    let mut rates: Vec<f64> = rates.collect();
+fn max_min_level(cap: f64, rates: &mut [f64]) -> f64 {
     rates.sort_by(f64::total_cmp);
     let mut left = cap;
     let mut n = rates.len();
-    for r in rates {
+    for &r in rates.iter() {
         let level = left / n as f64;
         if r > level {
             return level;
@@ -979,14 +992,11 @@ mod tests {
     fn max_min_share_gives_light_links_their_use_and_splits_the_rest() {
         // 20 units among an audio-like link (1) and three heavy ones: the heavy ones get
         // (20 - 1) / 3 each.
-        let level = max_min_level(20.0, [1.0, 9.0, 9.0, 9.0].into_iter());
+        let level = max_min_level(20.0, &mut [9.0, 1.0, 9.0, 9.0]);
         assert!((level - 19.0 / 3.0).abs() < 1e-9, "{level}");
         // Room to spare: the level is what the others leave.
-        assert_eq!(max_min_level(20.0, [1.0, 2.0].into_iter()), 17.0);
+        assert_eq!(max_min_level(20.0, &mut [1.0, 2.0]), 17.0);
         // Everyone heavy: an equal share.
-        assert_eq!(
-            max_min_level(20.0, [30.0, 30.0, 30.0, 30.0].into_iter()),
-            5.0
-        );
+        assert_eq!(max_min_level(20.0, &mut [30.0, 30.0, 30.0, 30.0]), 5.0);
     }
 }
