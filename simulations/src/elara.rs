@@ -9,7 +9,7 @@
 //!   participant in another's tracks is declared when the track is offered. Listeners (call nodes
 //!   that do not publish) join the participants' trees like livestream viewers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use elara_core::{
     InterestLevel, Message, NodeId, StateId, StateUpdate, Time, TrackInfo, UpdateKind,
@@ -47,7 +47,6 @@ impl ProtocolKind for Elara {
             now,
             wanted: Vec::new(),
             publish_errors: 0,
-            events: VecDeque::new(),
             states: Vec::new(),
             call: None,
         }
@@ -62,7 +61,6 @@ pub struct ElaraNode {
     /// Call mode: interest to declare in a track once it is offered.
     wanted: Vec<(StateId, InterestLevel)>,
     publish_errors: u64,
-    events: VecDeque<ProtocolEvent>,
     states: Vec<StateId>,
     /// Call mode: the participants and this node's own tracks.
     call: Option<(Vec<NodeId>, Vec<TrackInfo>)>,
@@ -192,9 +190,6 @@ impl Protocol for ElaraNode {
     }
 
     fn poll_event(&mut self) -> Option<ProtocolEvent> {
-        if let Some(e) = self.events.pop_front() {
-            return Some(e);
-        }
         while let Some(e) = self.node.poll_event() {
             let out = match e {
                 Event::Delivered { update, hops, .. } => ProtocolEvent::Delivered {

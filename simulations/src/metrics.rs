@@ -114,6 +114,28 @@ fn set_bit(set: &mut [u64], i: u32) -> bool {
     had
 }
 
+/// What is tallied per node.
+#[derive(Clone, Copy)]
+struct NodeTally {
+    /// When the node first played video (`u64::MAX`: never).
+    first_play_us: u64,
+    /// Updates received for the first time.
+    recv_unique: u32,
+    /// Updates received again.
+    recv_dup: u32,
+}
+
+/// What is tallied per (node, track).
+#[derive(Clone, Copy)]
+struct PairTally {
+    /// Playback start: publish time of the first independent frame delivered (`u64::MAX`: none).
+    from_us: u64,
+    /// Expected frames delivered.
+    got: u32,
+    /// Expected frames delivered within the deadline.
+    on_time: u32,
+}
+
 /// Everything measured during one protocol's run.
 pub struct Collector {
     nt: usize,
@@ -126,12 +148,10 @@ pub struct Collector {
     delivered: Vec<u64>,
     /// Bytes each node sent.
     pub bytes_up: Vec<u64>,
-    recv_unique: Vec<u32>,
-    recv_dup: Vec<u32>,
-    from_us: Vec<u64>,
-    got: Vec<u32>,
-    on_time: Vec<u32>,
-    first_play_us: Vec<u64>,
+    /// Per node (one record, so that an update received touches one cache line).
+    per_node: Vec<NodeTally>,
+    /// Per (node, track), `n * nt + t`.
+    pairs: Vec<PairTally>,
     latency: [Histogram; 5],
     on_time_bucket: [Vec<u64>; 5],
     hops: Vec<u64>,
@@ -157,12 +177,22 @@ impl Collector {
             received: vec![0; n * words],
             delivered: vec![0; n * words],
             bytes_up: vec![0; n],
-            recv_unique: vec![0; n],
-            recv_dup: vec![0; n],
-            from_us: vec![u64::MAX; n * nt],
-            got: vec![0; n * nt],
-            on_time: vec![0; n * nt],
-            first_play_us: vec![u64::MAX; n],
+            per_node: vec![
+                NodeTally {
+                    first_play_us: u64::MAX,
+                    recv_unique: 0,
+                    recv_dup: 0,
+                };
+                n
+            ],
+            pairs: vec![
+                PairTally {
+                    from_us: u64::MAX,
+                    got: 0,
+                    on_time: 0,
+                };
+                n * nt
+            ],
             latency: Default::default(),
             on_time_bucket: std::array::from_fn(|_| vec![0; buckets]),
             hops: vec![0; 256],
@@ -189,9 +219,9 @@ impl Collector {
         let n = node as usize;
         let w = self.words;
         if set_bit(&mut self.received[n * w..(n + 1) * w], unit) {
-            self.recv_dup[n] += 1;
+            self.per_node[n].recv_dup += 1;
         } else {
-            self.recv_unique[n] += 1;
+            self.per_node[n].recv_unique += 1;
         }
     }
 
@@ -226,13 +256,13 @@ impl Collector {
         }
         let video = world.frames.tracks[t].video;
         let pair = n * self.nt + t;
-        if self.from_us[pair] == u64::MAX && (f.keyframe || !video) {
-            self.from_us[pair] = f.time_us;
-            if video && self.first_play_us[n] == u64::MAX {
-                self.first_play_us[n] = now_us;
+        if self.pairs[pair].from_us == u64::MAX && (f.keyframe || !video) {
+            self.pairs[pair].from_us = f.time_us;
+            if video && self.per_node[n].first_play_us == u64::MAX {
+                self.per_node[n].first_play_us = now_us;
             }
         }
-        if f.time_us < self.from_us[pair] {
+        if f.time_us < self.pairs[pair].from_us {
             return;
         }
         if level == InterestLevel::Low && video && !f.keyframe {
@@ -242,11 +272,11 @@ impl Collector {
         if leave != u64::MAX && f.time_us + self.deadline_us >= leave {
             return;
         }
-        self.got[pair] += 1;
+        self.pairs[pair].got += 1;
         let lat = now_us.saturating_sub(f.time_us);
         self.latency[level as usize].record_us(lat);
         if lat <= self.deadline_us {
-            self.on_time[pair] += 1;
+            self.pairs[pair].on_time += 1;
             let b = (f.time_us / 1_000_000) as usize;
             if let Some(c) = self.on_time_bucket[level as usize].get_mut(b) {
                 *c += 1;
@@ -326,12 +356,12 @@ impl Collector {
                 continue;
             }
             let a = &mut acc[level as usize];
-            a.unique += u64::from(self.recv_unique[n]);
-            a.dup += u64::from(self.recv_dup[n]);
+            a.unique += u64::from(self.per_node[n].recv_unique);
+            a.dup += u64::from(self.per_node[n].recv_dup);
             let start_ref = plan.join_us.max(first_frame_us);
-            if self.first_play_us[n] != u64::MAX {
+            if self.per_node[n].first_play_us != u64::MAX {
                 a.startup
-                    .push(self.first_play_us[n].saturating_sub(start_ref));
+                    .push(self.per_node[n].first_play_us.saturating_sub(start_ref));
             } else if plan.join_us + 5_000_000 < end.min(stream_end) {
                 a.never += 1;
             }
@@ -350,8 +380,8 @@ impl Collector {
                 let pair = n * nt + t;
                 let video = frames.tracks[t].video;
                 let keys_only = l == InterestLevel::Low && video;
-                let from = if self.from_us[pair] != u64::MAX {
-                    self.from_us[pair]
+                let from = if self.pairs[pair].from_us != u64::MAX {
+                    self.pairs[pair].from_us
                 } else {
                     // Never started: expected from the first independent frame after joining.
                     let list = if video {
@@ -367,11 +397,11 @@ impl Collector {
                 let la = &mut acc[l as usize];
                 let e = count(t, from, until, keys_only);
                 la.expected += e;
-                la.got += u64::from(self.got[pair]);
-                la.on_time += u64::from(self.on_time[pair]);
+                la.got += u64::from(self.pairs[pair].got);
+                la.on_time += u64::from(self.pairs[pair].on_time);
                 if video {
                     la.video_expected += e;
-                    la.video_on_time += u64::from(self.on_time[pair]);
+                    la.video_on_time += u64::from(self.pairs[pair].on_time);
                 }
                 if e > 0 {
                     let b0 = (from / 1_000_000) as usize;
@@ -493,8 +523,8 @@ impl Collector {
             })
             .collect();
         let total_bytes = self.counters.update_bytes + self.counters.control_bytes;
-        let all_unique: u64 = self.recv_unique.iter().map(|&x| u64::from(x)).sum();
-        let all_dup: u64 = self.recv_dup.iter().map(|&x| u64::from(x)).sum();
+        let all_unique: u64 = self.per_node.iter().map(|x| u64::from(x.recv_unique)).sum();
+        let all_dup: u64 = self.per_node.iter().map(|x| u64::from(x.recv_dup)).sum();
         let mut counters = self.counters;
         counters.events = events;
         RunReport {

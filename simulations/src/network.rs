@@ -301,6 +301,68 @@ pub fn backlog_bytes(now: u64, busy_until: u64, bps: u64) -> u64 {
     busy_until.saturating_sub(now) * bps / 8_000_000
 }
 
+/// A receiver's downlink, booked when a message is *sent* (the sender knows when its first
+/// packet will arrive) rather than when it arrives, so that a message costs the engine one event.
+///
+/// The link is a FIFO of booked work: `busy` is when the booked work ends and `block` how long
+/// the contiguous stretch of booked work ending there is (µs). Bookings come in send order, and a
+/// message sent later can arrive earlier (a nearer sender, a shorter uplink queue); the booking
+/// keeps the link work-conserving without remembering every message:
+///
+/// - arriving when the link is idle (at or after `busy`), a message starts at once;
+/// - arriving inside the booked stretch, it waits behind all of it (FIFO; the stretch may hold
+///   work that arrives after it, which would really be served later: the error is bounded by the
+///   stretch, i.e. by real queued work);
+/// - arriving before the booked stretch starts, it goes first: it starts at once and, where it
+///   overlaps the stretch, pushes the stretch's end back by the overlap (messages already booked
+///   keep their times; the link's total work is kept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downlink {
+    /// When the booked work ends, µs.
+    pub busy: u64,
+    /// Length of the contiguous booked stretch ending at `busy`, µs (saturates).
+    pub block: u32,
+}
+
+impl Downlink {
+    /// Books `len` bytes whose first packet arrives at `first` on a link of `bps` holding at most
+    /// `queue` bytes; returns when the link starts receiving the message, or `None` when the
+    /// queue ahead of it leaves no room (the message is dropped).
+    pub fn book(&mut self, first: u64, len: usize, bps: u64, queue: u32) -> Option<u64> {
+        let tx = tx_us(len, bps);
+        let from = self.busy.saturating_sub(u64::from(self.block));
+        let ahead = if first >= from {
+            backlog_bytes(first, self.busy, bps)
+        } else {
+            0
+        };
+        if ahead + len as u64 > u64::from(queue) {
+            return None;
+        }
+        let clamp = |us: u64| u32::try_from(us).unwrap_or(u32::MAX);
+        if first >= self.busy {
+            // Idle: a new stretch starts.
+            self.busy = first + tx;
+            self.block = clamp(tx);
+            Some(first)
+        } else if first >= from {
+            // Inside the booked stretch: behind all of it.
+            let start = self.busy;
+            self.busy += tx;
+            self.block = clamp(self.busy - from);
+            Some(start)
+        } else {
+            // Before the booked stretch: first, pushing the stretch back where they overlap.
+            let end = first + tx;
+            if end > from {
+                self.busy += end - from;
+                self.block = clamp(self.busy - first);
+            }
+            Some(first)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +437,34 @@ mod tests {
         assert_eq!(tx_us(1250, 10_000_000), 1000);
         assert_eq!(backlog_bytes(0, 1000, 10_000_000), 1250);
         assert_eq!(backlog_bytes(2000, 1000, 10_000_000), 0);
+    }
+
+    /// The downlink booked in send order: idle, FIFO inside the booked stretch, an earlier
+    /// arrival first, and the queue limit.
+    #[test]
+    fn downlink_booking() {
+        // 8 Mbit/s: one byte per µs.
+        let bps = 8_000_000;
+        let mut d = Downlink::default();
+        // Idle: starts on arrival.
+        assert_eq!(d.book(1_000, 500, bps, 10_000), Some(1_000));
+        assert_eq!((d.busy, d.block), (1_500, 500));
+        // Arriving inside the stretch: behind it.
+        assert_eq!(d.book(1_200, 300, bps, 10_000), Some(1_500));
+        assert_eq!((d.busy, d.block), (1_800, 800));
+        // Booked later but arriving before the stretch, fitting in front: first, stretch
+        // unchanged.
+        assert_eq!(d.book(400, 100, bps, 10_000), Some(400));
+        assert_eq!((d.busy, d.block), (1_800, 800));
+        // Arriving before the stretch and overlapping it: first, the stretch ends later by the
+        // overlap (900 + 200 - 1,000).
+        assert_eq!(d.book(900, 200, bps, 10_000), Some(900));
+        assert_eq!((d.busy, d.block), (1_900, 1_000));
+        // The queue ahead (1,900 - 1,000 = 900 bytes) leaves no room for 200 more in 1,000.
+        assert_eq!(d.book(1_000, 200, bps, 1_000), None);
+        assert_eq!((d.busy, d.block), (1_900, 1_000));
+        // After the stretch: idle again, a new stretch.
+        assert_eq!(d.book(5_000, 100, bps, 1_000), Some(5_000));
+        assert_eq!((d.busy, d.block), (5_100, 100));
     }
 }

@@ -12,8 +12,8 @@ use std::collections::BinaryHeap;
 
 /// Width of one bucket, µs (a power of two).
 pub const BUCKET_US: u64 = 1 << BUCKET_SHIFT;
-const BUCKET_SHIFT: u32 = 5;
-const BUCKETS: usize = 1 << 17;
+const BUCKET_SHIFT: u32 = 8;
+const BUCKETS: usize = 1 << 14;
 /// Simulated time the ring covers, µs (about 4.2 s).
 pub const HORIZON_US: u64 = BUCKET_US * BUCKETS as u64;
 /// Drained buckets' vectors kept for reuse (the ring itself holds memory only in its pending
