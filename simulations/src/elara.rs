@@ -220,6 +220,10 @@ impl Protocol for ElaraNode {
         self.node.poll_timeout()
     }
 
+    fn depth(&self, state: StateId) -> Option<u16> {
+        self.node.depth(state)
+    }
+
     fn diagnostics(&self, out: &mut BTreeMap<String, u64>) {
         let mut add = |k: &str, v: u64| {
             if v > 0 {

@@ -26,19 +26,28 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use elara_core::{Capabilities, Message, NodeId, StateUpdate, Time, wire};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::metrics::Collector;
 use crate::network::{self, Downlink, LinkModel, MAX_ATTEMPTS, PACKET_BYTES};
 use crate::protocol::{LinkStats, NodeSetup, Protocol, ProtocolEvent, ProtocolKind, Transmit};
 use crate::report::RunReport;
-use crate::scenario::Recovery;
+use crate::scenario::{Bootstrap, Recovery};
 use crate::world::{FaultPlan, World, node_id, node_index};
 
 /// A zero buffer every synthetic payload is a slice of (payload content is irrelevant; sizes are
 /// what the network sees).
 static ZEROS: [u8; wire::MAX_PAYLOAD] = [0; wire::MAX_PAYLOAD];
+
+/// How often the tracker re-lists the relays near the root, µs of simulated time.
+const TRACKER_REFRESH_US: u64 = 250_000;
+/// Deepest level of the relays the tracker hands out.
+const TRACKER_MAX_DEPTH: u16 = 2;
+/// Child slots a relay needs to be handed out by the tracker.
+const TRACKER_MIN_SLOTS: u16 = 2;
+/// Relays the tracker needs to know before it hands them out instead of the publisher.
+const TRACKER_MIN_RELAYS: usize = 12;
 
 enum Ev {
     Publish(u32),
@@ -217,6 +226,9 @@ pub struct Engine<'w, K: ProtocolKind> {
     /// While a node handles a delivered update: (node, (state, seq), when its first packet was
     /// in), for cut-through forwarding.
     forwarding: Option<(u32, (u64, u64), u64)>,
+    /// Tracker bootstrap: the relays it hands out, and when they were listed.
+    tracker: Vec<u32>,
+    tracker_at: Option<u64>,
     /// Buffers a feedback tick reuses: active links and their rates, the stats handed out.
     feedback_scratch: FeedbackScratch,
 }
@@ -267,6 +279,8 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             feedback_us: (world.scenario.feedback_ms * 1000.0) as u64,
             stream_bps: world.stream_rate_bps(),
             forwarding: None,
+            tracker: Vec::new(),
+            tracker_at: None,
             feedback_scratch: FeedbackScratch::default(),
         };
         for (i, plan) in world.nodes.iter().enumerate() {
@@ -360,24 +374,60 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         }
     }
 
+    /// What an application configures from a node's uplink and the stream's rate: the
+    /// children it can feed at full rate with a 20% margin (16 at most).
+    fn max_children(&self, n: u32) -> u16 {
+        let up = self.world.nodes[n as usize].up_bps as f64;
+        ((up * 0.8 / self.stream_bps.max(1.0)) as u16).min(16)
+    }
+
+    /// The peer a joining node contacts first (see [`Bootstrap`]).
+    fn bootstrap_for(&mut self) -> NodeId {
+        let publisher = self
+            .world
+            .directory
+            .first()
+            .map_or(node_id(0), |t| t.authority);
+        if self.world.scenario.bootstrap == Bootstrap::Publisher {
+            return publisher;
+        }
+        if self
+            .tracker_at
+            .is_none_or(|at| self.now >= at + TRACKER_REFRESH_US)
+        {
+            self.tracker_at = Some(self.now);
+            let state = self.world.directory.first().map(|t| t.state);
+            let mut top = std::mem::take(&mut self.tracker);
+            top.clear();
+            top.extend((0..self.nodes.len() as u32).filter(|&i| {
+                self.max_children(i) >= TRACKER_MIN_SLOTS
+                    && self.nodes[i as usize]
+                        .as_ref()
+                        .zip(state)
+                        .and_then(|(p, s)| p.depth(s))
+                        .is_some_and(|d| (1..=TRACKER_MAX_DEPTH).contains(&d))
+            }));
+            self.tracker = top;
+        }
+        if self.tracker.len() < TRACKER_MIN_RELAYS {
+            return publisher;
+        }
+        let i = self.rng.random_range(0..self.tracker.len());
+        node_id(self.tracker[i])
+    }
+
     fn join(&mut self, n: u32) {
+        let bootstrap = self.bootstrap_for();
+        let max_children = self.max_children(n);
         let plan = &self.world.nodes[n as usize];
         let setup = NodeSetup {
             id: node_id(n),
             role: plan.role,
-            bootstrap: vec![
-                self.world
-                    .directory
-                    .first()
-                    .map_or(node_id(0), |t| t.authority),
-            ],
+            bootstrap: vec![bootstrap],
             caps: Capabilities {
                 upload_kbps: (plan.up_bps / 1000) as u32,
                 download_kbps: (plan.down_bps / 1000) as u32,
-                // What an application configures from its uplink and the stream's rate: the
-                // children it can feed at full rate with a 20% margin (16 at most).
-                max_children: ((plan.up_bps as f64 * 0.8 / self.stream_bps.max(1.0)) as u16)
-                    .min(16),
+                max_children,
                 codecs: 0,
                 max_payload: wire::MAX_PAYLOAD as u32,
             },

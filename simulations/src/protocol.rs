@@ -130,6 +130,13 @@ pub trait Protocol {
     fn poll_event(&mut self) -> Option<ProtocolEvent>;
     /// When [`Protocol::handle_timeout`] must next be called.
     fn poll_timeout(&mut self) -> Option<Time>;
+    /// The node's depth in `state`'s tree (the publisher is 0), for protocols that build one
+    /// (a tracker hands joiners relays near the root, see
+    /// [`crate::scenario::Bootstrap::Tracker`]).
+    fn depth(&self, state: StateId) -> Option<u16> {
+        let _ = state;
+        None
+    }
     /// Adds the node's own counters (drops by reason, repairs, ...) to `out`; the engine sums
     /// them over all nodes into the report.
     fn diagnostics(&self, out: &mut BTreeMap<String, u64>) {

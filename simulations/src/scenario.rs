@@ -407,6 +407,26 @@ pub struct Scenario {
     /// Interval of link feedback to nodes, ms.
     #[serde(default = "default_feedback")]
     pub feedback_ms: f64,
+    /// Whom a joining viewer contacts first.
+    #[serde(default)]
+    pub bootstrap: Bootstrap,
+}
+
+/// Whom a joining viewer is given to contact first (its bootstrap peer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrap {
+    /// The publisher (the first track's authority): every join starts at the root. A
+    /// publisher's uplink carries one redirect and one hello per joiner besides the stream,
+    /// which at thousands of joins a second leaves no room for the stream.
+    #[default]
+    Publisher,
+    /// A tracker that the strong relays near the root register with (as a deployment's
+    /// rendezvous service would): each joiner gets one of the relays with room for two or
+    /// more children at depth 1 or 2, at random, and joins down from there; the publisher
+    /// while fewer than a dozen such relays exist. Protocols without a tree (the baselines)
+    /// always get the publisher.
+    Tracker,
 }
 
 fn default_duration() -> f64 {

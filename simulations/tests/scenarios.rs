@@ -286,6 +286,41 @@ fn mass_failure_is_repaired_and_reported() {
 }
 
 #[test]
+fn viewers_bootstrapped_by_the_tracker_join_below_the_root_and_play() {
+    // With the tracker, joiners after the first dozen strong relays near the root start there
+    // instead of at the publisher: the publisher's uplink carries less besides the stream,
+    // and viewers still play.
+    let base = [
+        "viewers=150",
+        "duration_s=3",
+        "join_over_s=1",
+        "workload.video.bitrate_kbps=100",
+        "protocols=[\"elara\"]",
+    ];
+    let with = |b: &str| {
+        let mut o = base.to_vec();
+        o.push(b);
+        let r = run("livestream", 1, &o);
+        assert_invariants(&r);
+        r
+    };
+    let publisher = with("bootstrap=\"publisher\"");
+    let tracker = with("bootstrap=\"tracker\"");
+    let (p, t) = (&publisher.runs[0], &tracker.runs[0]);
+    assert!(
+        t.upload.publisher_kbps < p.upload.publisher_kbps,
+        "publisher upload {} kbit/s with the tracker, {} without",
+        t.upload.publisher_kbps,
+        p.upload.publisher_kbps
+    );
+    assert!(
+        t.levels[0].continuity > 0.9,
+        "continuity {}",
+        t.levels[0].continuity
+    );
+}
+
+#[test]
 fn bad_scenarios_are_refused_with_file_field_and_problem() {
     let dir = std::env::temp_dir().join("elara-sim-bad");
     std::fs::create_dir_all(&dir).unwrap();
@@ -307,6 +342,16 @@ fn bad_scenarios_are_refused_with_file_field_and_problem() {
     .to_string();
     assert!(
         e.contains("workload.video.fragment_bytes") && e.contains("below 1000"),
+        "{e}"
+    );
+    let e = Scenario::load(
+        &scenario_path("livestream"),
+        &["bootstrap=\"random\"".to_owned()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bootstrap") && e.contains("publisher") && e.contains("tracker"),
         "{e}"
     );
     let e = Scenario::load(&dir.join("missing.toml"), &[])
