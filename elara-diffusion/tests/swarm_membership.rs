@@ -4,7 +4,8 @@ mod swarm_common;
 
 use std::time::Duration;
 
-use elara_core::{InterestLevel, NodeId, StateId, Time};
+use bytes::Bytes;
+use elara_core::{InterestLevel, Message, NodeId, PeerInfo, StateId, Time};
 use elara_diffusion::harness::{Harness, LinkProfile};
 use elara_diffusion::swarm::{Event, Health, HealthReason, PeerDownReason};
 use swarm_common::*;
@@ -256,6 +257,54 @@ fn a_strong_relay_below_a_chain_climbs_past_the_one_child_relays() {
         let last: Vec<u64> = got.iter().map(|g| g.seq).filter(|&q| q >= 300).collect();
         assert_eq!(last, (300..360).collect::<Vec<_>>(), "{id:?} misses frames");
     }
+}
+
+#[test]
+fn a_switch_cut_short_by_a_move_back_to_the_old_parent_keeps_the_node_attached_there() {
+    // 3 hangs below the root 1 and is asked to move to 2 (as a rebalance does). 2 accepts it,
+    // but before the switch is over (no group boundary from 2 yet) 2 sends it back to 1. 1
+    // still counts 3 as its child and accepts at once; 3 must not then withdraw from 1 as the
+    // parent its first switch was leaving: that left 3 counting 1 as its parent while 1 had
+    // dropped it, receiving nothing, for good (7% of the viewers of `elara-sim run
+    // heterogeneous --set viewers=500 --set duration_s=30 --set 'faults[0].at_s=15'` after
+    // the failure).
+    let state = StateId(7);
+    let mut h = Harness::new(23, LinkProfile::wan());
+    h.add_node(config(1, 3, None, 1000));
+    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    join_one_by_one(&mut h, state, &[(3, 1), (2, 4)], 800);
+    let [root, relay, node] = [1, 2, 3].map(NodeId::from_u64);
+    assert_eq!(h.node(node).parent(state), Some(root), "tree not built");
+    assert_eq!(h.node(relay).parent(state), Some(root), "tree not built");
+    let go_to = |id: NodeId, depth: u16| Message::JoinRedirect {
+        state,
+        candidates: vec![PeerInfo {
+            id,
+            addr: Bytes::new(),
+            spare_kbps: 20_000,
+            depth,
+            slots: 4,
+        }],
+    };
+    assert!(h.inject(root, node, go_to(relay, 1)));
+    h.run_for(Duration::from_millis(400));
+    assert_eq!(
+        h.node(node).parent(state),
+        Some(relay),
+        "the move did not start"
+    );
+    assert!(h.inject(relay, node, go_to(root, 0)));
+    h.run_for(Duration::from_millis(400));
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 60, Duration::from_millis(33));
+    h.run_for(Duration::from_millis(500));
+    assert_eq!(h.node(node).parent(state), Some(root));
+    assert!(
+        h.node(root).children(state).any(|c| c == node),
+        "the root dropped the node that counts it as its parent"
+    );
+    let got = delivered_seqs(&h, node, state);
+    assert!(got.contains(&59), "nothing reaches the node: {got:?}");
 }
 
 /// Adds nodes `(id, slots)` one after the other, each declaring High interest in `state`

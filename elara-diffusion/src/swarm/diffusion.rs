@@ -644,8 +644,12 @@ impl SwarmNode {
         if let Some(old) = old {
             // Make-before-break: the old parent keeps feeding us until the new one delivers a
             // group boundary (see on_update).
+            // A switch cut short by another: the parent of the first switch is left, unless
+            // it is where we return to (our withdrawal would reach it after its accept and
+            // drop us there while we count it as our parent).
             if let Some(prev) = tree.prev_parent.replace(old)
                 && prev != old
+                && prev != from
             {
                 self.control_interest_none(prev, state);
             }
