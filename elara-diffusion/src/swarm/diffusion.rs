@@ -107,6 +107,17 @@ fn slots_of(peers: &SmallMap<NodeId, Peer>, id: &NodeId) -> u16 {
     peers.get(id).map_or(0, |p| p.caps.max_children)
 }
 
+/// The relays among `ids` a joiner or a mover is sent to, in the order given: the strong ones
+/// ([`STRONG_RELAY`] slots or more), or, when there is none, every one that can take a child
+/// at all (a chain of one-child relays is the last resort).
+fn relay_targets(peers: &SmallMap<NodeId, Peer>, mut ids: Vec<NodeId>) -> Vec<NodeId> {
+    ids.retain(|c| slots_of(peers, c) > 0);
+    if ids.iter().any(|c| slots_of(peers, c) >= STRONG_RELAY) {
+        ids.retain(|c| slots_of(peers, c) >= STRONG_RELAY);
+    }
+    ids
+}
+
 /// Round-trip time measured to `id`, or `initial` before a measurement (or for a stranger).
 fn rtt_of(peers: &SmallMap<NodeId, Peer>, id: &NodeId, initial: Duration) -> Duration {
     peers.get(id).map_or(initial, |p| p.rtt_or(initial))
@@ -437,22 +448,14 @@ impl SwarmNode {
             return;
         };
         let depth = tree.depth() + 1;
-        // Strong relays first: a chain of one-child relays is the last resort.
-        let cap_of = |c: &NodeId| slots_of(&self.peers, c);
-        let mut relays: Vec<NodeId> = tree
-            .children
-            .keys()
-            .copied()
-            .filter(|c| *c != from && cap_of(c) >= STRONG_RELAY)
-            .collect();
-        if relays.is_empty() {
-            relays = tree
-                .children
+        let relays = relay_targets(
+            &self.peers,
+            tree.children
                 .keys()
                 .copied()
-                .filter(|c| *c != from && cap_of(c) > 0)
-                .collect();
-        }
+                .filter(|c| *c != from)
+                .collect(),
+        );
         let mut picked = Vec::with_capacity(REDIRECT_FANOUT);
         if !relays.is_empty() {
             let start = tree.redirect_cursor % relays.len();
@@ -541,26 +544,21 @@ impl SwarmNode {
         let mut by_age: Vec<(Time, NodeId)> = tree
             .children
             .iter()
-            .filter(|(_, c)| !c.leaving && c.moving_since.is_none())
+            .filter(|(_, c)| c.holds_slot())
             .map(|(&id, c)| (c.since, id))
             .collect();
         by_age.sort_unstable();
         let movers: Vec<NodeId> = by_age[capacity..].iter().map(|&(_, id)| id).collect();
-        // Targets: the children that stay, can relay and are not silent (a failed relay
-        // child may not be detected yet: its orphans are among the movers).
-        let stays: Vec<(NodeId, u16)> = by_age[..capacity]
-            .iter()
-            .map(|&(_, id)| (id, slots_of(&self.peers, &id)))
-            .filter(|&(id, slots)| slots > 0 && !self.seems_gone(now, id))
-            .collect();
-        let mut relays: Vec<NodeId> = stays
-            .iter()
-            .filter(|&&(_, slots)| slots >= STRONG_RELAY)
-            .map(|&(id, _)| id)
-            .collect();
-        if relays.is_empty() {
-            relays = stays.iter().map(|&(id, _)| id).collect();
-        }
+        // Targets: the children that stay and are not silent (a failed relay child may not be
+        // detected yet: its orphans are among the movers).
+        let relays = relay_targets(
+            &self.peers,
+            by_age[..capacity]
+                .iter()
+                .map(|&(_, id)| id)
+                .filter(|&id| !self.seems_gone(now, id))
+                .collect(),
+        );
         if !relays.is_empty() {
             let tree = self.states.get_mut(&state).expect("exists");
             let depth = tree.depth() + 1;

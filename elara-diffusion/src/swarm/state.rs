@@ -535,6 +535,12 @@ impl Child {
         }
     }
 
+    /// True while the child holds one of our slots: not while it moves below a stronger joiner
+    /// (`leaving`) or down to a sibling (`moving_since`).
+    pub fn holds_slot(&self) -> bool {
+        !self.leaving && self.moving_since.is_none()
+    }
+
     /// True when this child's subtree wants `update` at all (Low interest: keyframes and the
     /// base layer only).
     pub fn wants(&self, update: &StateUpdate) -> bool {
@@ -654,12 +660,9 @@ impl StateTree {
             .fold(self.own, InterestLevel::max)
     }
 
-    /// Children holding a slot (those moving below a stronger joiner do not).
+    /// Children holding a slot ([`Child::holds_slot`]).
     pub fn slots_taken(&self) -> usize {
-        self.children
-            .values()
-            .filter(|c| !c.leaving && c.moving_since.is_none())
-            .count()
+        self.children.values().filter(|c| c.holds_slot()).count()
     }
 
     /// Depth of this node (the authority is 0).
