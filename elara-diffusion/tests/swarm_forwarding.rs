@@ -138,9 +138,7 @@ fn a_keyframe_fans_out_to_the_strongest_relay_first() {
     // hands copies to the transport is what a shared uplink would serve them in).
     let state = StateId(7);
     let publisher = NodeId::from_u64(1);
-    let mut h = Harness::new(9, LinkProfile::wan());
-    h.add_node(config(1, 3, None, 1000));
-    h.node_mut(publisher).create_state(state).unwrap();
+    let mut h = swarm_common::publisher(9, 3, 1000);
     for (id, k) in [(2, 0), (3, 0), (4, 6)] {
         h.add_node(config(id, k, Some(1), 1000));
         h.node_mut(NodeId::from_u64(id))

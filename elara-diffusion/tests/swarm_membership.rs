@@ -13,9 +13,7 @@ use swarm_common::*;
 #[test]
 fn a_strong_relay_takes_a_weak_leafs_place_near_the_root() {
     let state = StateId(7);
-    let mut h = Harness::new(4, LinkProfile::wan());
-    h.add_node(config(1, 2, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    let mut h = publisher(4, 2, 1000);
     // Two nodes that cannot relay fill the root's two slots.
     for id in [2, 3] {
         h.add_node(config(id, 0, Some(1), 1000));
@@ -50,9 +48,7 @@ fn strong_relays_fill_the_inner_levels_and_the_tree_stays_shallow() {
     // together. Placement puts the strong uplinks at the inner levels: every strong relay at
     // depth 2 or less, none below a one-child node, and nobody deeper than ⌈log_4 33⌉ = 3.
     let state = StateId(7);
-    let mut h = Harness::new(5, LinkProfile::wan());
-    h.add_node(config(1, 4, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    let mut h = publisher(5, 4, 1000);
     let strong: Vec<u64> = (2..34).filter(|i| i % 4 == 0).collect();
     for id in 2..34 {
         let k = if strong.contains(&id) { 4 } else { 1 };
@@ -111,10 +107,8 @@ fn a_relay_leaving_gracefully_hands_its_children_over_at_once() {
 #[test]
 fn health_reports_detachment_and_recovery() {
     let state = StateId(7);
-    let mut h = Harness::new(2, LinkProfile::wan());
+    let mut h = publisher(2, 2, 100);
     let viewer = NodeId::from_u64(2);
-    h.add_node(config(1, 2, None, 100));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
     h.add_node(config(2, 2, Some(1), 100));
     h.node_mut(viewer)
         .declare_interest(Time::ZERO, state, InterestLevel::High);
@@ -142,10 +136,8 @@ fn health_reports_detachment_and_recovery() {
 #[test]
 fn a_relay_receives_the_best_quality_its_subtree_wants_and_no_more() {
     let state = StateId(7);
-    let mut h = Harness::new(5, LinkProfile::wan());
+    let mut h = publisher(5, 1, 1000);
     // The publisher takes one child: the Low viewer 2; the High viewer 3 ends up below it.
-    h.add_node(config(1, 1, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
     h.add_node(config(2, 2, Some(1), 1000));
     h.node_mut(NodeId::from_u64(2))
         .declare_interest(Time::ZERO, state, InterestLevel::Low);
@@ -203,9 +195,7 @@ fn a_joiner_tries_a_strong_relay_with_room_before_lengthening_a_chain() {
     // Every joiner must find 3's free slots instead (all six fit at depth 2) rather than
     // hang below a one-child node.
     let state = StateId(7);
-    let mut h = Harness::new(11, LinkProfile::wan());
-    h.add_node(config(1, 2, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    let mut h = publisher(11, 2, 1000);
     join_one_by_one(&mut h, state, &[(2, 2), (3, 4)], 500);
     let weak: Vec<(u64, u16)> = (4..10).map(|id| (id, 1)).collect();
     join_one_by_one(&mut h, state, &weak, 800);
@@ -229,9 +219,7 @@ fn a_strong_relay_below_a_chain_climbs_past_the_one_child_relays() {
     // is the root's child and both one-child relays hang below it: everyone two hops from
     // the root or less, instead of four for anything 4 feeds.
     let state = StateId(7);
-    let mut h = Harness::new(17, LinkProfile::wan());
-    h.add_node(config(1, 1, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    let mut h = publisher(17, 1, 1000);
     join_one_by_one(&mut h, state, &[(2, 1), (3, 1)], 800);
     h.add_node(config(4, 4, Some(3), 1000));
     let now = h.now();
@@ -269,9 +257,7 @@ fn a_switch_cut_short_by_a_move_back_to_the_old_parent_keeps_the_node_attached_t
     // heterogeneous --set viewers=500 --set duration_s=30 --set 'faults[0].at_s=15'` after
     // the failure).
     let state = StateId(7);
-    let mut h = Harness::new(23, LinkProfile::wan());
-    h.add_node(config(1, 3, None, 1000));
-    h.node_mut(NodeId::from_u64(1)).create_state(state).unwrap();
+    let mut h = publisher(23, 3, 1000);
     join_one_by_one(&mut h, state, &[(3, 1), (2, 4)], 800);
     let [root, relay, node] = [1, 2, 3].map(NodeId::from_u64);
     assert_eq!(h.node(node).parent(state), Some(root), "tree not built");

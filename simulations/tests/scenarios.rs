@@ -320,6 +320,13 @@ fn viewers_bootstrapped_by_the_tracker_join_below_the_root_and_play() {
     );
 }
 
+/// The error the bundled livestream scenario gets with the one `--set` override given.
+fn livestream_refused(override_: &str) -> String {
+    Scenario::load(&scenario_path("livestream"), &[override_.to_owned()])
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn bad_scenarios_are_refused_with_file_field_and_problem() {
     let dir = std::env::temp_dir().join("elara-sim-bad");
@@ -334,22 +341,12 @@ fn bad_scenarios_are_refused_with_file_field_and_problem() {
     assert!(e.contains("bad.toml"), "{e}");
     assert!(e.contains("network.broadcaster.up_mbps"), "{e}");
     assert!(e.contains("above zero"), "{e}");
-    let e = Scenario::load(
-        &scenario_path("livestream"),
-        &["workload.video.fragment_bytes=100".to_owned()],
-    )
-    .unwrap_err()
-    .to_string();
+    let e = livestream_refused("workload.video.fragment_bytes=100");
     assert!(
         e.contains("workload.video.fragment_bytes") && e.contains("below 1000"),
         "{e}"
     );
-    let e = Scenario::load(
-        &scenario_path("livestream"),
-        &["bootstrap=\"random\"".to_owned()],
-    )
-    .unwrap_err()
-    .to_string();
+    let e = livestream_refused("bootstrap=\"random\"");
     assert!(
         e.contains("bootstrap") && e.contains("publisher") && e.contains("tracker"),
         "{e}"

@@ -176,15 +176,22 @@ pub fn livestream(
     (h, stream)
 }
 
+/// WAN links and node 1 alone, publishing state 7 and taking `slots` children (keep-alive
+/// `ka_ms`).
+pub fn publisher(seed: u64, slots: u16, ka_ms: u64) -> Harness {
+    let mut h = Harness::new(seed, elara_diffusion::harness::LinkProfile::wan());
+    h.add_node(config(1, slots, None, ka_ms));
+    h.node_mut(NodeId::from_u64(1))
+        .create_state(StateId(7))
+        .expect("fresh state");
+    h
+}
+
 /// Node 1 publishes state 7 and can take `publisher_slots` children; node 2 (four slots)
 /// has joined it with High interest, 300 ms in (WAN links).
 pub fn publisher_and_viewer(seed: u64, publisher_slots: u16) -> Harness {
     let state = StateId(7);
-    let mut h = Harness::new(seed, elara_diffusion::harness::LinkProfile::wan());
-    h.add_node(config(1, publisher_slots, None, 1000));
-    h.node_mut(NodeId::from_u64(1))
-        .create_state(state)
-        .expect("fresh state");
+    let mut h = publisher(seed, publisher_slots, 1000);
     h.add_node(config(2, 4, Some(1), 1000));
     h.node_mut(NodeId::from_u64(2))
         .declare_interest(Time::ZERO, state, InterestLevel::High);
