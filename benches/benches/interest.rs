@@ -14,23 +14,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use elara_benches::{level_of, node_id, original_level_of};
-use elara_core::{StateId, Time};
+use elara_benches::{declare_all, node_id, register_all_original};
+use elara_core::Time;
 
 const N: u64 = 100_000;
-
-/// Declares every id's interest in state 1 at the workload's level mix.
-fn declare_all(
-    mut map: elara_diffusion::InterestMap,
-    ids: &[elara_core::NodeId],
-    now: Time,
-) -> elara_diffusion::InterestMap {
-    for (i, &node) in ids.iter().enumerate() {
-        map.declare(now, node, StateId(1), level_of(i as u64 + 1), None)
-            .expect("within limits");
-    }
-    map
-}
 
 fn registration(c: &mut Criterion) {
     let mut group = c.benchmark_group("interest_registration");
@@ -43,16 +30,7 @@ fn registration(c: &mut Criterion) {
     group.bench_with_input(BenchmarkId::new("original-0.2.0", N), &N, |b, _| {
         b.iter_batched(
             original::InterestMap::new,
-            |mut map| {
-                for (i, &node) in original_ids.iter().enumerate() {
-                    map.register(original::InterestDeclaration::new(
-                        node,
-                        1,
-                        original_level_of(i as u64 + 1),
-                    ));
-                }
-                black_box(map)
-            },
+            |map| black_box(register_all_original(map, &original_ids)),
             BatchSize::LargeInput,
         )
     });

@@ -6,8 +6,8 @@
 //! timed region; the difference between two round counts is the registration cost alone.
 //!
 //! `cargo run --release -p elara-benches --example interest_probe -- [e|r|o] [rounds]`
-use elara_benches::{level_of, node_id, original_level_of};
-use elara_core::{StateId, Time};
+use elara_benches::{declare_all, node_id, register_all_original};
+use elara_core::Time;
 
 const N: u64 = 100_000;
 
@@ -22,24 +22,14 @@ fn main() {
     let now = Time::from_secs(1);
     for _ in 0..rounds {
         if which == "o" {
-            let mut map = original::InterestMap::new();
-            for (i, &node) in original_ids.iter().enumerate() {
-                map.register(original::InterestDeclaration::new(
-                    node,
-                    1,
-                    original_level_of(i as u64 + 1),
-                ));
-            }
+            let map = register_all_original(original::InterestMap::new(), &original_ids);
             std::mem::forget(std::hint::black_box(map));
         } else {
             let mut map = elara_diffusion::InterestMap::new();
             if which == "r" {
                 map.reserve_nodes(N as usize);
             }
-            for (i, &node) in ids.iter().enumerate() {
-                map.declare(now, node, StateId(1), level_of(i as u64 + 1), None)
-                    .expect("within limits");
-            }
+            let map = declare_all(map, &ids, now);
             std::mem::forget(std::hint::black_box(map));
         }
     }

@@ -11,8 +11,8 @@
 //! `cargo run --release -p elara-benches --example interest_time -- [e|r|o] [rounds]`
 use std::time::Instant;
 
-use elara_benches::{level_of, node_id, original_level_of};
-use elara_core::{StateId, Time};
+use elara_benches::{declare_all, node_id, register_all_original};
+use elara_core::Time;
 
 const N: u64 = 100_000;
 
@@ -28,15 +28,9 @@ fn main() {
     let mut times = Vec::with_capacity(rounds);
     for _ in 0..rounds.max(1) {
         if which == "o" {
-            let mut map = original::InterestMap::new();
+            let map = original::InterestMap::new();
             let t = Instant::now();
-            for (i, &node) in original_ids.iter().enumerate() {
-                map.register(original::InterestDeclaration::new(
-                    node,
-                    1,
-                    original_level_of(i as u64 + 1),
-                ));
-            }
+            let map = register_all_original(map, &original_ids);
             times.push(t.elapsed().as_secs_f64() * 1e3);
             drop(std::hint::black_box(map));
         } else {
@@ -45,10 +39,7 @@ fn main() {
                 map.reserve_nodes(N as usize);
             }
             let t = Instant::now();
-            for (i, &node) in ids.iter().enumerate() {
-                map.declare(now, node, StateId(1), level_of(i as u64 + 1), None)
-                    .expect("within limits");
-            }
+            let map = declare_all(map, &ids, now);
             times.push(t.elapsed().as_secs_f64() * 1e3);
             drop(std::hint::black_box(map));
         }

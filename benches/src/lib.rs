@@ -41,6 +41,37 @@ pub fn node_id(i: u64) -> NodeId {
     NodeId::from_u64(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
 }
 
+/// The interest-registration workload on ELARA's map: every id of `ids` declares its interest
+/// in state 1 at [`level_of`] its 1-based position.
+#[inline]
+pub fn declare_all(
+    mut map: elara_diffusion::InterestMap,
+    ids: &[NodeId],
+    now: Time,
+) -> elara_diffusion::InterestMap {
+    for (i, &node) in ids.iter().enumerate() {
+        map.declare(now, node, StateId(1), level_of(i as u64 + 1), None)
+            .expect("within limits");
+    }
+    map
+}
+
+/// The same workload on the original crate's map.
+#[inline]
+pub fn register_all_original(
+    mut map: original::InterestMap,
+    ids: &[original_core::NodeId],
+) -> original::InterestMap {
+    for (i, &node) in ids.iter().enumerate() {
+        map.register(original::InterestDeclaration::new(
+            node,
+            1,
+            original_level_of(i as u64 + 1),
+        ));
+    }
+    map
+}
+
 /// The original crate's scheduler over a star of `v` receivers.
 pub struct OriginalStar {
     scheduler: original::PropagationScheduler,
