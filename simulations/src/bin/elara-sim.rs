@@ -177,7 +177,40 @@ fn list() -> Result<(), String> {
     Ok(())
 }
 
+/// The glibc tunable that makes `malloc` back its heap with transparent huge pages.
+#[cfg(target_os = "linux")]
+const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+
+/// Restarts this process with glibc's heap on transparent huge pages, unless the user set
+/// `GLIBC_TUNABLES` themselves (or the restart already happened).
+///
+/// A large run is bound by memory latency: 100,000 nodes hold about 3 GB of small heap
+/// objects, and every event touches a few of them at random. With 4 KiB pages nearly every
+/// such touch also misses the TLB; with 2 MiB pages it does not. Measured on the 2-core
+/// machine, `scale-100k` over 4 s: 139 s wall and 3.3 GB with 4 KiB pages, 108 s and 2.8 GB
+/// with huge pages (the heap is also less fragmented). glibc reads the tunable only at
+/// start-up, hence the `exec`. Where the kernel has transparent huge pages off, or the C
+/// library is not glibc, the tunable is ignored and nothing changes.
+#[cfg(target_os = "linux")]
+fn restart_on_huge_pages() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("GLIBC_TUNABLES", HUGE_PAGES_TUNABLE)
+        .exec();
+    // Only reached when the exec failed: carry on in this process, with small pages.
+    eprintln!("note: running without huge pages ({err})");
+}
+
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    restart_on_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
