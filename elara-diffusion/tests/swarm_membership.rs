@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use elara_core::{InterestLevel, Message, NodeId, PeerInfo, StateId, Time};
 use elara_diffusion::harness::{Harness, LinkProfile};
-use elara_diffusion::swarm::{Event, Health, HealthReason, PeerDownReason};
+use elara_diffusion::swarm::{Event, Health, HealthReason, PeerDownReason, SwarmNode};
 use swarm_common::*;
 
 #[test]
@@ -303,4 +303,60 @@ fn join_one_by_one(h: &mut Harness, state: StateId, nodes: &[(u64, u16)], settle
             .declare_interest(now, state, InterestLevel::High);
         h.run_for(Duration::from_millis(settle_ms));
     }
+}
+
+#[test]
+fn keep_alives_to_many_peers_share_one_wakeup_and_a_silent_peer_is_dropped_at_the_idle_timeout() {
+    // A node with eight connected peers that send it nothing but pongs: every peer is pinged
+    // once per keep-alive interval, but the pings go out together, so the node wakes up about
+    // once per interval rather than once per peer (a broadcaster has thousands of peers).
+    // Peer 9 stops answering at 4 s and is declared down one idle timeout (3.5 s) later.
+    let mut node = SwarmNode::new(config(1, 4, None, 1000), Time::ZERO);
+    let peers: Vec<NodeId> = (2..=9).map(NodeId::from_u64).collect();
+    for (i, &p) in peers.iter().enumerate() {
+        // Connected at different times, so the first deadlines are spread over 700 ms.
+        node.peer_connected(Time::from_millis(100 * i as u64), p);
+    }
+    let silent = NodeId::from_u64(9);
+    let mut pings = vec![0u32; peers.len()];
+    let mut wakeups = 0;
+    let mut down_at = None;
+    let mut now = Time::from_millis(700);
+    let end = Time::from_secs(10);
+    loop {
+        while let Some(t) = node.poll_transmit(now) {
+            if let Message::Ping { nonce } = t.message {
+                let i = peers.iter().position(|&p| p == t.to).expect("a peer");
+                pings[i] += 1;
+                if t.to != silent || now < Time::from_secs(4) {
+                    node.handle_message(now, t.to, Message::Pong { nonce });
+                }
+            }
+        }
+        while let Some(e) = node.poll_event() {
+            if let Event::PeerDown { peer, reason } = e {
+                assert_eq!((peer, reason), (silent, PeerDownReason::Timeout));
+                down_at = Some(now);
+            }
+        }
+        match node.poll_timeout() {
+            Some(t) if t <= end => {
+                now = now.max(t);
+                wakeups += 1;
+                node.handle_timeout(now);
+            }
+            _ => break,
+        }
+    }
+    // Pinged at 0.7-1.0 s (when connected), then about every second to the end.
+    for (i, &n) in pings.iter().enumerate().take(7) {
+        assert!((10..=12).contains(&n), "peer {} pinged {n} times", i + 2);
+    }
+    assert!(wakeups <= 14, "{wakeups} wake-ups in 10 s for 8 peers");
+    let down_at = down_at.expect("the silent peer was never declared down");
+    // Last heard at its pong of the last ping before 4 s; down 3.5 s later, not before.
+    assert!(
+        down_at >= Time::from_millis(6_500) && down_at <= Time::from_millis(7_600),
+        "declared down at {down_at:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Membership: connections, hellos, keep-alives, failure detection, pruning, graceful leave.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -7,10 +8,13 @@ use elara_core::{Capabilities, Message, NodeId, Time};
 use rand::Rng;
 
 use super::peer::{Peer, PeerPhase};
-use super::{Event, PeerDownReason, SwarmNode, TimerReason};
+use super::{Event, PeerDownReason, Priority, SwarmNode, TimerReason, Transmit};
 
 /// How long an unneeded connection is kept before it is closed.
 const PRUNE_GRACE: Duration = Duration::from_secs(2);
+/// How much earlier than due a keep-alive ping may go out, so that it shares a liveness sweep
+/// with the other pings of the node (at most half the keep-alive interval).
+const PING_BATCH: Duration = Duration::from_millis(100);
 
 impl SwarmNode {
     /// The driver reports that a connection to `peer` is up (one this node asked for with
@@ -44,12 +48,8 @@ impl SwarmNode {
             },
         );
         self.send_ping(now, peer);
-        self.timers.set(
-            TimerReason::KeepAlive(peer),
-            now + self.cfg.keepalive_interval,
-        );
         self.timers
-            .set(TimerReason::PeerIdle(peer), now + self.cfg.idle_timeout);
+            .set_if_earlier(TimerReason::Liveness, now + self.cfg.keepalive_interval);
         self.flush_pending_joins(now, peer);
         self.offer_call_to(peer);
         self.health_dirty = true;
@@ -110,11 +110,9 @@ impl SwarmNode {
     }
 
     fn send_ping(&mut self, now: Time, peer: NodeId) {
-        let nonce: u64 = self.rng.random();
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.ping = Some((nonce, now));
+            ping(&mut self.rng, &mut self.control, now, peer, p);
         }
-        self.send_control(peer, Message::Ping { nonce });
     }
 
     pub(crate) fn on_pong(&mut self, now: Time, from: NodeId, nonce: u64) {
@@ -127,34 +125,45 @@ impl SwarmNode {
         }
     }
 
-    pub(crate) fn on_keepalive(&mut self, now: Time, peer: NodeId) {
+    /// The liveness sweep: one timer per node, not two per peer. It pings every connected
+    /// peer that nothing was sent to for a keep-alive interval (or will be within
+    /// [`PING_BATCH`] of it), declares down every peer silent for the idle timeout, and is
+    /// armed again at the earliest of the next such deadlines.
+    ///
+    /// Pinging a little early lets a node's pings go out together: once they have, their next
+    /// deadlines coincide, and the sweep fires about once per interval instead of once per
+    /// peer. (Two timers per peer made keep-alives a sixth of a large simulation's events, and
+    /// put a broadcaster's thousands of timers in B-trees.)
+    pub(crate) fn on_liveness(&mut self, now: Time) {
         let interval = self.cfg.keepalive_interval;
-        let Some(p) = self.peers.get(&peer) else {
-            return;
-        };
-        if !p.is_connected() {
-            return;
+        let idle = self.cfg.idle_timeout;
+        let ping_by = now + PING_BATCH.min(interval / 2);
+        let mut next: Option<Time> = None;
+        let mut silent = Vec::new();
+        for (&id, p) in self.peers.iter_mut() {
+            if !p.is_connected() {
+                continue;
+            }
+            let idle_at = p.last_heard + idle;
+            if idle_at <= now {
+                silent.push(id);
+                continue;
+            }
+            let mut ping_at = p.last_sent + interval;
+            if ping_at <= ping_by {
+                ping(&mut self.rng, &mut self.control, now, id, p);
+                p.last_sent = now;
+                ping_at = now + interval;
+            }
+            let due = ping_at.min(idle_at);
+            next = Some(next.map_or(due, |n| n.min(due)));
         }
-        let due = p.last_sent + interval;
-        if due <= now {
-            self.send_ping(now, peer);
-            self.timers
-                .set(TimerReason::KeepAlive(peer), now + interval);
-        } else {
-            self.timers.set(TimerReason::KeepAlive(peer), due);
-        }
-    }
-
-    pub(crate) fn on_peer_idle(&mut self, now: Time, peer: NodeId) {
-        let Some(p) = self.peers.get(&peer) else {
-            return;
-        };
-        let due = p.last_heard + self.cfg.idle_timeout;
-        if due <= now {
+        for peer in silent {
             self.events.push_back(Event::Disconnect { peer });
             self.peer_gone(now, peer, PeerDownReason::Timeout);
-        } else {
-            self.timers.set(TimerReason::PeerIdle(peer), due);
+        }
+        if let Some(at) = next {
+            self.timers.set_if_earlier(TimerReason::Liveness, at);
         }
     }
 
@@ -258,4 +267,21 @@ impl SwarmNode {
         self.health_dirty = true;
         self.repair_after_loss(now, peer, gone.caps.max_children);
     }
+}
+
+/// Queues a ping to `peer` and remembers its nonce and send time for the RTT sample.
+fn ping(
+    rng: &mut impl Rng,
+    control: &mut VecDeque<Transmit>,
+    now: Time,
+    to: NodeId,
+    peer: &mut Peer,
+) {
+    let nonce: u64 = rng.random();
+    peer.ping = Some((nonce, now));
+    control.push_back(Transmit {
+        to,
+        message: Message::Ping { nonce },
+        priority: Priority::Urgent,
+    });
 }

@@ -540,8 +540,7 @@ impl SwarmNode {
     pub fn handle_timeout(&mut self, now: Time) {
         while let Some(reason) = self.timers.pop_due(now) {
             match reason {
-                TimerReason::KeepAlive(p) => self.on_keepalive(now, p),
-                TimerReason::PeerIdle(p) => self.on_peer_idle(now, p),
+                TimerReason::Liveness => self.on_liveness(now),
                 TimerReason::Dial(p) => self.on_dial_timeout(now, p),
                 TimerReason::Prune(p) => self.on_prune(now, p),
                 TimerReason::JoinRetry(s) => self.on_join_retry(now, s),

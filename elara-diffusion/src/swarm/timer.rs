@@ -11,10 +11,9 @@ use super::small_map::{grow_by_quarter, shrink_spare};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 #[non_exhaustive]
 pub enum TimerReason {
-    /// Nothing was sent to this peer for a keep-alive interval: send a ping.
-    KeepAlive(NodeId),
-    /// Nothing was heard from this peer: declare it down when the idle timeout has passed.
-    PeerIdle(NodeId),
+    /// The liveness sweep: ping the peers nothing was sent to for a keep-alive interval,
+    /// declare down those not heard from for the idle timeout.
+    Liveness,
     /// A connection we asked the driver to open did not come up in time.
     Dial(NodeId),
     /// A peer we no longer need is closed after a short grace period.
@@ -192,12 +191,7 @@ impl Timers {
 
     /// Disarms every timer concerning `peer`.
     pub(crate) fn cancel_peer(&mut self, peer: NodeId) {
-        for r in [
-            TimerReason::KeepAlive(peer),
-            TimerReason::PeerIdle(peer),
-            TimerReason::Dial(peer),
-            TimerReason::Prune(peer),
-        ] {
+        for r in [TimerReason::Dial(peer), TimerReason::Prune(peer)] {
             self.cancel(r);
         }
     }
@@ -231,17 +225,17 @@ mod tests {
         for i in 0..100u64 {
             let peer = NodeId::from_u64(i % 37);
             let r = if i % 2 == 0 {
-                TimerReason::KeepAlive(peer)
+                TimerReason::Dial(peer)
             } else {
-                TimerReason::PeerIdle(peer)
+                TimerReason::Prune(peer)
             };
             let at = Time::from_millis((i * 7919) % 1000);
             t.set(r, at);
             expected.retain(|&(_, x)| x != r);
             expected.push((at, r));
         }
-        t.cancel(TimerReason::KeepAlive(NodeId::from_u64(0)));
-        expected.retain(|&(_, x)| x != TimerReason::KeepAlive(NodeId::from_u64(0)));
+        t.cancel(TimerReason::Dial(NodeId::from_u64(0)));
+        expected.retain(|&(_, x)| x != TimerReason::Dial(NodeId::from_u64(0)));
         expected.sort();
         let mut got = Vec::new();
         while let Some(r) = t.pop_due(Time::from_millis(1000)) {
