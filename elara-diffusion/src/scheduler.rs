@@ -1208,6 +1208,11 @@ impl PropagationScheduler {
                 layer_limit
             } else if delta {
                 delta_limit
+            } else if ctx.keyframe_base && !ctx.starts_group {
+                // A later fragment of a keyframe whose first fragment went: part of a keyframe
+                // decodes nothing, so the rest goes however late (a late keyframe still lets
+                // the group's later deltas play; a cut one loses the whole group).
+                f64::INFINITY
             } else {
                 1.0
             };

@@ -346,3 +346,47 @@ fn a_new_viewer_whose_first_update_is_a_later_keyframe_fragment_waits_for_the_fi
     let seqs = delivered_seqs(&h, viewer, StateId(7));
     assert_eq!(seqs, vec![0, 1, 2], "what the new viewer delivered");
 }
+
+#[test]
+fn a_keyframe_fragment_repaired_after_the_reorder_window_still_completes_its_group() {
+    // 100-ms links: a lost fragment is pulled after three round trips (600 ms) and its repair
+    // arrives about 800 ms after the fragments behind it, past the 400-ms reorder window but
+    // within the 1-s latency budget. Giving the fragment up at the reorder window would lose
+    // the whole group (every delta after the keyframe is undecodable without it); waiting
+    // for it delivers the keyframe and every delta.
+    let state = StateId(7);
+    let slow = LinkProfile {
+        latency: Duration::from_millis(100),
+        ..LinkProfile::wan()
+    };
+    let mut h = Harness::new(8, slow);
+    h.add_node(config(1, 4, None, 1000));
+    h.node_mut(NodeId::from_u64(1))
+        .create_state(state)
+        .expect("fresh state");
+    let viewer = NodeId::from_u64(2);
+    h.add_node(config(2, 4, Some(1), 1000));
+    h.node_mut(viewer)
+        .declare_interest(Time::ZERO, state, InterestLevel::High);
+    // Long enough for the viewer's pings to measure the 200-ms round trip.
+    h.run_for(Duration::from_secs(6));
+    assert_eq!(h.node(viewer).parent(state), Some(NodeId::from_u64(1)));
+    h.lose_next(
+        NodeId::from_u64(1),
+        viewer,
+        |m| matches!(m, Message::Update { update, .. } if update.seq == 1),
+    );
+    let mut seq = 0;
+    publish_frame(&mut h, &mut seq, 0, true, 3);
+    for _ in 0..20 {
+        h.run_for(Duration::from_millis(33));
+        publish_frame(&mut h, &mut seq, 0, false, 3);
+    }
+    h.run_for(Duration::from_secs(1));
+    let seqs = delivered_seqs(&h, viewer, state);
+    assert_eq!(
+        seqs,
+        (0..seq).collect::<Vec<_>>(),
+        "the viewer gave up the lost keyframe fragment and its group"
+    );
+}

@@ -289,6 +289,43 @@ fn a_lost_keyframe_fragment_blocks_the_group() {
 }
 
 #[test]
+fn a_keyframe_admitted_by_its_first_fragment_goes_whole_however_late() {
+    // 10 kB/s and a 500-ms budget: the first 1-kB fragment fits, the next ones would arrive
+    // past the budget. Part of a keyframe decodes nothing, so once the first fragment went
+    // the rest go too (late); a delta past the budget is still dropped.
+    let cfg = SchedulerConfig {
+        min_burst_bytes: 1000,
+        ..SchedulerConfig::default()
+    };
+    let mut s = PropagationScheduler::new(cfg);
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(10_000)).unwrap();
+    let mut out = Vec::new();
+    let frag = |i| {
+        video(i, 1, t(0), true).with_fragment(Fragment {
+            index: i as u16,
+            count: 8,
+        })
+    };
+    for i in 0..8 {
+        s.schedule(t(0), &frag(i), [(a, InterestLevel::High)], &mut out);
+        assert_eq!(out[0].verdict, Verdict::Send, "fragment {i}");
+    }
+    assert!(
+        out[0].delay() > Duration::from_millis(500),
+        "the last fragment was not past the budget: {:?}",
+        out[0].delay()
+    );
+    s.schedule(
+        t(0),
+        &video(8, 1, t(0), false),
+        [(a, InterestLevel::High)],
+        &mut out,
+    );
+    assert!(!out[0].is_send(), "a delta past the budget was sent");
+}
+
+#[test]
 fn stale_and_superseded_updates_are_dropped_not_queued() {
     let mut s = PropagationScheduler::new(SchedulerConfig::default());
     let links: Vec<_> = (1..=3)

@@ -9,7 +9,7 @@ use elara_core::{InterestLevel, Message, NodeId, PeerInfo, StateId, StateUpdate,
 
 use super::peer::Peer;
 use super::small_map::SmallMap;
-use super::state::{Arrival, Child, Held, Joining};
+use super::state::{Arrival, Child, Held, Joining, ReceiveWindow};
 use super::{Event, SwarmNode, TimerReason};
 use crate::scheduler::Verdict;
 
@@ -60,6 +60,19 @@ pub(crate) fn standbys(path: &[NodeId]) -> impl Iterator<Item = NodeId> + '_ {
         .filter(move |&(i, _)| i == grandparent || i > 0)
         .map(|(_, &a)| a)
 }
+/// How long updates held behind a gap wait for it: the reorder window, or the whole latency
+/// budget while a keyframe cut into fragments is incomplete. Giving up a piece of a keyframe
+/// loses its whole group (every delta after it is undecodable), while a piece that comes late
+/// still lets the rest of the group play: with 16-kB fragments at 500 viewers and 1% loss,
+/// skipping such gaps after the reorder window cost whole groups at a time.
+fn gap_wait(recv: &ReceiveWindow, window: Duration, budget: Duration) -> Duration {
+    if recv.receiving_key.is_some() || recv.gap_inside_keyframe() {
+        window.max(budget)
+    } else {
+        window
+    }
+}
+
 /// Repair slots a failed relay child opens per child it could take: its orphans come, and so
 /// do the orphans of a child of it that failed at the same time (their grandparent is gone).
 /// With one per child, such double failures left orphans redirected down the tree (same kill:
@@ -1341,8 +1354,9 @@ impl SwarmNode {
             return;
         }
         if let Some(oldest) = tree.recv.oldest_held() {
+            let wait = gap_wait(&tree.recv, window, self.cfg.latency_budget);
             self.timers
-                .set_if_earlier(TimerReason::Reorder(state), oldest + window);
+                .set_if_earlier(TimerReason::Reorder(state), oldest + wait);
         }
         if !self.timers.is_set(TimerReason::PullRetry(state)) {
             // The transport recovers its own losses within about a round trip: a gap is pulled
@@ -1365,9 +1379,9 @@ impl SwarmNode {
         let Some(oldest) = tree.recv.oldest_held() else {
             return;
         };
-        if oldest + window > now {
-            self.timers
-                .set(TimerReason::Reorder(state), oldest + window);
+        let wait = gap_wait(&tree.recv, window, self.cfg.latency_budget);
+        if oldest + wait > now {
+            self.timers.set(TimerReason::Reorder(state), oldest + wait);
             return;
         }
         let mut ready = std::mem::take(&mut self.scratch);
@@ -1378,8 +1392,11 @@ impl SwarmNode {
         self.health_dirty = true;
         self.deliver_ready(now, state, &mut ready);
         self.scratch = super::recycle(ready);
-        if let Some(next) = self.states.get(&state).and_then(|t| t.recv.oldest_held()) {
-            self.timers.set(TimerReason::Reorder(state), next + window);
+        if let Some(t) = self.states.get(&state)
+            && let Some(next) = t.recv.oldest_held()
+        {
+            let wait = gap_wait(&t.recv, window, self.cfg.latency_budget);
+            self.timers.set(TimerReason::Reorder(state), next + wait);
         }
     }
 
