@@ -224,6 +224,13 @@ impl Protocol for ElaraNode {
         self.node.depth(state)
     }
 
+    fn prefetch_hints(&self, stage: usize, hint: &mut dyn FnMut(*const u8)) {
+        if stage == 0 {
+            hint(std::ptr::from_ref(&self.now).cast());
+        }
+        self.node.prefetch_hints(stage, hint);
+    }
+
     fn diagnostics(&self, out: &mut BTreeMap<String, u64>) {
         let mut add = |k: &str, v: u64| {
             if v > 0 {

@@ -622,6 +622,45 @@ impl SwarmNode {
         self.scheduler.as_deref().map_or(&NONE, |s| s.stats())
     }
 
+    /// Addresses of the memory the node's next call most likely reads, for a driver that runs
+    /// many nodes (a simulator) and wants to prefetch them while it handles an earlier event.
+    /// `stage` 0 names fields of the node itself, stage 1 what those fields point to (its
+    /// peers, states and timers), so call stage 1 only once stage 0's addresses had time to
+    /// arrive. A hint, nothing else: the addresses may be anywhere in
+    /// the node's memory and are only valid until the node is next changed.
+    pub fn prefetch_hints(&self, stage: usize, hint: &mut dyn FnMut(*const u8)) {
+        fn addr<T>(p: &T) -> *const u8 {
+            std::ptr::from_ref(p).cast()
+        }
+        match stage {
+            0 => {
+                hint(addr(&self.peers));
+                hint(addr(&self.states));
+                hint(addr(&self.timers));
+                hint(addr(&self.pacing));
+                hint(addr(&self.control));
+                hint(addr(&self.events));
+                hint(addr(&self.left));
+                hint(addr(&self.health));
+                hint(addr(&self.cfg.id));
+            }
+            1 => {
+                if let Some(peers) = self.peers.as_slice() {
+                    for p in peers.iter().take(8) {
+                        hint(addr(&p.0));
+                    }
+                }
+                if let Some(states) = self.states.as_slice()
+                    && let Some(s) = states.first()
+                {
+                    hint(addr(s));
+                }
+                self.timers.hint(hint);
+            }
+            _ => {}
+        }
+    }
+
     /// The node's current health.
     pub fn health(&self) -> Health {
         self.health
