@@ -470,14 +470,16 @@ impl SwarmNode {
             None => loop {
                 release_if_empty(&mut self.control);
                 let paced = self.pacing.pop_due(now, self.cfg.pacing_slack)?;
-                let live = self
-                    .peers
-                    .get(&paced.to)
-                    .is_some_and(|p| p.link_id == Some(paced.link));
-                if !live {
-                    continue;
-                }
                 let wanted = self.still_wanted(paced.to, &paced.update);
+                // One lookup of the peer: the link must still be the one decided for, and the
+                // peer's counters are updated here.
+                let Some(p) = self
+                    .peers
+                    .get_mut(&paced.to)
+                    .filter(|p| p.link_id == Some(paced.link))
+                else {
+                    continue;
+                };
                 if let Some(sched) = self.scheduler.as_deref_mut() {
                     if wanted {
                         let _ = sched.on_sent(now, paced.link, &paced.update);
@@ -490,7 +492,7 @@ impl SwarmNode {
                 if !wanted {
                     continue;
                 }
-                break Transmit {
+                let t = Transmit {
                     to: paced.to,
                     priority: paced.update.priority,
                     message: Message::Update {
@@ -498,15 +500,12 @@ impl SwarmNode {
                         update: paced.update,
                     },
                 };
+                p.count_sent(now, &t.message);
+                return Some(t);
             },
         };
         if let Some(p) = self.peers.get_mut(&t.to) {
-            p.last_sent = now;
-            p.link.messages_sent += 1;
-            p.link.bytes_sent += t.message.encoded_len() as u64;
-            if matches!(t.message, Message::Update { .. }) {
-                p.link.updates_sent += 1;
-            }
+            p.count_sent(now, &t.message);
         }
         Some(t)
     }
