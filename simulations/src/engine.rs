@@ -42,6 +42,9 @@ use crate::world::{FaultPlan, World, node_id, node_index};
 /// what the network sees).
 static ZEROS: [u8; wire::MAX_PAYLOAD] = [0; wire::MAX_PAYLOAD];
 
+/// Room of one buffer update headers are encoded into.
+const ARENA_BYTES: usize = 64 * 1024;
+
 /// How often the tracker re-lists the relays near the root, µs of simulated time.
 const TRACKER_REFRESH_US: u64 = 250_000;
 /// Deepest level of the relays the tracker hands out.
@@ -233,6 +236,8 @@ pub struct Engine<'w, K: ProtocolKind> {
     tracker_at: Option<u64>,
     /// Buffers a feedback tick reuses: active links and their rates, the stats handed out.
     feedback_scratch: FeedbackScratch,
+    /// Where update headers are encoded (see [`Engine::encode`]).
+    arena: BytesMut,
 }
 
 /// See [`Engine::feedback`]: (link index, rate) of the active links, their rates, the stats.
@@ -284,6 +289,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             tracker: Vec::new(),
             tracker_at: None,
             feedback_scratch: FeedbackScratch::default(),
+            arena: BytesMut::new(),
         };
         for (i, plan) in world.nodes.iter().enumerate() {
             e.queue.push(plan.join_us, Ev::Join(i as u32));
@@ -862,10 +868,18 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                     ..update.clone()
                 },
             };
+            // Headers are written one after the other into a shared buffer: a header costs
+            // no allocation of its own (nothing a decoded header-only update keeps refers to
+            // it, so a buffer lives only while the messages written into it are in flight).
+            let header_len = header.encoded_len();
+            if self.arena.capacity() - self.arena.len() < header_len {
+                self.arena = BytesMut::with_capacity(ARENA_BYTES.max(header_len));
+            }
+            header.encode(&mut self.arena);
             Encoded {
                 len: message.encoded_len(),
                 payload: key.5 as u32,
-                bytes: header.to_bytes(),
+                bytes: self.arena.split().freeze(),
             }
         } else {
             let mut buf = BytesMut::with_capacity(message.encoded_len());
