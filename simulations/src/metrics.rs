@@ -225,6 +225,24 @@ impl Collector {
         }
     }
 
+    /// Addresses [`Collector::on_receive`] and [`Collector::on_delivered`] will most likely
+    /// touch for `node` receiving an update near `unit`, handed to `hint`.
+    pub fn receive_hints(&self, node: usize, unit: u32, hint: impl Fn(*const u8)) {
+        let w = node * self.words + (unit / 64) as usize;
+        if let Some(r) = self.received.get(w) {
+            hint(std::ptr::from_ref(r).cast());
+        }
+        if let Some(d) = self.delivered.get(w) {
+            hint(std::ptr::from_ref(d).cast());
+        }
+        if let Some(t) = self.per_node.get(node) {
+            hint(std::ptr::from_ref(t).cast());
+        }
+        if let Some(p) = self.pairs.get(node * self.nt) {
+            hint(std::ptr::from_ref(p).cast());
+        }
+    }
+
     /// `node`'s protocol delivered update `u` to the application at `now_us`.
     pub fn on_delivered(&mut self, world: &World, node: u32, u: UnitRef, now_us: u64, hops: u8) {
         let n = node as usize;

@@ -104,6 +104,9 @@ pub struct NodeSetup {
     pub latency_budget: Duration,
 }
 
+/// Stages of [`Protocol::prefetch_hints`] the engine asks for.
+pub const PREFETCH_STAGES: usize = 2;
+
 /// A node state machine the engine can drive (see the module docs for the loop).
 pub trait Protocol {
     /// Called once right after the node is created (join the swarm: contact bootstrap peers).
@@ -136,6 +139,12 @@ pub trait Protocol {
     fn depth(&self, state: StateId) -> Option<u16> {
         let _ = state;
         None
+    }
+    /// Addresses the node's next call most likely reads, for the engine to prefetch while it
+    /// handles earlier events: `stage` 0 names the node's own fields, each later stage (up to
+    /// [`PREFETCH_STAGES`] - 1) what the stage before points to. A hint only; by default none.
+    fn prefetch_hints(&self, stage: usize, hint: &mut dyn FnMut(*const u8)) {
+        let _ = (stage, hint);
     }
     /// Adds the node's own counters (drops by reason, repairs, ...) to `out`; the engine sums
     /// them over all nodes into the report.

@@ -185,6 +185,18 @@ impl<E> EventQueue<E> {
         }
     }
 
+    /// The event `k` pops after the next one would return if nothing were pushed meanwhile
+    /// (`peek(0)` is the next), when it is already sorted into the current bucket: a hint for
+    /// prefetching, never needed for correctness.
+    pub fn peek(&self, k: usize) -> Option<&E> {
+        if !self.sorted {
+            return None;
+        }
+        let bucket = &self.ring[self.cur];
+        let i = bucket.len().checked_sub(k + 1)?;
+        Some(&bucket[i].event)
+    }
+
     /// Number of pending events.
     pub fn len(&self) -> usize {
         self.in_ring + self.far.len()

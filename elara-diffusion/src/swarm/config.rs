@@ -34,43 +34,46 @@ pub struct BootstrapPeer {
 /// [`SwarmConfig::new`] gives defaults suited to the public internet (1 s keep-alives); tests
 /// and simulations usually shorten the timers with the `with_*` builders.
 #[derive(Clone, Debug)]
+// Declaration order is layout order: the fields a node reads on every update first (see
+// `SwarmNode`).
+#[repr(C)]
 pub struct SwarmConfig {
     /// This node's id.
     pub id: NodeId,
-    /// Seed of the node's random generator: the same seed and the same inputs give the same run.
-    pub seed: u64,
-    /// Capabilities announced in every `Hello`; `max_children` bounds the children per state.
-    pub caps: Capabilities,
-    /// Peers contacted to join state trees.
-    pub bootstrap: Vec<BootstrapPeer>,
-    /// A ping is sent to a peer to which nothing was sent for this long.
-    pub keepalive_interval: Duration,
-    /// A peer from which nothing was heard for this long is declared down.
-    pub idle_timeout: Duration,
-    /// A connection the driver was asked to open that is not up after this long is abandoned.
-    pub dial_timeout: Duration,
-    /// A join request unanswered for this long moves on to the next candidate.
-    pub join_timeout: Duration,
+    /// An update the scheduler paces to go out within this long is handed to the transport
+    /// at once, in pacing order: a transport queue that short costs the update nothing more
+    /// than the wait would. Longer waits (a link or the uplink really behind) stay in the
+    /// node, where the update can still be dropped when stale or passed by a more urgent one.
+    pub pacing_slack: Duration,
     /// Updates older than this (by their timestamp) are stale: not delivered late, not repaired.
     pub latency_budget: Duration,
     /// How long a gap in the sequence holds back later updates before it is skipped.
     pub reorder_window: Duration,
     /// Quiet time after the last forwarded update before children are told the newest seq.
     pub announce_delay: Duration,
+    /// RTT assumed for a peer before any measurement.
+    pub initial_rtt: Duration,
+    /// A peer from which nothing was heard for this long is declared down.
+    pub idle_timeout: Duration,
+    /// A join request unanswered for this long moves on to the next candidate.
+    pub join_timeout: Duration,
+    /// Peers contacted to join state trees.
+    pub bootstrap: Vec<BootstrapPeer>,
     /// Most recent updates kept per state to answer pulls and to start new children at a
     /// keyframe (only by relays and the authority; entries older than the latency budget go).
     pub repair_buffer: usize,
-    /// RTT assumed for a peer before any measurement.
-    pub initial_rtt: Duration,
+    /// Capabilities announced in every `Hello`; `max_children` bounds the children per state.
+    pub caps: Capabilities,
+    /// Seed of the node's random generator: the same seed and the same inputs give the same run.
+    pub seed: u64,
+    /// A ping is sent to a peer to which nothing was sent for this long.
+    pub keepalive_interval: Duration,
+    /// A connection the driver was asked to open that is not up after this long is abandoned.
+    pub dial_timeout: Duration,
     /// Redirects followed by one join attempt before starting over from the bootstrap peers.
     pub max_redirects: u8,
     /// Interest declared in every track of a call participant when the track is offered.
     pub call_interest: InterestLevel,
-    /// An update the scheduler paces to go out within this long is handed to the transport
-    /// at once, in pacing order: a transport queue that short costs the update nothing more
-    /// than the wait would. Longer waits (a link or the uplink really behind) stay in the
-    /// node, where the update can still be dropped when stale or passed by a more urgent one.
-    pub pacing_slack: Duration,
 }
 
 impl SwarmConfig {

@@ -1096,25 +1096,6 @@ impl SwarmNode {
         // reach them while the scheduler still counts them in the older group, and every delta
         // after it would be dropped for want of it.
         let repair = repair && !update.keyframe;
-        let Some(tree) = self.states.get(&update.state) else {
-            return 0;
-        };
-        let unregistered: Vec<NodeId> = tree
-            .children
-            .keys()
-            .copied()
-            .filter(|c| self.peers.get(c).is_some_and(|p| p.link_id.is_none()))
-            .collect();
-        for c in unregistered {
-            self.link_for(now, c);
-        }
-        let (Some(tree), Some(sched)) = (
-            self.states.get_mut(&update.state),
-            self.scheduler.as_deref_mut(),
-        ) else {
-            return 0;
-        };
-        let peers = &self.peers;
         // An update that would reach a child after its budget is useless there (and costs
         // the uplink what live updates need): not sent.
         let slack = self
@@ -1124,21 +1105,53 @@ impl SwarmNode {
         let initial_rtt = self.cfg.initial_rtt;
         let mut too_late = 0u64;
         let mut order = std::mem::take(&mut self.fanout);
-        order.clear();
-        order.extend(
-            tree.children
-                .iter()
-                .filter(|(c, _)| only.is_none_or(|o| o == **c) && Some(**c) != except)
-                .filter(|(_, child)| child.wants(update))
-                .filter_map(|(c, child)| {
-                    let peer = peers.get(c)?;
-                    if peer.rtt_or(initial_rtt) / 2 > slack {
-                        too_late += 1;
-                        return None;
-                    }
-                    Some((peer.caps.max_children, peer.link_id?, child.interest))
-                }),
-        );
+        // One peer lookup per child. A child whose link is not registered yet (the first
+        // update after it came) has every such child registered, then the targets are listed
+        // again.
+        for attempt in 0..2 {
+            let Some(tree) = self.states.get(&update.state) else {
+                self.fanout = order;
+                return 0;
+            };
+            order.clear();
+            too_late = 0;
+            let mut unregistered = false;
+            for (c, child) in tree.children.iter() {
+                let Some(peer) = self.peers.get(c) else {
+                    continue;
+                };
+                unregistered |= peer.link_id.is_none();
+                if only.is_some_and(|o| o != *c) || Some(*c) == except || !child.wants(update) {
+                    continue;
+                }
+                if peer.rtt_or(initial_rtt) / 2 > slack {
+                    too_late += 1;
+                    continue;
+                }
+                if let Some(link) = peer.link_id {
+                    order.push((peer.caps.max_children, link, child.interest));
+                }
+            }
+            if !unregistered || attempt == 1 {
+                break;
+            }
+            let unregistered: Vec<NodeId> = tree
+                .children
+                .keys()
+                .copied()
+                .filter(|c| self.peers.get(c).is_some_and(|p| p.link_id.is_none()))
+                .collect();
+            for c in unregistered {
+                self.link_for(now, c);
+            }
+        }
+        let (Some(tree), Some(sched)) = (
+            self.states.get_mut(&update.state),
+            self.scheduler.as_deref_mut(),
+        ) else {
+            self.fanout = order;
+            return 0;
+        };
         // Within an interest level the scheduler serves targets in the order given: the children
         // that can relay most go first, so a keyframe's fan-out reaches the big subtrees
         // before the leaves and the delay it adds does not pile up along the deep paths.

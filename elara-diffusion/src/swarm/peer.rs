@@ -70,6 +70,16 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// Counts `message`, handed to the driver for this peer at `now`.
+    pub fn count_sent(&mut self, now: Time, message: &elara_core::Message) {
+        self.last_sent = now;
+        self.link.messages_sent += 1;
+        self.link.bytes_sent += message.encoded_len() as u64;
+        if matches!(message, elara_core::Message::Update { .. }) {
+            self.link.updates_sent += 1;
+        }
+    }
+
     pub fn new(now: Time, phase: PeerPhase, initiated: bool, addr: Bytes) -> Self {
         Peer {
             phase,

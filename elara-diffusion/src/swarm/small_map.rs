@@ -179,6 +179,14 @@ impl<K: Ord, V> SmallMap<K, V> {
         popped
     }
 
+    /// The entries as a sorted slice while the map is small (`None` once it is a B-tree).
+    pub fn as_slice(&self) -> Option<&[(K, V)]> {
+        match self {
+            SmallMap::Small(v) => Some(v),
+            SmallMap::Large(_) => None,
+        }
+    }
+
     /// Entries in key order.
     pub fn iter(&self) -> Iter<'_, K, V> {
         match self {

@@ -189,6 +189,17 @@ impl Timers {
         }
     }
 
+    /// The addresses of the entries the next lookups read first (see
+    /// [`super::SwarmNode::prefetch_hints`]).
+    pub(crate) fn hint(&self, hint: &mut dyn FnMut(*const u8)) {
+        if let Timers::Small(v) = self
+            && let (Some(first), Some(last)) = (v.first(), v.last())
+        {
+            hint(std::ptr::from_ref(first).cast());
+            hint(std::ptr::from_ref(last).cast());
+        }
+    }
+
     /// Disarms every timer concerning `peer`.
     pub(crate) fn cancel_peer(&mut self, peer: NodeId) {
         for r in [TimerReason::Dial(peer), TimerReason::Prune(peer)] {
