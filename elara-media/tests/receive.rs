@@ -398,7 +398,9 @@ proptest::proptest! {
         }
         let s = d.stats();
         proptest::prop_assert_eq!(s.packets_lost, s.packets_expected - s.packets_received);
-        if !drops.iter().any(|&x| x) {
+        // Nothing lost and nothing later than the reorder window: every frame comes out. (A
+        // packet delayed past the window is given up, and its frame with it, by design.)
+        if !drops.iter().any(|&x| x) && delays.iter().all(|&d| d < 30) {
             proptest::prop_assert_eq!(got.len(), frames.len());
         }
     }
