@@ -27,6 +27,18 @@ fn rate(bytes_per_sec: u64) -> LinkStats {
     }
 }
 
+/// A scheduler with one link of 10 kB/s whose bucket holds 1 kB: one 1-kB update fills it.
+fn slow_link() -> (PropagationScheduler, LinkId) {
+    let cfg = SchedulerConfig {
+        min_burst_bytes: 1000,
+        ..SchedulerConfig::default()
+    };
+    let mut s = PropagationScheduler::new(cfg);
+    let a = s.add_link(t(0), n(1));
+    s.link_feedback(t(0), a, rate(10_000)).unwrap();
+    (s, a)
+}
+
 fn verdicts(out: &[Decision]) -> Vec<Verdict> {
     out.iter().map(|d| d.verdict).collect()
 }
@@ -79,13 +91,7 @@ fn priority_puts_control_and_audio_before_deltas() {
 
 #[test]
 fn pacing_delay_grows_and_rate_limit_drops_what_cannot_arrive_in_budget() {
-    let cfg = SchedulerConfig {
-        min_burst_bytes: 1000,
-        ..SchedulerConfig::default()
-    };
-    let mut s = PropagationScheduler::new(cfg);
-    let a = s.add_link(t(0), n(1));
-    s.link_feedback(t(0), a, rate(10_000)).unwrap(); // 10 kB/s: 1 kB fills the bucket
+    let (mut s, a) = slow_link();
     let mut out = Vec::new();
     let mut last_delay = 0;
     let mut seen_rate_limit = false;
@@ -293,13 +299,7 @@ fn a_keyframe_admitted_by_its_first_fragment_goes_whole_however_late() {
     // 10 kB/s and a 500-ms budget: the first 1-kB fragment fits, the next ones would arrive
     // past the budget. Part of a keyframe decodes nothing, so once the first fragment went
     // the rest go too (late); a delta past the budget is still dropped.
-    let cfg = SchedulerConfig {
-        min_burst_bytes: 1000,
-        ..SchedulerConfig::default()
-    };
-    let mut s = PropagationScheduler::new(cfg);
-    let a = s.add_link(t(0), n(1));
-    s.link_feedback(t(0), a, rate(10_000)).unwrap();
+    let (mut s, a) = slow_link();
     let mut out = Vec::new();
     let frag = |i| {
         video(i, 1, t(0), true).with_fragment(Fragment {

@@ -1105,9 +1105,10 @@ impl SwarmNode {
         let initial_rtt = self.cfg.initial_rtt;
         let mut too_late = 0u64;
         let mut order = std::mem::take(&mut self.fanout);
-        // One peer lookup per child. A child whose link is not registered yet (the first
-        // update after it came) has every such child registered, then the targets are listed
+        // One peer lookup per child. Children whose link is not registered yet (the first
+        // update after they came) are registered, in key order, then the targets are listed
         // again.
+        let mut unregistered: Vec<NodeId> = Vec::new();
         for attempt in 0..2 {
             let Some(tree) = self.states.get(&update.state) else {
                 self.fanout = order;
@@ -1115,12 +1116,13 @@ impl SwarmNode {
             };
             order.clear();
             too_late = 0;
-            let mut unregistered = false;
             for (c, child) in tree.children.iter() {
                 let Some(peer) = self.peers.get(c) else {
                     continue;
                 };
-                unregistered |= peer.link_id.is_none();
+                if peer.link_id.is_none() {
+                    unregistered.push(*c);
+                }
                 if only.is_some_and(|o| o != *c) || Some(*c) == except || !child.wants(update) {
                     continue;
                 }
@@ -1132,16 +1134,10 @@ impl SwarmNode {
                     order.push((peer.caps.max_children, link, child.interest));
                 }
             }
-            if !unregistered || attempt == 1 {
+            if unregistered.is_empty() || attempt == 1 {
                 break;
             }
-            let unregistered: Vec<NodeId> = tree
-                .children
-                .keys()
-                .copied()
-                .filter(|c| self.peers.get(c).is_some_and(|p| p.link_id.is_none()))
-                .collect();
-            for c in unregistered {
+            for c in std::mem::take(&mut unregistered) {
                 self.link_for(now, c);
             }
         }

@@ -8,7 +8,7 @@ use elara_core::{Capabilities, Message, NodeId, Time};
 use rand::Rng;
 
 use super::peer::{Peer, PeerPhase};
-use super::{Event, PeerDownReason, Priority, SwarmNode, TimerReason, Transmit};
+use super::{Event, PeerDownReason, SwarmNode, TimerReason, Transmit};
 
 /// How long an unneeded connection is kept before it is closed.
 const PRUNE_GRACE: Duration = Duration::from_secs(2);
@@ -279,9 +279,5 @@ fn ping(
 ) {
     let nonce: u64 = rng.random();
     peer.ping = Some((nonce, now));
-    control.push_back(Transmit {
-        to,
-        message: Message::Ping { nonce },
-        priority: Priority::Urgent,
-    });
+    super::push_control(control, to, Message::Ping { nonce });
 }

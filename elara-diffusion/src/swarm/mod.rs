@@ -188,6 +188,16 @@ pub(crate) fn recycle<T>(v: Vec<T>) -> Vec<T> {
 }
 
 /// Frees a drained queue's room (its items are over a hundred bytes each).
+/// Queues a control message on `control` (for callers that hold other fields of the node
+/// borrowed; the rest use [`SwarmNode::send_control`]).
+pub(crate) fn push_control(control: &mut VecDeque<Transmit>, to: NodeId, message: Message) {
+    control.push_back(Transmit {
+        to,
+        message,
+        priority: Priority::Urgent,
+    });
+}
+
 fn release_if_empty<T>(q: &mut VecDeque<T>) {
     if q.is_empty() && q.capacity() > 0 {
         *q = VecDeque::new();
@@ -745,11 +755,7 @@ impl SwarmNode {
 
     /// Queues a control message.
     fn send_control(&mut self, to: NodeId, message: Message) {
-        self.control.push_back(Transmit {
-            to,
-            message,
-            priority: Priority::Urgent,
-        });
+        push_control(&mut self.control, to, message);
     }
 
     /// Recomputes the health and emits [`Event::HealthChanged`] when it changed.
