@@ -120,6 +120,10 @@ pub enum Message {
         level: InterestLevel,
         /// Lifetime of the declaration in ms; 0 = until withdrawn.
         ttl_ms: u32,
+        /// Hops from the sender down to the deepest node of its subtree (0: it has no
+        /// children). A relay serves the children with the deepest subtrees first, so that a
+        /// large update's fan-out delay does not pile up along the longest paths.
+        height: u8,
     },
     /// Asks to become a child of the receiver in a state's tree.
     JoinRequest {
@@ -256,7 +260,7 @@ impl Message {
             Message::Hello { .. } => 32 + 4 + 4 + 2 + 4 + 4,
             Message::Ping { .. } | Message::Pong { .. } => 8,
             Message::Leave { .. } => 1,
-            Message::Interest { .. } => 8 + 1 + 4,
+            Message::Interest { .. } => 8 + 1 + 4 + 1,
             Message::JoinRequest { .. } | Message::RepairRequest { .. } => 8,
             Message::JoinAccept { path, .. } => 8 + 2 + 1 + 32 * path.len(),
             Message::JoinRedirect { candidates, .. } => {
@@ -300,10 +304,12 @@ impl Message {
                 state,
                 level,
                 ttl_ms,
+                height,
             } => {
                 out.put_u64_le(state.0);
                 out.put_u8(level.as_u8());
                 out.put_u32_le(*ttl_ms);
+                out.put_u8(*height);
             }
             Message::JoinRequest { state } | Message::RepairRequest { state } => {
                 out.put_u64_le(state.0)
@@ -588,6 +594,7 @@ fn decode_body(ty: u8, buf: Bytes) -> Result<Message, DecodeError> {
             state: StateId(b.u64()?),
             level: b.level()?,
             ttl_ms: b.u32()?,
+            height: b.u8()?,
         },
         tag::JOIN_REQUEST => Message::JoinRequest {
             state: StateId(b.u64()?),
@@ -790,6 +797,7 @@ mod tests {
                 state: StateId(1),
                 level: InterestLevel::High,
                 ttl_ms: 0,
+                height: 3,
             },
             Message::JoinRequest { state: StateId(1) },
             Message::RepairRequest { state: StateId(2) },

@@ -69,11 +69,14 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
         any::<u8>().prop_map(|reason| Message::Leave { reason }),
-        (any::<u64>(), level(), any::<u32>()).prop_map(|(s, level, ttl_ms)| Message::Interest {
-            state: StateId(s),
-            level,
-            ttl_ms
-        }),
+        (any::<u64>(), level(), any::<u32>(), any::<u8>()).prop_map(
+            |(s, level, ttl_ms, height)| Message::Interest {
+                state: StateId(s),
+                level,
+                ttl_ms,
+                height,
+            }
+        ),
         any::<u64>().prop_map(|s| Message::JoinRequest { state: StateId(s) }),
         any::<u64>().prop_map(|s| Message::RepairRequest { state: StateId(s) }),
         (

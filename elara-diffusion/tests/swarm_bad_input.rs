@@ -65,10 +65,13 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
         any::<u8>().prop_map(|reason| Message::Leave { reason }),
-        (state(), level(), any::<u32>()).prop_map(|(state, level, ttl_ms)| Message::Interest {
-            state,
-            level,
-            ttl_ms
+        (state(), level(), any::<u32>(), any::<u8>()).prop_map(|(state, level, ttl_ms, height)| {
+            Message::Interest {
+                state,
+                level,
+                ttl_ms,
+                height,
+            }
         }),
         state().prop_map(|state| Message::JoinRequest { state }),
         state().prop_map(|state| Message::RepairRequest { state }),

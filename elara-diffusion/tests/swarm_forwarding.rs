@@ -129,6 +129,21 @@ fn low_interest_viewers_of_an_audio_stream_get_lost_frames_repaired() {
     }
 }
 
+/// Publishes one 200-kB keyframe of state 7 from node 1 and returns the ids of the children
+/// the publisher handed it to, in order.
+fn keyframe_fanout_order(h: &mut Harness) -> Vec<u64> {
+    let publisher = NodeId::from_u64(1);
+    h.record_sends(true);
+    let mut s = Stream::video(7, 1);
+    s.key_bytes = 200_000;
+    swarm_common::stream_frames(h, &mut s, 1, Duration::from_millis(500));
+    h.sends()
+        .iter()
+        .filter(|u| u.from == publisher && u.seq == 0)
+        .map(|u| u.to.prefix_u64())
+        .collect()
+}
+
 #[test]
 fn a_keyframe_fans_out_to_the_strongest_relay_first() {
     // The publisher takes three children of equal interest: two that cannot relay (ids 2 and
@@ -148,16 +163,7 @@ fn a_keyframe_fans_out_to_the_strongest_relay_first() {
     for id in 2..=4 {
         assert_eq!(h.node(NodeId::from_u64(id)).parent(state), Some(publisher));
     }
-    h.record_sends(true);
-    let mut s = Stream::video(7, 1);
-    s.key_bytes = 200_000;
-    swarm_common::stream_frames(&mut h, &mut s, 1, Duration::from_millis(500));
-    let order: Vec<u64> = h
-        .sends()
-        .iter()
-        .filter(|u| u.from == publisher && u.seq == 0)
-        .map(|u| u.to.prefix_u64())
-        .collect();
+    let order = keyframe_fanout_order(&mut h);
     assert_eq!(order.len(), 3, "{order:?}");
     assert_eq!(order[0], 4, "the relay is not served first: {order:?}");
     for id in 2..=4 {
@@ -166,6 +172,36 @@ fn a_keyframe_fans_out_to_the_strongest_relay_first() {
             "{id} got no keyframe"
         );
     }
+}
+
+#[test]
+fn a_keyframe_fans_out_to_the_deepest_subtree_first() {
+    // The publisher takes two strong relays (2 and 3, equal in every other way; 2 first in id
+    // order), and a viewer (4) joins below 3. Node 3 reports the height of its subtree with
+    // its interest, so the publisher hands it the large keyframe before 2, whose subtree is
+    // only itself: the fan-out delay falls on the shorter path.
+    let state = StateId(7);
+    let mut h = swarm_common::publisher(9, 2, 1000);
+    for id in [2, 3] {
+        h.add_node(config(id, 6, Some(1), 1000));
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(Time::ZERO, state, InterestLevel::High);
+    }
+    h.run_for(Duration::from_secs(1));
+    h.add_node(config(4, 0, Some(3), 1000));
+    let now = h.now();
+    h.node_mut(NodeId::from_u64(4))
+        .declare_interest(now, state, InterestLevel::High);
+    h.run_for(Duration::from_secs(1));
+    for (id, parent) in [(2, 1), (3, 1), (4, 3)] {
+        assert_eq!(
+            h.node(NodeId::from_u64(id)).parent(state),
+            Some(NodeId::from_u64(parent))
+        );
+    }
+    let order = keyframe_fanout_order(&mut h);
+    assert_eq!(order, [3, 2], "the deeper subtree is not served first");
+    assert!(!delivered(&h, NodeId::from_u64(4), state).is_empty());
 }
 
 /// Publishes a video frame as elara-media's packetizer does: a keyframe cut into `parts`

@@ -116,6 +116,7 @@ impl SwarmNode {
                         state: track.state,
                         level,
                         ttl_ms: 0,
+                        height: 0,
                     },
                 );
             }

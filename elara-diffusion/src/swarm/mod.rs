@@ -70,6 +70,8 @@
 //!   priorities, quality steps, keyframe tracking, stale and superseded drops (a keyframe
 //!   always starts its group for the children, even one that arrives after its deltas); an
 //!   update that would reach a child after the latency budget (age + RTT/2) is not sent.
+//!   Children are served deepest subtree first: each node reports its subtree's height with
+//!   its interest, so a large keyframe's fan-out reaches the longest paths before the leaves.
 //!   Decided sends wait in a pacing queue until due. Updates whose source is not the state's
 //!   authority, or that do not come from the parent, are dropped and counted.
 //! - **Delivery.** Updates reach the application exactly once and in sequence order; a gap
@@ -320,7 +322,7 @@ pub struct SwarmNode {
     scheduler: Option<Box<PropagationScheduler>>,
     decisions: Vec<Decision>,
     /// Reused buffer of one update's targets (announced child slots, link, interest).
-    fanout: Vec<(u16, LinkId, InterestLevel)>,
+    fanout: Vec<((u8, u16), LinkId, InterestLevel)>,
     scratch: Vec<Held>,
     health: Health,
     health_dirty: bool,
@@ -593,8 +595,9 @@ impl SwarmNode {
             Message::Interest {
                 state,
                 level,
-                ttl_ms,
-            } => self.on_interest(now, from, state, level, ttl_ms),
+                height,
+                ..
+            } => self.on_interest(now, from, state, level, height),
             Message::JoinRequest { state } => self.on_join_request(now, from, state, false),
             Message::RepairRequest { state } => self.on_join_request(now, from, state, true),
             Message::JoinAccept { state, path, .. } => self.on_join_accept(now, from, state, path),

@@ -519,6 +519,8 @@ pub(crate) struct Child {
     /// Repair slots were opened for this child's orphans while it was still connected (it had
     /// gone silent and one of them asked first): its failure opens none again.
     pub repair_opened: bool,
+    /// Hops from the child down to the deepest node of its subtree, as it last reported.
+    pub height: u8,
 }
 
 impl Child {
@@ -532,6 +534,7 @@ impl Child {
             leaving: false,
             moving_since: None,
             repair_opened: false,
+            height: 0,
         }
     }
 
@@ -588,6 +591,8 @@ pub(crate) struct StateTree {
     pub children: SmallMap<NodeId, Child>,
     /// Aggregated interest last told to the parent.
     pub sent_interest: InterestLevel,
+    /// The subtree height last reported to the parent.
+    pub sent_height: u8,
     /// Rotates redirect candidates across children.
     pub redirect_cursor: usize,
     /// Duplicate suppression and ordering.

@@ -55,6 +55,7 @@ impl StarNode {
                     state,
                     level,
                     ttl_ms: 0,
+                    height: 0,
                 },
             );
         }

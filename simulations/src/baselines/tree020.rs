@@ -252,6 +252,7 @@ impl Tree020Node {
                         state: s.key,
                         level: InterestLevel::None,
                         ttl_ms: 0,
+                        height: 0,
                     },
                 );
                 self.retry_at.get_or_insert(now + super::RETRY);
@@ -275,6 +276,7 @@ impl Tree020Node {
                     state: key,
                     level: InterestLevel::None,
                     ttl_ms: 0,
+                    height: 0,
                 },
             );
         }
