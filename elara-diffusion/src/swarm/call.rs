@@ -110,15 +110,7 @@ impl SwarmNode {
             let level = tree.aggregated();
             tree.sent_interest = level;
             if level.is_interested() {
-                self.send_control(
-                    from,
-                    Message::Interest {
-                        state: track.state,
-                        level,
-                        ttl_ms: 0,
-                        height: 0,
-                    },
-                );
+                self.send_interest(from, track.state, level, 0);
             }
             self.events.push_back(Event::TrackOffered {
                 call,

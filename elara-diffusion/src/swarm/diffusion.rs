@@ -611,14 +611,14 @@ impl SwarmNode {
         let me = self.cfg.id;
         let Some(tree) = self.states.get_mut(&state) else {
             self.counters.unexpected += 1;
-            self.send_interest(from, state, InterestLevel::None);
+            self.withdraw_interest(from, state);
             return;
         };
         if path.contains(&me) {
             // Attaching here would close a loop (stale paths during a repair).
             let was_parent = tree.parent == Some(from);
             self.counters.loops_broken += 1;
-            self.send_interest(from, state, InterestLevel::None);
+            self.withdraw_interest(from, state);
             if was_parent {
                 self.detach(now, state);
                 let candidates: Vec<NodeId> = self
@@ -646,7 +646,7 @@ impl SwarmNode {
         if tree.joining.as_ref().is_none_or(|j| j.target != from) {
             // An accept nobody asked for: make sure the sender does not count us as its child.
             self.counters.unexpected += 1;
-            self.send_interest(from, state, InterestLevel::None);
+            self.withdraw_interest(from, state);
             return;
         }
         let old = tree.parent;
@@ -669,7 +669,7 @@ impl SwarmNode {
                 && prev != old
                 && prev != from
             {
-                self.control_interest_none(prev, state);
+                self.withdraw_interest(prev, state);
             }
         }
         let tree = self.states.get_mut(&state).expect("checked above");
@@ -768,23 +768,31 @@ impl SwarmNode {
             .get_mut(&state)
             .and_then(|t| t.prev_parent.take())
         {
-            self.send_interest(prev, state, InterestLevel::None);
+            self.withdraw_interest(prev, state);
             self.schedule_prunes(now);
         }
     }
 
-    fn control_interest_none(&mut self, to: NodeId, state: StateId) {
-        self.send_interest(to, state, InterestLevel::None);
+    /// Tells `to` we no longer want `state` from it.
+    fn withdraw_interest(&mut self, to: NodeId, state: StateId) {
+        self.send_interest(to, state, InterestLevel::None, 0);
     }
 
-    fn send_interest(&mut self, to: NodeId, state: StateId, level: InterestLevel) {
+    /// Declares our subtree's interest in `state` to `to`, with its height.
+    pub(crate) fn send_interest(
+        &mut self,
+        to: NodeId,
+        state: StateId,
+        level: InterestLevel,
+        height: u8,
+    ) {
         self.send_control(
             to,
             Message::Interest {
                 state,
                 level,
                 ttl_ms: 0,
-                height: 0,
+                height,
             },
         );
     }
@@ -977,15 +985,7 @@ impl SwarmNode {
         if agg != tree.sent_interest || (agg.is_interested() && height != tree.sent_height) {
             tree.sent_interest = agg;
             tree.sent_height = height;
-            self.send_control(
-                parent,
-                Message::Interest {
-                    state,
-                    level: agg,
-                    ttl_ms: 0,
-                    height,
-                },
-            );
+            self.send_interest(parent, state, agg, height);
         }
         if !agg.is_interested() && call.is_none() {
             self.detach(now, state);
@@ -1000,7 +1000,7 @@ impl SwarmNode {
         };
         let old = tree.parent.take();
         if let Some(prev) = tree.prev_parent.take() {
-            self.send_interest(prev, state, InterestLevel::None);
+            self.withdraw_interest(prev, state);
         }
         let tree = self.states.get_mut(&state).expect("exists");
         tree.sent_interest = InterestLevel::None;

@@ -189,7 +189,6 @@ pub(crate) fn recycle<T>(v: Vec<T>) -> Vec<T> {
     }
 }
 
-/// Frees a drained queue's room (its items are over a hundred bytes each).
 /// Queues a control message on `control` (for callers that hold other fields of the node
 /// borrowed; the rest use [`SwarmNode::send_control`]).
 pub(crate) fn push_control(control: &mut VecDeque<Transmit>, to: NodeId, message: Message) {
@@ -200,6 +199,7 @@ pub(crate) fn push_control(control: &mut VecDeque<Transmit>, to: NodeId, message
     });
 }
 
+/// Frees a drained queue's room (its items are over a hundred bytes each).
 fn release_if_empty<T>(q: &mut VecDeque<T>) {
     if q.is_empty() && q.capacity() > 0 {
         *q = VecDeque::new();
@@ -321,7 +321,8 @@ pub struct SwarmNode {
     /// Created when the node first forwards anything: leaves never pay for one.
     scheduler: Option<Box<PropagationScheduler>>,
     decisions: Vec<Decision>,
-    /// Reused buffer of one update's targets (announced child slots, link, interest).
+    /// Reused buffer of one update's targets ((reported subtree height, announced child slots),
+    /// link, interest).
     fanout: Vec<((u8, u16), LinkId, InterestLevel)>,
     scratch: Vec<Held>,
     health: Health,
