@@ -646,3 +646,85 @@ fn a_child_on_a_quarter_rate_link_degrades_alone() {
     assert!(degraded, "no quality change reported for the slow child");
     println!("slow child got {} of {frames}", got.len());
 }
+
+/// Sequence numbers of the updates `node` sends to `to` until it has nothing left.
+fn updates_sent_to(node: &mut SwarmNode, now: Time, to: NodeId) -> Vec<u64> {
+    sent_to(node, now, to)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Update { update, .. } => Some(update.seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The authority forwards frames 0-2 of a video state to its child, which pulls frame 1
+/// `after` later; returns the sequence numbers sent in answer, and the node.
+fn answer_to_pull(reliable_updates: bool, after: Duration) -> (Vec<u64>, SwarmNode) {
+    let state = StateId(7);
+    let child = NodeId::from_u64(2);
+    let t0 = Time::ZERO;
+    let mut cfg = config(1, 4, None, 100);
+    cfg.reliable_updates = reliable_updates;
+    let mut g = SwarmNode::new(cfg, t0);
+    g.create_state(state).unwrap();
+    meet(&mut g, t0, child, 0);
+    g.handle_message(t0, child, Message::JoinRequest { state });
+    sent_to(&mut g, t0, child);
+    let mut s = Stream::video(7, 1);
+    let t1 = t0 + Duration::from_millis(10);
+    for _ in 0..3 {
+        g.publish(t1, s.frame(t1)).unwrap();
+    }
+    let t = t1 + Duration::from_millis(5);
+    assert_eq!(updates_sent_to(&mut g, t, child), vec![0, 1, 2]);
+    let t2 = t1 + after;
+    g.handle_message(
+        t2,
+        child,
+        Message::Pull {
+            state,
+            seqs: vec![1],
+        },
+    );
+    (updates_sent_to(&mut g, t2, child), g)
+}
+
+#[test]
+fn a_pull_that_crossed_the_update_on_its_way_is_not_answered_until_it_comes_again_later() {
+    // Before any RTT sample (100 ms): a pull 50 ms after the forward crossed the update and
+    // is not answered (it would send it twice); one 150 ms after means the update was lost
+    // and is answered. When the transport recovers lost updates itself, a copy can still be
+    // on its way a round trip later (a retransmission): the pull waits two.
+    let ms = Duration::from_millis;
+    let (early, g) = answer_to_pull(false, ms(50));
+    assert!(early.is_empty(), "a crossing pull was answered: {early:?}");
+    assert_eq!(g.state_metrics(StateId(7)).unwrap().pull_crossed, 1);
+    let (later, g) = answer_to_pull(false, ms(150));
+    assert_eq!(later, vec![1]);
+    assert_eq!(g.state_metrics(StateId(7)).unwrap().repaired, 1);
+    assert!(answer_to_pull(true, ms(150)).0.is_empty());
+    assert_eq!(answer_to_pull(true, ms(250)).0, vec![1]);
+}
+
+#[test]
+fn a_pull_for_an_update_never_sent_to_that_child_is_answered_at_once() {
+    // A child that joined after the forward was never sent the frames: its pull right after
+    // is answered, whatever the crossing window.
+    let state = StateId(7);
+    let (_, mut g) = answer_to_pull(true, Duration::from_millis(20));
+    let late = NodeId::from_u64(3);
+    let t = Time::ZERO + Duration::from_millis(40);
+    meet(&mut g, t, late, 0);
+    g.handle_message(t, late, Message::JoinRequest { state });
+    sent_to(&mut g, t, late);
+    g.handle_message(
+        t,
+        late,
+        Message::Pull {
+            state,
+            seqs: vec![0, 1],
+        },
+    );
+    assert_eq!(updates_sent_to(&mut g, t, late), vec![0, 1]);
+}

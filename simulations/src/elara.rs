@@ -41,6 +41,7 @@ impl ProtocolKind for Elara {
         }
         let reorder = (setup.latency_budget / 3).max(std::time::Duration::from_millis(50));
         cfg = cfg.with_latency(setup.latency_budget, reorder);
+        cfg.reliable_updates = setup.reliable_updates;
         ElaraNode {
             node: SwarmNode::new(cfg, now),
             role: setup.role,
@@ -256,6 +257,7 @@ impl Protocol for ElaraNode {
                 add("state_not_from_parent", m.not_from_parent);
                 add("state_pulled", m.pulled);
                 add("state_repaired", m.repaired);
+                add("state_pull_crossed", m.pull_crossed);
                 add("state_parent_changes", m.parent_changes);
             }
         }

@@ -489,6 +489,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             latency_budget: Duration::from_micros(
                 (self.world.scenario.playout.deadline_ms * 1000.0) as u64,
             ),
+            reliable_updates: self.link.recovery != Recovery::None,
         };
         let now = self.time();
         let mut node = Box::new(self.kind.create(&setup, now));

@@ -102,6 +102,9 @@ pub struct NodeSetup {
     pub seed: u64,
     /// Upper bound on one update's play-out latency the application tolerates.
     pub latency_budget: Duration,
+    /// The network recovers lost update messages itself (loss recovery `quic-stream`): a
+    /// message is late, never gone.
+    pub reliable_updates: bool,
 }
 
 /// Stages of [`Protocol::prefetch_hints`] the engine asks for.

@@ -74,6 +74,12 @@ pub struct SwarmConfig {
     pub max_redirects: u8,
     /// Interest declared in every track of a call participant when the track is offered.
     pub call_interest: InterestLevel,
+    /// The transport recovers lost update messages itself (updates ride reliable streams): an
+    /// update sent is late when a packet of it was lost, never gone. A relay then waits longer
+    /// before it answers a child's pull for an update it sent that child (see
+    /// [`super::SwarmNode`]'s pull handling): the copy may still be on its way. Off by default:
+    /// updates may be lost (datagrams, or streams reset when superseded).
+    pub reliable_updates: bool,
 }
 
 impl SwarmConfig {
@@ -97,6 +103,7 @@ impl SwarmConfig {
             max_redirects: 24,
             call_interest: InterestLevel::High,
             pacing_slack: PACING_SLACK,
+            reliable_updates: false,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct StateMetrics {
     pub pulled: u64,
     /// Updates sent in answer to a child's pull.
     pub repaired: u64,
+    /// Sequence numbers a child pulled that this node had queued for it shortly before: not
+    /// sent again (the pull crossed them on their way).
+    pub pull_crossed: u64,
     /// Times this node's parent changed.
     pub parent_changes: u64,
     /// Delivery latency histogram: bucket `i` counts latencies below `LATENCY_BUCKETS_MS[i]`
@@ -339,6 +342,8 @@ struct Buffered {
     priority: Priority,
     kind: UpdateKind,
     hops: u8,
+    /// When this node passed the update on to its children (it arrived, or was published).
+    forwarded: Time,
 }
 
 impl Buffered {
@@ -359,17 +364,25 @@ pub(crate) struct RepairBuffer {
 }
 
 impl RepairBuffer {
-    /// Stores an update (with the hop count it arrived with), evicting the oldest beyond `cap`
-    /// and those more than `max_age` older (by timestamp) than the newest: nothing older can
-    /// be repaired or replayed within the latency budget.
-    pub fn insert(&mut self, update: StateUpdate, hops: u8, cap: usize, max_age: Duration) {
+    /// Stores an update (with the hop count it arrived with and when it was passed on to the
+    /// children), evicting the oldest beyond `cap` and those more than `max_age` older (by
+    /// timestamp) than the newest: nothing older can be repaired or replayed within the
+    /// latency budget.
+    pub fn insert(
+        &mut self,
+        update: StateUpdate,
+        hops: u8,
+        forwarded: Time,
+        cap: usize,
+        max_age: Duration,
+    ) {
         let seq = update.seq;
         let at = match self.items.back() {
             Some(last) if last.seq >= seq => self.items.binary_search_by_key(&seq, |b| b.seq).err(),
             _ => Some(self.items.len()),
         };
         if let Some(i) = at {
-            let entry = self.compact(update, hops);
+            let entry = self.compact(update, hops, forwarded);
             if self.items.len() == self.items.capacity() {
                 // A quarter more, not twice the room: every node holds one of these.
                 self.items.reserve_exact((self.items.len() / 4).max(1));
@@ -390,7 +403,7 @@ impl RepairBuffer {
     }
 
     /// `update` in the buffer's compact form.
-    fn compact(&mut self, update: StateUpdate, hops: u8) -> Buffered {
+    fn compact(&mut self, update: StateUpdate, hops: u8, forwarded: Time) -> Buffered {
         self.state = update.state;
         let source = match self.sources.iter().position(|s| *s == update.source) {
             Some(i) => i,
@@ -432,6 +445,7 @@ impl RepairBuffer {
             priority: update.priority,
             kind: update.kind,
             hops,
+            forwarded,
         }
     }
 
@@ -464,6 +478,14 @@ impl RepairBuffer {
             .binary_search_by_key(&seq, |b| b.seq)
             .ok()
             .map(|i| self.expand(&self.items[i]))
+    }
+
+    /// When the update `seq` held was passed on to the children.
+    pub fn forwarded_at(&self, seq: u64) -> Option<Time> {
+        self.items
+            .binary_search_by_key(&seq, |b| b.seq)
+            .ok()
+            .map(|i| self.items[i].forwarded)
     }
 
     /// Updates held with a sequence number above `seq`, in order.
@@ -521,6 +543,39 @@ pub(crate) struct Child {
     pub repair_opened: bool,
     /// Hops from the child down to the deepest node of its subtree, as it last reported.
     pub height: u8,
+    /// The recent updates queued for this child (see [`SentWindow`]).
+    pub sent: SentWindow,
+}
+
+/// Which of the last 128 sequence numbers of a state were queued for one child: a pull for one
+/// of them that comes soon after is crossing the update on its way, and answering it would only
+/// send a duplicate.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SentWindow {
+    /// Sequence number of bit 0.
+    base: u64,
+    bits: u128,
+}
+
+impl SentWindow {
+    /// Records `seq` as queued; the window slides forward to hold it (older ones drop out).
+    pub fn mark(&mut self, seq: u64) {
+        if seq < self.base {
+            return;
+        }
+        let off = seq - self.base;
+        if off >= 128 {
+            let shift = off - 127;
+            self.bits = if shift >= 128 { 0 } else { self.bits >> shift };
+            self.base += shift;
+        }
+        self.bits |= 1 << (seq - self.base);
+    }
+
+    /// True when `seq` is in the window and was queued.
+    pub fn contains(&self, seq: u64) -> bool {
+        seq >= self.base && seq - self.base < 128 && self.bits & (1 << (seq - self.base)) != 0
+    }
 }
 
 impl Child {
@@ -535,6 +590,7 @@ impl Child {
             moving_since: None,
             repair_opened: false,
             height: 0,
+            sent: SentWindow::default(),
         }
     }
 
@@ -745,10 +801,30 @@ mod tests {
     }
 
     #[test]
+    fn sent_window_holds_the_last_128_sequence_numbers() {
+        let mut w = SentWindow::default();
+        for s in [3u64, 5, 130] {
+            w.mark(s);
+        }
+        assert!(w.contains(3) && w.contains(5) && w.contains(130));
+        assert!(!w.contains(4) && !w.contains(131));
+        // 131 slides the window to 4..=131: 3 drops out.
+        w.mark(131);
+        assert!(!w.contains(3) && w.contains(5) && w.contains(131));
+        // Older than the window: ignored; a jump far ahead clears it.
+        w.mark(2);
+        assert!(!w.contains(2));
+        w.mark(10_000);
+        assert!(w.contains(10_000) && !w.contains(131) && !w.contains(9_999));
+        w.mark(9_999);
+        assert!(w.contains(9_999));
+    }
+
+    #[test]
     fn buffer_stays_sorted_and_bounded() {
         let mut b = RepairBuffer::default();
         for s in [1u64, 2, 4, 3, 5] {
-            b.insert(held(s).update, 0, 4, Duration::from_secs(1));
+            b.insert(held(s).update, 0, Time::ZERO, 4, Duration::from_secs(1));
         }
         assert!(b.get(1).is_none());
         assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));
