@@ -1508,11 +1508,8 @@ impl SwarmNode {
         let mut crossed = 0;
         for &s in seqs.iter().take(MAX_SEQS) {
             match tree.buffer.get(s) {
-                Some((u, h)) if now - u.timestamp <= budget && child.wants(&u) => {
-                    if child.sent.contains(s)
-                        && let Some(fwd) = tree.buffer.forwarded_at(s)
-                        && now < fwd + crossing
-                    {
+                Some((u, h, forwarded)) if now - u.timestamp <= budget && child.wants(&u) => {
+                    if child.sent.contains(s) && now < forwarded + crossing {
                         // On its way: a pull that is still missing it comes again.
                         crossed += 1;
                         continue;

@@ -472,20 +472,17 @@ impl RepairBuffer {
         self.items.clear();
     }
 
-    /// The update with sequence number `seq`, if still held.
-    pub fn get(&self, seq: u64) -> Option<(StateUpdate, u8)> {
+    /// The update with sequence number `seq`, if still held, with its hop count and when it
+    /// was passed on to the children.
+    pub fn get(&self, seq: u64) -> Option<(StateUpdate, u8, Time)> {
         self.items
             .binary_search_by_key(&seq, |b| b.seq)
             .ok()
-            .map(|i| self.expand(&self.items[i]))
-    }
-
-    /// When the update `seq` held was passed on to the children.
-    pub fn forwarded_at(&self, seq: u64) -> Option<Time> {
-        self.items
-            .binary_search_by_key(&seq, |b| b.seq)
-            .ok()
-            .map(|i| self.items[i].forwarded)
+            .map(|i| {
+                let b = &self.items[i];
+                let (u, h) = self.expand(b);
+                (u, h, b.forwarded)
+            })
     }
 
     /// Updates held with a sequence number above `seq`, in order.
@@ -833,8 +830,8 @@ mod tests {
             b.insert(held(s).update, 0, Time::ZERO, 4, Duration::from_secs(1));
         }
         assert!(b.get(1).is_none());
-        assert_eq!(b.get(3).map(|(u, _)| u.seq), Some(3));
-        assert_eq!(b.get(3).map(|(u, _)| u), Some(held(3).update));
+        assert_eq!(b.get(3).map(|(u, _, _)| u.seq), Some(3));
+        assert_eq!(b.get(3).map(|(u, _, _)| u), Some(held(3).update));
         assert_eq!(b.newest(), Some(5));
     }
 }
