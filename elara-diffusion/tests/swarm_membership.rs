@@ -248,6 +248,43 @@ fn a_strong_relay_below_a_chain_climbs_past_the_one_child_relays() {
 }
 
 #[test]
+fn a_strong_relay_deep_in_a_full_branch_moves_to_a_cousin_branch_with_room() {
+    // Root 1 takes one child: 2 (two slots), whose children are 3 and 4 (two slots each).
+    // 3's branch runs deep: 5 and 6 below 3, and strong relay 7 below 5 (at depth 4, as a
+    // joiner of a storm may land). 4 still has both slots free. Climbing to its grandparent 3
+    // cannot help 7 (3's children are as strong as 7); an ancestor higher up (2) points it at
+    // its other child 4, and 7 moves there, one level higher, without missing a frame.
+    let state = StateId(7);
+    let mut h = publisher(29, 1, 1000);
+    join_one_by_one(&mut h, state, &[(2, 2), (3, 2), (4, 2)], 800);
+    for (id, bootstrap) in [(5, 3), (6, 3), (7, 5)] {
+        h.add_node(config(id, 2, Some(bootstrap), 1000));
+        let now = h.now();
+        h.node_mut(NodeId::from_u64(id))
+            .declare_interest(now, state, InterestLevel::High);
+        h.run_for(Duration::from_millis(800));
+    }
+    let [n2, n3, n4, n5, n7] = [2, 3, 4, 5, 7].map(NodeId::from_u64);
+    assert_eq!(h.node(n3).parent(state), Some(n2), "tree not built");
+    assert_eq!(h.node(n4).parent(state), Some(n2), "tree not built");
+    assert_eq!(h.node(n7).parent(state), Some(n5), "tree not built");
+    assert_eq!(h.node(n7).depth(state), Some(4));
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 450, Duration::from_millis(33));
+    h.run_for(Duration::from_millis(500));
+    assert_eq!(
+        h.node(n7).parent(state),
+        Some(n4),
+        "the strong relay stayed deep"
+    );
+    assert_eq!(h.node(n7).depth(state), Some(3));
+    let got = delivered(&h, n7, state);
+    assert_decodable(&got, n7);
+    let seqs: Vec<u64> = got.iter().map(|g| g.seq).collect();
+    assert_eq!(seqs, (0..450).collect::<Vec<_>>(), "7 missed frames");
+}
+
+#[test]
 fn a_switch_cut_short_by_a_move_back_to_the_old_parent_keeps_the_node_attached_there() {
     // 3 hangs below the root 1 and is asked to move to 2 (as a rebalance does). 2 accepts it,
     // but before the switch is over (no group boundary from 2 yet) 2 sends it back to 1. 1

@@ -741,10 +741,16 @@ impl SwarmNode {
         );
     }
 
-    /// Asks the grandparent to take us, when we are a strong relay (or below a one-child
-    /// relay) and it is connected as our standby: it accepts where it has a free slot or a
-    /// weaker child to move down, and we switch make-before-break; a redirect ends the try.
+    /// Asks an ancestor above the parent to take us, when we are a strong relay (or below a
+    /// one-child relay): it accepts where it has a free slot or a weaker child to move down,
+    /// and we switch make-before-break; a redirect ends the try.
+    ///
+    /// A strong relay asks an ancestor at a random level between the root's children and the
+    /// grandparent, so that a strong relay that landed deep in a join storm (and its subtree
+    /// with it) rises to where weaker nodes still hold slots in one move, not one level per
+    /// climb; a node below a one-child relay asks its grandparent.
     pub(crate) fn on_climb(&mut self, now: Time, state: StateId) {
+        use rand::Rng;
         let Some(tree) = self.states.get(&state) else {
             return;
         };
@@ -760,29 +766,32 @@ impl SwarmNode {
         {
             return;
         }
-        let grandparent = tree.path[tree.path.len() - 2];
         let strong = self.cfg.caps.max_children >= STRONG_RELAY;
-        if !(strong || slots_of(&self.peers, &parent) < STRONG_RELAY)
-            || !self
-                .peers
-                .get(&grandparent)
-                .is_some_and(|p| p.is_connected())
-        {
+        if !(strong || slots_of(&self.peers, &parent) < STRONG_RELAY) {
+            return;
+        }
+        let grandparent = tree.path.len() - 2;
+        let level = if strong && grandparent > 1 {
+            self.rng.random_range(1..=grandparent)
+        } else {
+            grandparent
+        };
+        let target = tree.path[level];
+        let connected = self.peers.get(&target).is_some_and(|p| p.is_connected());
+        if !connected && level == grandparent {
             return;
         }
         let tree = self.states.get_mut(&state).expect("exists");
         tree.joining = Some(Box::new(Joining {
-            target: grandparent,
-            sent: true,
+            target,
+            sent: false,
             candidates: Vec::new(),
             redirects: 0,
             climb: true,
             deferrals: 0,
         }));
         self.counters.climbs += 1;
-        self.send_control(grandparent, Message::JoinRequest { state });
-        self.timers
-            .set(TimerReason::JoinRetry(state), now + self.cfg.join_timeout);
+        self.contact_join_target(now, state, Bytes::new());
     }
 
     /// Ends a make-before-break switch: leaves the previous parent.
@@ -878,10 +887,35 @@ impl SwarmNode {
             return;
         };
         if j.climb {
-            // The grandparent has no room: stay where we are.
-            if j.target == from {
-                tree.joining = None;
-                self.timers.cancel(TimerReason::JoinRetry(state));
+            if j.target != from {
+                return;
+            }
+            // The ancestor has no room. A strong relay goes on down the way it points while
+            // that still lands higher than where it is (subtrees fill unevenly in a join
+            // storm: one branch runs deep while a cousin has free slots); otherwise it stays.
+            let depth = tree.path.len();
+            let strong = self.cfg.caps.max_children >= STRONG_RELAY;
+            j.redirects = j.redirects.saturating_add(1);
+            // Our own ancestors are not candidates: climbing asks them directly.
+            let next = candidates.iter().find(|c| {
+                strong
+                    && usize::from(c.depth) + 1 < depth
+                    && c.id != me
+                    && !tree.path.contains(&c.id)
+                    && !self.failed.contains_key(&c.id)
+            });
+            match next {
+                Some(c) if j.redirects <= max_redirects => {
+                    j.target = c.id;
+                    j.sent = false;
+                    let addr = c.addr.clone();
+                    self.contact_join_target(now, state, addr);
+                }
+                _ => {
+                    tree.joining = None;
+                    self.timers.cancel(TimerReason::JoinRetry(state));
+                    self.schedule_prunes(now);
+                }
             }
             return;
         }
