@@ -409,7 +409,7 @@ impl SwarmNode {
         // moves may be under way (a crowd of strong joiners rises to the top at once); each
         // displaces a different child. Climbers too (a strong relay below asking to move up,
         // see [`SwarmNode::on_climb`]): a strong relay that landed below a chain of one-child
-        // relays during a join storm swaps places with them one level per climb, where before
+        // relays during a join storm swaps places with one of them per climb, where before
         // it stayed below them (`elara-sim run livestream --set viewers=2000 --set
         // duration_s=20`: video continuity 96.4 -> 96.9%). Not an orphan: it re-attaches in a
         // repair slot and is moved down by the rebalance.

@@ -58,9 +58,11 @@
 //!   that can relay little is sent on down while a strong relay child exists, so the inner
 //!   levels are the strong uplinks. A fresh joiner that can relay much more than a full node's
 //!   weakest child takes that child's slot and the child moves below it (several such moves at
-//!   once). Every 2-4 s an attached strong relay (or a node below a one-child relay) asks its
-//!   grandparent to take it, so a tree grown in a join storm compacts. A node never attaches
-//!   under a path containing itself, so the trees are loop-free.
+//!   once). Every 2-4 s an attached strong relay asks an ancestor above its parent (at a random
+//!   level) to take it, and follows that ancestor's redirects into a cousin branch while they
+//!   land it higher; a node below a one-child relay asks its grandparent. So a tree grown
+//!   unevenly in a join storm compacts. A node never attaches under a path containing itself,
+//!   so the trees are loop-free.
 //! - **Interest.** A node tells its parent the strongest interest of its subtree (`Interest`);
 //!   a Low subtree is sent keyframes and the base layer only (of audio, every frame, and a Low
 //!   receiver of a stream without deltas repairs its gaps like any other); `None` detaches.
