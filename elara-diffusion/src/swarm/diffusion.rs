@@ -743,12 +743,14 @@ impl SwarmNode {
 
     /// Asks an ancestor above the parent to take us, when we are a strong relay (or below a
     /// one-child relay): it accepts where it has a free slot or a weaker child to move down,
-    /// and we switch make-before-break; a redirect ends the try.
+    /// and we switch make-before-break.
     ///
     /// A strong relay asks an ancestor at a random level between the root's children and the
-    /// grandparent, so that a strong relay that landed deep in a join storm (and its subtree
-    /// with it) rises to where weaker nodes still hold slots in one move, not one level per
-    /// climb; a node below a one-child relay asks its grandparent.
+    /// grandparent, and follows that ancestor's redirects while they land it higher than it is
+    /// (see `on_join_redirect`), so that a strong relay that landed deep in a join storm (and
+    /// its subtree with it) rises to where weaker nodes still hold slots or a cousin branch
+    /// has room, in one move, not one level per climb. A node below a one-child relay asks
+    /// its grandparent, and a redirect ends its try.
     pub(crate) fn on_climb(&mut self, now: Time, state: StateId) {
         use rand::Rng;
         let Some(tree) = self.states.get(&state) else {
@@ -897,13 +899,16 @@ impl SwarmNode {
             let strong = self.cfg.caps.max_children >= STRONG_RELAY;
             j.redirects = j.redirects.saturating_add(1);
             // Our own ancestors are not candidates: climbing asks them directly.
-            let next = candidates.iter().find(|c| {
-                strong
-                    && usize::from(c.depth) + 1 < depth
-                    && c.id != me
-                    && !tree.path.contains(&c.id)
-                    && !self.failed.contains_key(&c.id)
-            });
+            let next = if strong {
+                candidates.iter().find(|c| {
+                    usize::from(c.depth) + 1 < depth
+                        && c.id != me
+                        && !tree.path.contains(&c.id)
+                        && !self.failed.contains_key(&c.id)
+                })
+            } else {
+                None
+            };
             match next {
                 Some(c) if j.redirects <= max_redirects => {
                     j.target = c.id;
