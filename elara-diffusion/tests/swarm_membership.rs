@@ -299,16 +299,7 @@ fn a_switch_cut_short_by_a_move_back_to_the_old_parent_keeps_the_node_attached_t
     let [root, relay, node] = [1, 2, 3].map(NodeId::from_u64);
     assert_eq!(h.node(node).parent(state), Some(root), "tree not built");
     assert_eq!(h.node(relay).parent(state), Some(root), "tree not built");
-    let go_to = |id: NodeId, depth: u16| Message::JoinRedirect {
-        state,
-        candidates: vec![PeerInfo {
-            id,
-            addr: Bytes::new(),
-            spare_kbps: 20_000,
-            depth,
-            slots: 4,
-        }],
-    };
+    let go_to = |id: NodeId, depth: u16| redirect_to(state, id, depth);
     assert!(h.inject(root, node, go_to(relay, 1)));
     h.run_for(Duration::from_millis(400));
     assert_eq!(
@@ -328,6 +319,20 @@ fn a_switch_cut_short_by_a_move_back_to_the_old_parent_keeps_the_node_attached_t
     );
     let got = delivered_seqs(&h, node, state);
     assert!(got.contains(&59), "nothing reaches the node: {got:?}");
+}
+
+/// A redirect to `id` (at `depth`, with room), as a rebalance sends it.
+fn redirect_to(state: StateId, id: NodeId, depth: u16) -> Message {
+    Message::JoinRedirect {
+        state,
+        candidates: vec![PeerInfo {
+            id,
+            addr: Bytes::new(),
+            spare_kbps: 20_000,
+            depth,
+            slots: 4,
+        }],
+    }
 }
 
 /// Adds nodes `(id, slots)` one after the other, each declaring High interest in `state`
@@ -395,5 +400,56 @@ fn keep_alives_to_many_peers_share_one_wakeup_and_a_silent_peer_is_dropped_at_th
     assert!(
         down_at >= Time::from_millis(6_500) && down_at <= Time::from_millis(7_600),
         "declared down at {down_at:?}"
+    );
+}
+
+#[test]
+fn a_node_that_climbs_past_a_slow_link_keeps_what_the_old_parent_still_had_in_flight() {
+    // 3 hangs below 2 over a slow link (300 ms) and moves up to the root, 60 ms away. The
+    // root's first keyframe comes while 2's copies of the seven frames before it are still
+    // on their way: the switch ends only once they are in. It used to end at that keyframe,
+    // skipping to it and refusing the seven as coming from a parent no longer ours.
+    let state = StateId(7);
+    let mut h = publisher(29, 3, 1000);
+    join_one_by_one(&mut h, state, &[(2, 4), (3, 4)], 800);
+    let [root, relay, node] = [1, 2, 3].map(NodeId::from_u64);
+    let go_to = |id: NodeId, depth: u16| redirect_to(state, id, depth);
+    assert!(h.inject(root, node, go_to(relay, 1)));
+    let mut s = Stream::video(7, 1);
+    stream_frames(&mut h, &mut s, 30, Duration::from_millis(33));
+    assert_eq!(
+        h.node(node).parent(state).map(|p| p.prefix_u64()),
+        Some(2),
+        "the move down failed"
+    );
+    h.set_link(
+        relay,
+        node,
+        LinkProfile::wan().with_latency(Duration::from_millis(300)),
+    );
+    h.set_link(
+        root,
+        node,
+        LinkProfile::wan().with_latency(Duration::from_millis(60)),
+    );
+    stream_frames(&mut h, &mut s, 20, Duration::from_millis(33));
+    assert!(h.inject(relay, node, go_to(root, 0)));
+    stream_frames(&mut h, &mut s, 60, Duration::from_millis(33));
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(
+        h.node(node).parent(state).map(|p| p.prefix_u64()),
+        Some(1),
+        "the climb failed"
+    );
+    let got = delivered(&h, node, state);
+    assert_decodable(&got, node);
+    let seqs: Vec<u64> = got.iter().map(|g| g.seq).collect();
+    assert_eq!(seqs, (0..110).collect::<Vec<_>>(), "3 missed frames");
+    // Over the slow link a frame takes 20 + 300 ms plus serialisation; a gap pulled from the
+    // root would come well after that.
+    let slowest = got.iter().map(|g| g.latency).max().expect("delivered");
+    assert!(
+        slowest < Duration::from_millis(400),
+        "a frame came {slowest:?} after publication"
     );
 }

@@ -634,8 +634,15 @@ pub(crate) struct StateTree {
     pub own: InterestLevel,
     /// Current parent.
     pub parent: Option<NodeId>,
-    /// The previous parent kept during a make-before-break switch until a group boundary.
+    /// The previous parent, kept during a make-before-break switch until the new one delivered
+    /// a group boundary and we have everything below it.
     pub prev_parent: Option<NodeId>,
+    /// The new parent's first group boundary, while the previous parent still owes updates
+    /// below it: the switch ends once the receive window is past it.
+    pub switch_at: Option<u64>,
+    /// The parent a switch left, and when: for a latency budget its updates still on their
+    /// way are taken (of those it was ahead of the new parent on, the first copy plays).
+    pub left_parent: Option<(NodeId, Time)>,
     /// Ancestors from the authority down to and including the parent (empty at the authority).
     pub path: Vec<NodeId>,
     /// A join in progress (boxed: most of the time there is none).
