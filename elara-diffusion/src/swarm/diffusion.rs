@@ -1730,7 +1730,10 @@ impl SwarmNode {
                 tree.open_repair_slots(now, slots, now + window);
             }
             if tree.prev_parent == Some(peer) {
+                // Nothing more comes from it: the gap below the new parent's boundary is
+                // repaired (or skipped) like any other.
                 tree.prev_parent = None;
+                tree.switch_at = None;
             }
             tree.pending_moves.retain(|&(w, j)| w != peer && j != peer);
             let joining_it = tree.joining.as_ref().is_some_and(|j| j.target == peer);
