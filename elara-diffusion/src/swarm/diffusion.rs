@@ -1308,10 +1308,12 @@ impl SwarmNode {
         // From the parent, the previous one during a switch, or (for a latency budget) the one
         // a switch left: what it sent before our withdrawal reached it is still on its way.
         let budget = self.cfg.latency_budget;
-        let from_left = tree
-            .left_parent
-            .is_some_and(|(p, at)| p == from && now < at + budget);
-        if tree.parent != Some(from) && tree.prev_parent != Some(from) && !from_left {
+        if tree.parent != Some(from)
+            && tree.prev_parent != Some(from)
+            && !tree
+                .left_parent
+                .is_some_and(|(p, at)| p == from && now < at + budget)
+        {
             tree.metrics.not_from_parent += 1;
             return;
         }
