@@ -9,28 +9,32 @@
 //!
 //! Per message the engine schedules one event, its delivery. When a message is sent the engine
 //! knows when its first packet reaches the receiver (after the sender's uplink FIFO, the core
-//! latency and jitter) and when its last one does (loss recovery delays it), so it books the
-//! receiver's downlink right then ([`network::Downlink`]) and schedules the delivery for when the
-//! downlink has taken the message in and its last packet is there. The downlink is therefore
-//! served in send order rather than arrival order, except that a message arriving before the
-//! work already booked goes first (a modelling simplification: the downlink is rarely the
-//! bottleneck; at 2,000 viewers the mean downlink wait went from 0.21 to 0.06 ms, see the
-//! README). Packets flow: the downlink works alongside the uplink, and a relay forwarding an
+//! latency and jitter) and when its last one does (loss recovery delays it). The receiver's
+//! downlink books it ([`network::Downlink`]) at the end of the window it was sent in (see
+//! [`run`]: nodes run in shards, possibly on several threads, that swap what their nodes did at
+//! each other at window ends), and the delivery is scheduled for when the downlink has taken
+//! the message in and its last packet is there. The downlink is therefore served in send order
+//! rather than arrival order, except that a message arriving before the work already booked
+//! goes first (a modelling simplification: the downlink is rarely the bottleneck; at 2,000
+//! viewers the mean downlink wait went from 0.21 to 0.06 ms, see the README). Jitter is drawn
+//! by the sender, loss (the receiver's access link's Gilbert-Elliott state) by the receiver,
+//! each from its node's own generator. Packets flow: the downlink works alongside the uplink, and a relay forwarding an
 //! update it is being handed starts once its first packet was in (cut-through), as a stream of
 //! 1,200-byte packets would, although each frame is one update. Queues are finite: a message that
 //! does not fit is dropped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use elara_core::{Capabilities, Message, NodeId, StateUpdate, Time, wire};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 use crate::metrics::Collector;
-use crate::network::{self, Downlink, LinkModel, MAX_ATTEMPTS, PACKET_BYTES};
+use crate::network::{self, Downlink, LinkModel, MAX_ATTEMPTS, NodeRng, PACKET_BYTES};
 use crate::protocol::{
     LinkStats, NodeSetup, PREFETCH_STAGES, Protocol, ProtocolEvent, ProtocolKind, Transmit,
 };
@@ -83,6 +87,58 @@ enum Ev {
     PartitionHeal,
 }
 
+/// What a node's action does at another node, handed to that node's shard at the end of the
+/// window it happened in (see [`run`]).
+enum Handover {
+    /// A message on its way: the receiver's downlink books it.
+    Arrive(InFlight),
+    /// The acceptor's half of a connection `peer` opened at `opened`: `node` holds it from
+    /// now on and learns of it at `ready_at`.
+    Accept {
+        node: u32,
+        peer: u32,
+        opened: u64,
+        ready_at: u64,
+    },
+    /// An event at another node.
+    Event { time: u64, node: u32, ev: Ev },
+    /// `packets` of what `node` sent to `peer` were lost (for `node`'s link statistics).
+    Lost { node: u32, peer: u32, packets: u32 },
+}
+
+/// A message on its way from `from` to `to`: its first packet reaches `to` at `first`, its last
+/// one at `last` unless loss delays it. `payload` is the length of an update's zero payload left out of `bytes`.
+struct InFlight {
+    to: u32,
+    from: u32,
+    first: u64,
+    last: u64,
+    /// The path's one-way latency for this message (a retransmission costs about one RTT).
+    one_way: u64,
+    len: u32,
+    payload: u32,
+    bytes: Bytes,
+}
+
+impl Handover {
+    fn node(&self) -> u32 {
+        match self {
+            Handover::Arrive(m) => m.to,
+            Handover::Accept { node, .. }
+            | Handover::Event { node, .. }
+            | Handover::Lost { node, .. } => *node,
+        }
+    }
+}
+
+/// A [`Handover`] with when and by whom it was made: shards take them in by `(at, origin)`,
+/// each origin's in the order it made them, whatever the shard count.
+struct Sent {
+    at: u64,
+    origin: u32,
+    what: Handover,
+}
+
 /// What identifies an encoded update: sender, hops, state, seq, payload address and length.
 type EncodeKey = (u32, u8, u64, u64, usize, usize);
 
@@ -133,6 +189,8 @@ struct LinkTable {
     links: Vec<Link>,
     peers: Vec<u32>,
     index: Option<HashMap<u32, u32, BuildHasherDefault<IndexHasher>>>,
+    /// The node's draws: jitter on what it sends, loss on what it receives.
+    rng: NodeRng,
 }
 
 const INDEX_FROM: usize = 32;
@@ -177,6 +235,13 @@ impl LinkTable {
         }
         true
     }
+
+    /// Closes every connection; returns them.
+    fn clear(&mut self) -> Vec<Link> {
+        self.peers.clear();
+        self.index = None;
+        std::mem::take(&mut self.links)
+    }
 }
 
 /// The engine's per-node state that every message touches, in one cache line: access link
@@ -204,21 +269,211 @@ struct Access {
 const _: () = assert!(std::mem::size_of::<Access>() == 64);
 
 /// Progress callback: simulated µs so far, events so far.
-pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
-/// Drives one protocol through a world.
-pub struct Engine<'w, K: ProtocolKind> {
+/// Most threads one run is split over.
+pub const MAX_SHARDS: usize = 64;
+
+/// Runs `kind` over `world` with its nodes split over `shards` threads, and summarises.
+///
+/// Node `n` belongs to shard `n % shards`. The shards advance together in windows as long as
+/// the smallest one-way latency ([`LinkModel::min_one_way_us`]): whatever a node does at
+/// another node — a message it sends, a connection it opens, a loss notice — lands at least
+/// that far ahead, so no shard needs another's work before the window's end. At each window's
+/// end the shards swap what their nodes did at other nodes ([`Handover`]s), and each takes in
+/// its own in a fixed order, `(when, by whom)`; a single shard does exactly the same on its
+/// own. The receiving side of a send (the downlink, loss on the receiver's access link,
+/// whether the receiver is still up) is done then, by the receiver's shard, drawing from the
+/// receiver's own generator; the sending side (uplink, latency, jitter, from the sender's
+/// generator) at once. Events at the same time run by node, then in the
+/// order they were scheduled for it. So the report is byte-identical for any shard count.
+pub fn run<K: ProtocolKind + Sync>(
+    world: &World,
+    kind: &K,
+    shards: usize,
+    progress: Progress<'_>,
+) -> RunReport {
+    let shards = shards.clamp(1, MAX_SHARDS);
+    let end = world.end_us;
+    let window = world.link.min_one_way_us().min(world.link.detect_us).max(1);
+    let next = |at: u64| at.saturating_add(window).min(end + 1);
+    let (collector, events) = if shards == 1 {
+        let mut e = Engine::new(world, kind, 0, 1);
+        let mut inbox = Vec::new();
+        let mut reported = 0;
+        let mut at = 0;
+        while at <= end {
+            let until = next(at);
+            e.run_until(until);
+            let tracker = e.tracker_share(until);
+            std::mem::swap(&mut inbox, &mut e.outbox[0]);
+            e.take_in(until, tracker, &mut inbox);
+            if e.events >= reported + 0x10000 {
+                reported = e.events;
+                progress(until.min(end), reported);
+            }
+            at = until;
+        }
+        e.finish()
+    } else {
+        let p = shards;
+        // Mail from shard `s` to shard `d` in windows of parity `k`: `(k * p + s) * p + d`.
+        // Two sets, so that a shard may post its next window's mail while another still reads.
+        let mail: Vec<Mutex<Vec<Sent>>> = (0..2 * p * p).map(|_| Mutex::default()).collect();
+        let lists: Vec<Mutex<Option<Vec<u32>>>> = (0..2 * p).map(|_| Mutex::default()).collect();
+        let barrier = SpinBarrier::new(p);
+        let total = AtomicU64::new(0);
+        let parts: Vec<(Collector, u64)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..p)
+                .map(|s| {
+                    let (mail, lists, barrier, total) = (&mail, &lists, &barrier, &total);
+                    scope.spawn(move || {
+                        let _guard = AbortOnPanic(barrier);
+                        let mut e = Engine::new(world, kind, s as u32, p as u32);
+                        let mut inbox = Vec::new();
+                        let (mut counted, mut reported) = (0, 0);
+                        let (mut at, mut k) = (0, 0);
+                        while at <= end {
+                            let until = next(at);
+                            e.run_until(until);
+                            let share = e.tracker_share(until);
+                            let refresh = share.is_some();
+                            *lock(&lists[k * p + s]) = share;
+                            for (d, out) in e.outbox.iter_mut().enumerate() {
+                                std::mem::swap(&mut *lock(&mail[(k * p + s) * p + d]), out);
+                            }
+                            total.fetch_add(e.events - counted, Ordering::Relaxed);
+                            counted = e.events;
+                            if !barrier.wait() {
+                                break;
+                            }
+                            for src in 0..p {
+                                inbox.append(&mut lock(&mail[(k * p + src) * p + s]));
+                            }
+                            let tracker = refresh.then(|| {
+                                let mut all: Vec<u32> = (0..p)
+                                    .flat_map(|src| lock(&lists[k * p + src]).clone())
+                                    .flatten()
+                                    .collect();
+                                all.sort_unstable();
+                                all
+                            });
+                            e.take_in(until, tracker, &mut inbox);
+                            if s == 0 {
+                                let t = total.load(Ordering::Relaxed);
+                                if t >= reported + 0x10000 {
+                                    reported = t;
+                                    progress(until.min(end), t);
+                                }
+                            }
+                            at = until;
+                            k ^= 1;
+                        }
+                        e.finish()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut parts = parts.into_iter();
+        let (mut collector, mut events) = parts.next().expect("at least one shard");
+        for (c, n) in parts {
+            collector.absorb(c);
+            events += n;
+        }
+        (collector, events)
+    };
+    progress(end, events);
+    collector.finish(world, kind.name(), events)
+}
+
+/// Locks `m`, whatever a panicking holder left (the data is plain mail).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A barrier for the shards' window ends: they spin briefly, then yield, so that a short
+/// window costs no sleep and wake-up; a shard that panics releases the others (their
+/// [`SpinBarrier::wait`] returns false).
+struct SpinBarrier {
+    n: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    abort: AtomicBool,
+}
+
+impl SpinBarrier {
+    fn new(n: usize) -> SpinBarrier {
+        SpinBarrier {
+            n,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            abort: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits for every shard; false when one of them panicked.
+    fn wait(&self) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return !self.abort.load(Ordering::Relaxed);
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if self.abort.load(Ordering::Relaxed) {
+                return false;
+            }
+            if spins < 200 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        !self.abort.load(Ordering::Relaxed)
+    }
+}
+
+/// Releases the other shards when the one holding it panics.
+struct AbortOnPanic<'a>(&'a SpinBarrier);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Drives one shard of one protocol's nodes through a world (see [`run`]): the nodes whose
+/// index modulo `shards` is `shard`.
+struct Engine<'w, K: ProtocolKind> {
     world: &'w World,
     kind: &'w K,
     link: &'w LinkModel,
+    shard: u32,
+    shards: u32,
     now: u64,
     queue: crate::queue::EventQueue<Ev>,
+    /// Per node, events pushed for it so far: the tie-break of events at the same time is
+    /// (node, this count), the same whatever the shard count.
+    seqs: Vec<u32>,
+    /// Events pushed that concern no single node (publishing, partitions).
+    global_seq: u64,
+    /// Of them, those run so far.
+    global_events: u64,
+    /// Handovers made in the current window, per destination shard.
+    outbox: Vec<Vec<Sent>>,
     /// Boxed: a node is moved out of its slot while its output is handled (a pointer move).
     nodes: Vec<Option<Box<K::Node>>>,
     access: Vec<Access>,
     links: Vec<LinkTable>,
     partition: Option<usize>,
-    rng: ChaCha8Rng,
     metrics: Collector,
     next_frame: usize,
     evs: Vec<ProtocolEvent>,
@@ -231,9 +486,11 @@ pub struct Engine<'w, K: ProtocolKind> {
     /// While a node handles a delivered update: (node, (state, seq), when its first packet was
     /// in), for cut-through forwarding.
     forwarding: Option<(u32, (u64, u64), u64)>,
-    /// Tracker bootstrap: the relays it hands out, and when they were listed.
+    /// Tracker bootstrap: the relays it hands out, and when they are next listed.
     tracker: Vec<u32>,
-    tracker_at: Option<u64>,
+    tracker_next: u64,
+    /// When the last node joins (the tracker is not needed after).
+    last_join_us: u64,
     /// Buffers a feedback tick reuses: active links and their rates, the stats handed out.
     feedback_scratch: FeedbackScratch,
     /// Where update headers are encoded (see [`Engine::encode`]).
@@ -244,8 +501,8 @@ pub struct Engine<'w, K: ProtocolKind> {
 type FeedbackScratch = (Vec<(usize, f64)>, Vec<f64>, Vec<(u32, LinkStats)>);
 
 impl<'w, K: ProtocolKind> Engine<'w, K> {
-    /// Prepares a run of `kind` over `world`.
-    pub fn new(world: &'w World, kind: &'w K) -> Self {
+    /// Prepares shard `shard` of `shards` of a run of `kind` over `world`.
+    fn new(world: &'w World, kind: &'w K, shard: u32, shards: u32) -> Self {
         let n = world.nodes.len();
         let link = &world.link;
         let q = |bps: u64| {
@@ -255,8 +512,14 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             world,
             kind,
             link,
+            shard,
+            shards,
             now: 0,
             queue: crate::queue::EventQueue::new(),
+            seqs: vec![0; n],
+            global_seq: 0,
+            global_events: 0,
+            outbox: (0..shards).map(|_| Vec::new()).collect(),
             nodes: (0..n).map(|_| None).collect(),
             access: world
                 .nodes
@@ -275,9 +538,13 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                     bad: false,
                 })
                 .collect(),
-            links: (0..n).map(|_| LinkTable::default()).collect(),
+            links: (0..n as u32)
+                .map(|i| LinkTable {
+                    rng: NodeRng::new(world.seed ^ 0x000e_1a2a_00e7, i),
+                    ..LinkTable::default()
+                })
+                .collect(),
             partition: None,
-            rng: ChaCha8Rng::seed_from_u64(world.seed ^ 0x000e_1a2a_00e7),
             metrics: Collector::new(world),
             next_frame: 0,
             evs: Vec::new(),
@@ -287,49 +554,146 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             stream_bps: world.stream_rate_bps(),
             forwarding: None,
             tracker: Vec::new(),
-            tracker_at: None,
+            tracker_next: 0,
+            last_join_us: world.nodes.iter().map(|p| p.join_us).max().unwrap_or(0),
             feedback_scratch: FeedbackScratch::default(),
             arena: BytesMut::new(),
         };
         for (i, plan) in world.nodes.iter().enumerate() {
-            e.queue.push(plan.join_us, Ev::Join(i as u32));
+            let i = i as u32;
+            if !e.owns(i) {
+                continue;
+            }
+            e.push(plan.join_us, i, Ev::Join(i));
             if plan.leave_us != u64::MAX {
-                e.queue.push(plan.leave_us, Ev::Leave(i as u32));
+                e.push(plan.leave_us, i, Ev::Leave(i));
             }
         }
         for (j, f) in world.faults.iter().enumerate() {
             if let FaultPlan::Partition { at_us, heal_us, .. } = f {
-                e.queue.push(*at_us, Ev::PartitionStart(j as u32));
-                e.queue.push(*heal_us, Ev::PartitionHeal);
+                e.push_global(*at_us, Ev::PartitionStart(j as u32));
+                e.push_global(*heal_us, Ev::PartitionHeal);
             }
         }
         if let Some(f) = world.frames.frames.first() {
-            e.queue.push(f.time_us, Ev::Publish(0));
+            e.push_global(f.time_us, Ev::Publish(0));
         }
         e
     }
 
-    /// Runs to the end and summarises.
-    pub fn run(mut self, progress: Progress<'_>) -> RunReport {
-        let end = self.world.end_us;
-        while let Some((t, ev)) = self.queue.pop() {
-            if t > end {
-                break;
-            }
+    /// Whether node `n` is in this shard.
+    fn owns(&self, n: u32) -> bool {
+        n % self.shards == self.shard
+    }
+
+    /// Schedules `ev` for node `node` at `time`.
+    fn push(&mut self, time: u64, node: u32, ev: Ev) {
+        let c = &mut self.seqs[node as usize];
+        let key = (u64::from(node) << 32) | u64::from(*c);
+        *c = c.wrapping_add(1);
+        self.queue.push_keyed(time, key, ev);
+    }
+
+    /// Schedules an event that concerns no single node (every shard schedules the same ones):
+    /// it comes after the nodes' events of the same time.
+    fn push_global(&mut self, time: u64, ev: Ev) {
+        let key = ((self.nodes.len() as u64) << 32) | self.global_seq;
+        self.global_seq += 1;
+        self.queue.push_keyed(time, key, ev);
+    }
+
+    /// Hands `what` over to the shard of the node it concerns, made now by `origin`.
+    fn hand_over(&mut self, origin: u32, what: Handover) {
+        let s = (what.node() % self.shards) as usize;
+        self.outbox[s].push(Sent {
+            at: self.now,
+            origin,
+            what,
+        });
+    }
+
+    /// Runs the events before `until`.
+    fn run_until(&mut self, until: u64) {
+        while let Some((t, ev)) = self.queue.pop_before(until) {
             self.now = t;
             self.events += 1;
-            if self.events & 0xFFFF == 0 {
-                progress(t, self.events);
-            }
             self.prefetch_ahead();
             self.dispatch(ev);
         }
-        progress(end, self.events);
+    }
+
+    /// The window ending at `until` is done: when the tracker lists relays at `until`, this
+    /// shard's share of them.
+    fn tracker_share(&self, until: u64) -> Option<Vec<u32>> {
+        if self.world.scenario.bootstrap == Bootstrap::Publisher
+            || until < self.tracker_next
+            || until > self.last_join_us.saturating_add(TRACKER_REFRESH_US)
+        {
+            return None;
+        }
+        let state = self.world.directory.first().map(|t| t.state);
+        Some(
+            (self.shard..self.nodes.len() as u32)
+                .step_by(self.shards as usize)
+                .filter(|&i| {
+                    self.max_children(i) >= TRACKER_MIN_SLOTS
+                        && self.nodes[i as usize]
+                            .as_ref()
+                            .zip(state)
+                            .and_then(|(p, s)| p.depth(s))
+                            .is_some_and(|d| (1..=TRACKER_MAX_DEPTH).contains(&d))
+                })
+                .collect(),
+        )
+    }
+
+    /// Starts the window at `at`: takes in the tracker's new list (ascending), if any, and
+    /// the handovers made before `at` for this shard's nodes, in the order the shards made
+    /// them (shard 0's first; each origin's in the order it made them).
+    fn take_in(&mut self, at: u64, tracker: Option<Vec<u32>>, sent: &mut Vec<Sent>) {
+        self.now = at;
+        if let Some(list) = tracker {
+            self.tracker = list;
+            self.tracker_next = at + TRACKER_REFRESH_US;
+        }
+        // Stable: an origin's handovers keep their order.
+        sent.sort_by_key(|s| (s.at, s.origin));
+        for s in sent.drain(..) {
+            match s.what {
+                Handover::Arrive(m) => self.arrive(m),
+                Handover::Accept {
+                    node,
+                    peer,
+                    opened,
+                    ready_at,
+                } => self.accept(node, peer, opened, ready_at),
+                Handover::Event { time, node, ev } => self.push(time.max(at), node, ev),
+                Handover::Lost {
+                    node,
+                    peer,
+                    packets,
+                } => {
+                    let table = &mut self.links[node as usize];
+                    if let Some(i) = table.find(peer) {
+                        table.links[i].period_lost += packets;
+                    }
+                }
+            }
+        }
+    }
+
+    /// This shard's results: its collector (with its nodes' diagnostics) and event count
+    /// (every shard runs the events that concern no single node; shard 0 counts them).
+    fn finish(mut self) -> (Collector, u64) {
         for p in self.nodes.iter().flatten() {
             p.diagnostics(&mut self.metrics.protocol);
         }
-        self.metrics
-            .finish(self.world, self.kind.name(), self.events)
+        let events = if self.shard == 0 {
+            self.events
+        } else {
+            self.events - self.global_events
+        };
+        (self.metrics, events)
     }
 
     /// Prefetches what the next events will read, one stage deeper for each event nearer:
@@ -383,7 +747,10 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
 
     fn dispatch(&mut self, ev: Ev) {
         match ev {
-            Ev::Publish(i) => self.publish(i),
+            Ev::Publish(i) => {
+                self.global_events += 1;
+                self.publish(i);
+            }
             Ev::Deliver {
                 to,
                 from,
@@ -423,8 +790,14 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             }
             Ev::Join(n) => self.join(n),
             Ev::Leave(n) => self.leave(n),
-            Ev::PartitionStart(j) => self.partition_start(j as usize),
-            Ev::PartitionHeal => self.partition = None,
+            Ev::PartitionStart(j) => {
+                self.global_events += 1;
+                self.partition_start(j as usize);
+            }
+            Ev::PartitionHeal => {
+                self.global_events += 1;
+                self.partition = None;
+            }
         }
     }
 
@@ -435,43 +808,33 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         ((up * 0.8 / self.stream_bps.max(1.0)) as u16).min(16)
     }
 
-    /// The peer a joining node contacts first (see [`Bootstrap`]).
-    fn bootstrap_for(&mut self) -> NodeId {
+    /// The peer node `n` contacts first when it joins (see [`Bootstrap`]). The tracker's list
+    /// is re-made every [`TRACKER_REFRESH_US`] at a window's end (see [`Engine::tracker_share`]).
+    fn bootstrap_for(&mut self, n: u32) -> NodeId {
         let publisher = self
             .world
             .directory
             .first()
             .map_or(node_id(0), |t| t.authority);
-        if self.world.scenario.bootstrap == Bootstrap::Publisher {
-            return publisher;
-        }
-        if self
-            .tracker_at
-            .is_none_or(|at| self.now >= at + TRACKER_REFRESH_US)
+        if self.world.scenario.bootstrap == Bootstrap::Publisher
+            || self.tracker.len() < TRACKER_MIN_RELAYS
         {
-            self.tracker_at = Some(self.now);
-            let state = self.world.directory.first().map(|t| t.state);
-            let mut top = std::mem::take(&mut self.tracker);
-            top.clear();
-            top.extend((0..self.nodes.len() as u32).filter(|&i| {
-                self.max_children(i) >= TRACKER_MIN_SLOTS
-                    && self.nodes[i as usize]
-                        .as_ref()
-                        .zip(state)
-                        .and_then(|(p, s)| p.depth(s))
-                        .is_some_and(|d| (1..=TRACKER_MAX_DEPTH).contains(&d))
-            }));
-            self.tracker = top;
-        }
-        if self.tracker.len() < TRACKER_MIN_RELAYS {
             return publisher;
         }
-        let i = self.rng.random_range(0..self.tracker.len());
+        let i = self.links[n as usize]
+            .rng
+            .random_range(0..self.tracker.len());
         node_id(self.tracker[i])
     }
 
+    /// Whether node `n` is up now (another shard's node too: joins and leaves are planned).
+    fn up(&self, n: u32) -> bool {
+        let plan = &self.world.nodes[n as usize];
+        plan.join_us <= self.now && self.now < plan.leave_us
+    }
+
     fn join(&mut self, n: u32) {
-        let bootstrap = self.bootstrap_for();
+        let bootstrap = self.bootstrap_for(n);
         let max_children = self.max_children(n);
         let plan = &self.world.nodes[n as usize];
         let setup = NodeSetup {
@@ -504,8 +867,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         self.access[n as usize].alive = true;
         self.after(n);
         let phase = self.feedback_us * u64::from(n % 97) / 97;
-        self.queue
-            .push(self.now + self.feedback_us + phase, Ev::Feedback(n));
+        self.push(self.now + self.feedback_us + phase, n, Ev::Feedback(n));
     }
 
     fn leave(&mut self, n: u32) {
@@ -527,19 +889,23 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         if let Some(p) = self.nodes[n as usize].take() {
             p.diagnostics(&mut self.metrics.protocol);
         }
-        let links = std::mem::take(&mut self.links[n as usize]);
-        for l in links.links {
+        let links = self.links[n as usize].clear();
+        for l in links {
             let delay = if detect > 0 {
                 detect
             } else {
                 self.one_way(n, l.peer)
             };
-            self.queue.push(
-                self.now + delay,
-                Ev::PeerLost {
+            self.hand_over(
+                n,
+                Handover::Event {
+                    time: self.now + delay,
                     node: l.peer,
-                    peer: n,
-                    opened_by: self.now,
+                    ev: Ev::PeerLost {
+                        node: l.peer,
+                        peer: n,
+                        opened_by: self.now,
+                    },
                 },
             );
         }
@@ -550,17 +916,19 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             return;
         };
         self.partition = Some(j);
-        for n in 0..self.nodes.len() {
+        for n in (self.shard as usize..self.nodes.len()).step_by(self.shards as usize) {
             if !self.access[n].alive {
                 continue;
             }
-            for l in &self.links[n].links {
-                if side[n] != side[l.peer as usize] {
-                    self.queue.push(
+            for i in 0..self.links[n].links.len() {
+                let peer = self.links[n].links[i].peer;
+                if side[n] != side[peer as usize] {
+                    self.push(
                         self.now + self.link.detect_us,
+                        n as u32,
                         Ev::PeerLost {
                             node: n as u32,
-                            peer: l.peer,
+                            peer,
                             opened_by: self.now,
                         },
                     );
@@ -583,14 +951,14 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         let frames = &self.world.frames;
         let f = frames.frames[i as usize];
         if let Some(next) = frames.frames.get(i as usize + 1) {
-            self.queue.push(next.time_us, Ev::Publish(i + 1));
+            self.push_global(next.time_us, Ev::Publish(i + 1));
         }
         self.next_frame = i as usize + 1;
         let track = &frames.tracks[f.track as usize];
         let a = track.authority;
         let state = track.state;
         let (kind, priority) = frames.kind_of(&f);
-        if !self.access[a as usize].alive {
+        if !self.owns(a) || !self.access[a as usize].alive {
             return;
         }
         let now = self.time();
@@ -735,7 +1103,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             let t = t.as_micros().max(self.now);
             if t < self.access[n as usize].timer_at {
                 self.access[n as usize].timer_at = t;
-                self.queue.push(t, Ev::Timer(n));
+                self.push(t, n, Ev::Timer(n));
             }
         }
     }
@@ -753,13 +1121,17 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 if let Some(p) = node_index(&peer, self.nodes.len())
                     && self.links[n as usize].remove(p)
                 {
-                    let at = self.now + self.one_way(n, p);
-                    self.queue.push(
-                        at,
-                        Ev::PeerLost {
+                    let time = self.now + self.one_way(n, p);
+                    self.hand_over(
+                        n,
+                        Handover::Event {
+                            time,
                             node: p,
-                            peer: n,
-                            opened_by: self.now,
+                            ev: Ev::PeerLost {
+                                node: p,
+                                peer: n,
+                                opened_by: self.now,
+                            },
                         },
                     );
                 }
@@ -777,52 +1149,41 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         };
         if let Some(i) = self.links[n as usize].find(peer) {
             let at = self.links[n as usize].links[i].ready_at.max(self.now);
-            self.queue.push(at, Ev::Connected { node: n, peer });
+            self.push(at, n, Ev::Connected { node: n, peer });
             return;
         }
         self.open_link(n, peer);
     }
 
-    /// Creates the link `from → to` (and its reverse when reachable) and schedules the
-    /// connection notifications; returns the index of the link in `from`'s table.
+    /// Creates the link `from → to` (the acceptor's half is handed over when `to` is
+    /// reachable) and schedules the dialler's connection notice; returns the index of the link
+    /// in `from`'s table.
     fn open_link(&mut self, from: u32, to: u32) -> usize {
-        let reachable = self.access[to as usize].alive && !self.cut(from, to);
+        let reachable = self.up(to) && !self.cut(from, to);
         let rtt = 2 * self.one_way(from, to);
-        let now = self.now;
-        let fresh = |peer: u32, ready_at: u64| Link {
-            peer,
-            opened: now,
-            ready_at,
-            period_bytes: 0,
-            period_packets: 0,
-            period_lost: 0,
-        };
-        let i = self.links[from as usize].insert(fresh(to, self.now + rtt));
+        let i = self.links[from as usize].insert(fresh_link(to, self.now, self.now + rtt));
         if reachable {
-            // A new connection replaces whatever the acceptor still held.
-            match self.links[to as usize].find(from) {
-                Some(j) => self.links[to as usize].links[j] = fresh(from, self.now + rtt / 2),
-                None => {
-                    self.links[to as usize].insert(fresh(from, self.now + rtt / 2));
-                }
-            }
-            self.queue.push(
-                self.now + rtt / 2,
-                Ev::Connected {
+            self.hand_over(
+                from,
+                Handover::Accept {
                     node: to,
                     peer: from,
+                    opened: self.now,
+                    ready_at: self.now + rtt / 2,
                 },
             );
-            self.queue.push(
+            self.push(
                 self.now + rtt,
+                from,
                 Ev::Connected {
                     node: from,
                     peer: to,
                 },
             );
         } else {
-            self.queue.push(
+            self.push(
                 self.now + self.link.detect_us,
+                from,
                 Ev::PeerLost {
                     node: from,
                     peer: to,
@@ -831,6 +1192,37 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             );
         }
         i
+    }
+
+    /// The acceptor's half of a connection `peer` opened at `opened` (see [`Handover::Accept`]).
+    fn accept(&mut self, node: u32, peer: u32, opened: u64, ready_at: u64) {
+        if !self.access[node as usize].alive {
+            // Gone since the dial: the dialler learns of it as of any other lost peer.
+            let time = self.now + self.one_way(node, peer);
+            self.hand_over(
+                node,
+                Handover::Event {
+                    time,
+                    node: peer,
+                    ev: Ev::PeerLost {
+                        node: peer,
+                        peer: node,
+                        opened_by: self.now,
+                    },
+                },
+            );
+            return;
+        }
+        // A new connection replaces whatever the acceptor still held.
+        let link = fresh_link(peer, opened, ready_at);
+        let table = &mut self.links[node as usize];
+        match table.find(peer) {
+            Some(j) => table.links[j] = link,
+            None => {
+                table.insert(link);
+            }
+        }
+        self.push(ready_at.max(self.now), node, Ev::Connected { node, peer });
     }
 
     /// Encodes `message` as it leaves `from`. An update whose payload is a slice of [`ZEROS`]
@@ -923,7 +1315,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             Some(i) => i,
             None => self.open_link(from, to),
         };
-        let unreachable = !self.access[to as usize].alive || self.cut(from, to);
+        let unreachable = !self.up(to) || self.cut(from, to);
         let link = &mut self.links[from as usize].links[li];
         link.period_bytes += len as u64;
         link.period_packets += packets;
@@ -957,37 +1349,89 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         let depart = (start + network::tx_us(len, up_bps)).max(self.now + pkt_up);
         acc.up_busy = depart;
         self.metrics.on_send(from, len, is_update);
-        // Core: latency, jitter, loss and recovery.
-        let one_way = self.one_way(from, to) + self.link.jitter_us(&mut self.rng);
+        // Core: latency and jitter (drawn from the sender's generator); loss and recovery are
+        // the receiver's access link's (see `arrive`).
+        let one_way =
+            self.one_way(from, to) + self.link.jitter_us(&mut self.links[from as usize].rng);
         // Cut-through may date the first packet before now (the update being forwarded was
         // delayed by loss recovery); nothing arrives in the past.
         let first = (start.max(ready_at) + pkt_up + one_way).max(self.now);
-        let mut last = depart.max(ready_at + network::tx_us(len, up_bps)) + one_way;
+        let last = depart.max(ready_at + network::tx_us(len, up_bps)) + one_way;
+        self.hand_over(
+            from,
+            Handover::Arrive(InFlight {
+                to,
+                from,
+                first,
+                last,
+                one_way,
+                len: len as u32,
+                payload,
+                bytes,
+            }),
+        );
+    }
+
+    /// The receiver's side of a send (see [`Handover::Arrive`]): its downlink is booked when
+    /// the window the message was sent in is over, in send order (see `network::Downlink`);
+    /// the message is complete once the downlink has taken it in and its last packet arrived.
+    fn arrive(&mut self, m: InFlight) {
+        let InFlight {
+            to,
+            from,
+            first,
+            last,
+            one_way,
+            len,
+            payload,
+            bytes,
+        } = m;
+        let len = len as usize;
+        if !self.access[to as usize].alive {
+            // Gone since the send: what was in flight is lost with it.
+            return;
+        }
+        // Loss on the receiver's access link (its Gilbert-Elliott state, its generator) and
+        // recovery; the sender's link statistics learn of the losses at the next window's end.
+        let model = self.link;
+        let mut last = last;
         let mut attempts = 1;
+        let mut lost = 0;
         // The first attempt risks every packet of the message; a retransmission resends only
         // the lost packet, so later attempts risk one packet each.
         let mut at_risk = len;
-        loop {
+        let delivered = loop {
             let bad = &mut self.access[to as usize].bad;
-            if !self.link.lost(at_risk, bad, &mut self.rng) {
-                break;
+            if !model.lost(at_risk, bad, &mut self.links[to as usize].rng) {
+                break true;
             }
             at_risk = PACKET_BYTES.min(len);
-            self.links[from as usize].links[li].period_lost += 1;
+            lost += 1;
             self.metrics.counters.losses += 1;
-            if self.link.recovery == Recovery::None || attempts >= MAX_ATTEMPTS {
+            if model.recovery == Recovery::None || attempts >= MAX_ATTEMPTS {
                 self.metrics.counters.lost_messages += 1;
-                return;
+                break false;
             }
             attempts += 1;
-            // The lost packet is resent after about one RTT; it costs uplink time again.
+            // The lost packet is resent after about one RTT; it costs uplink bytes again.
             let extra = PACKET_BYTES.min(len);
             self.metrics.bytes_up[from as usize] += extra as u64;
             self.metrics.counters.retransmitted_bytes += extra as u64;
             last += 2 * one_way + one_way / 4 + 1000;
+        };
+        if lost > 0 {
+            self.hand_over(
+                to,
+                Handover::Lost {
+                    node: from,
+                    peer: to,
+                    packets: lost,
+                },
+            );
         }
-        // The receiver's downlink is booked now, in send order (see `network::Downlink`): the
-        // message is complete once the downlink has taken it in and its last packet arrived.
+        if !delivered {
+            return;
+        }
         let acc = &mut self.access[to as usize];
         let down_bps = acc.down_bps;
         let mut down = Downlink {
@@ -1002,8 +1446,9 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         acc.down_block = down.block;
         let pkt_down = network::tx_us(PACKET_BYTES.min(len), down_bps);
         let done = (rx_start + network::tx_us(len, down_bps)).max(last + pkt_down);
-        self.queue.push(
-            done,
+        self.push(
+            done.max(self.now),
+            to,
             Ev::Deliver {
                 to,
                 from,
@@ -1067,6 +1512,18 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
         self.forwarding = key.map(|k| (to, k, ready));
         self.after(to);
         self.forwarding = None;
+    }
+}
+
+/// A connection to `peer` opened at `opened`, usable from `ready_at`.
+fn fresh_link(peer: u32, opened: u64, ready_at: u64) -> Link {
+    Link {
+        peer,
+        opened,
+        ready_at,
+        period_bytes: 0,
+        period_packets: 0,
+        period_lost: 0,
     }
 }
 

@@ -59,7 +59,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::baselines::{gossip::Gossip, star::Star, tree020::Tree020};
 use crate::elara::Elara;
-use crate::engine::Engine;
 use crate::protocol::ProtocolKind;
 use crate::report::{Report, RunReport};
 use crate::scenario::Scenario;
@@ -123,33 +122,55 @@ pub fn read_media(path: &Path, video: bool) -> Result<RawFrames, String> {
 /// Progress callback shared by the protocols' runs: protocol, simulated µs, events so far.
 pub type ProgressFn<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
 
-fn run_one<K: ProtocolKind>(world: &World, kind: &K, progress: ProgressFn<'_>) -> RunReport {
+fn run_one<K: ProtocolKind + Sync>(
+    world: &World,
+    kind: &K,
+    shards: usize,
+    progress: ProgressFn<'_>,
+) -> RunReport {
     let name = kind.name();
-    Engine::new(world, kind).run(&mut |t, ev| progress(name, t, ev))
+    engine::run(world, kind, shards, &|t, ev| progress(name, t, ev))
 }
 
-fn run_protocol(world: &World, protocol: &str, progress: ProgressFn<'_>) -> RunReport {
+fn run_protocol(
+    world: &World,
+    protocol: &str,
+    shards: usize,
+    progress: ProgressFn<'_>,
+) -> RunReport {
     let s = &world.scenario;
     match protocol {
-        "elara" => run_one(world, &Elara, progress),
-        "star" => run_one(world, &Star, progress),
+        "elara" => run_one(world, &Elara, shards, progress),
+        "star" => run_one(world, &Star, shards, progress),
         "gossip" => run_one(
             world,
             &Gossip {
                 fanout: s.gossip.fanout as usize,
                 view: s.gossip.view as usize,
             },
+            shards,
             progress,
         ),
-        "elara-0.2" => run_one(world, &Tree020, progress),
+        "elara-0.2" => run_one(world, &Tree020, shards, progress),
         other => unreachable!("scenario validation admits only known protocols, got {other}"),
     }
 }
 
+/// How [`run`] uses `threads` for `protocols` runs: (runs side by side, threads per run).
+pub fn plan_threads(threads: usize, protocols: usize) -> (usize, usize) {
+    let threads = threads.max(1);
+    let protocols = protocols.max(1);
+    (
+        threads.min(protocols),
+        (threads / protocols).clamp(1, engine::MAX_SHARDS),
+    )
+}
+
 /// Plans the world from `scenario` and `seed`, then runs every protocol the scenario lists over
-/// it, up to `threads` protocols at a time (each protocol's run is single-threaded and
-/// independent of the others, so the report is the same for any `threads`; peak memory grows
-/// with it). `progress` is called with the protocol, the simulated µs and the events so far.
+/// it on up to `threads` threads: protocols side by side while there are more protocols than
+/// threads, and each protocol's nodes split over `threads / protocols` threads otherwise (see
+/// [`engine::run`]). The report is the same for any `threads`; peak memory grows with it.
+/// `progress` is called with the protocol, the simulated µs and the events so far.
 pub fn run(
     scenario: Scenario,
     seed: u64,
@@ -159,16 +180,16 @@ pub fn run(
 ) -> Result<Report, RunError> {
     let world = World::build(scenario, seed, &read_media).map_err(RunError::Workload)?;
     let s = &world.scenario;
-    let n = s.protocols.len();
-    let threads = threads.clamp(1, n.max(1));
+    let (threads, shards) = plan_threads(threads, s.protocols.len());
     let runs: Vec<RunReport> = if threads == 1 {
         s.protocols
             .iter()
-            .map(|p| run_protocol(&world, p, progress))
+            .map(|p| run_protocol(&world, p, shards, progress))
             .collect()
     } else {
         let next = AtomicUsize::new(0);
-        let slots: Vec<Mutex<Option<RunReport>>> = (0..n).map(|_| Mutex::new(None)).collect();
+        let slots: Vec<Mutex<Option<RunReport>>> =
+            (0..s.protocols.len()).map(|_| Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| {
@@ -177,7 +198,7 @@ pub fn run(
                         let Some(p) = s.protocols.get(i) else {
                             break;
                         };
-                        let r = run_protocol(&world, p, progress);
+                        let r = run_protocol(&world, p, shards, progress);
                         *slots[i].lock().unwrap() = Some(r);
                     }
                 });

@@ -310,6 +310,42 @@ impl Collector {
         }
     }
 
+    /// Adds what `other`, another shard's collector of the same run, measured: each node's
+    /// records come from the one shard it ran in (the others hold their initial values), the
+    /// totals add up.
+    pub fn absorb(&mut self, other: Collector) {
+        let or = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x |= *y);
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += *y);
+        or(&mut self.received, &other.received);
+        or(&mut self.delivered, &other.delivered);
+        add(&mut self.bytes_up, &other.bytes_up);
+        for (a, b) in self.per_node.iter_mut().zip(&other.per_node) {
+            a.first_play_us = a.first_play_us.min(b.first_play_us);
+            a.recv_unique += b.recv_unique;
+            a.recv_dup += b.recv_dup;
+        }
+        for (a, b) in self.pairs.iter_mut().zip(&other.pairs) {
+            a.from_us = a.from_us.min(b.from_us);
+            a.got += b.got;
+            a.on_time += b.on_time;
+        }
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            add(&mut a.buckets, &b.buckets);
+            a.count += b.count;
+        }
+        for (a, b) in self.on_time_bucket.iter_mut().zip(&other.on_time_bucket) {
+            add(a, b);
+        }
+        add(&mut self.hops, &other.hops);
+        for (a, b) in self.repair.iter_mut().zip(&other.repair) {
+            *a = (*a).min(*b);
+        }
+        self.counters.add(&other.counters);
+        for (k, v) in other.protocol {
+            *self.protocol.entry(k).or_insert(0) += v;
+        }
+    }
+
     /// Summarises the run.
     pub fn finish(self, world: &World, protocol: &str, events: u64) -> RunReport {
         let nt = self.nt;

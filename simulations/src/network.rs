@@ -6,8 +6,7 @@
 //! `one_way(a, b)` plus exponential jitter. One-way latency grows with the distance between the
 //! nodes' coordinates in a unit square, scaled so its mean over random pairs is the configured mean.
 
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
+use rand::{Rng, RngCore};
 
 use crate::scenario::{BurstSpec, Capacity, CapacityClass, NetworkSpec, Recovery};
 
@@ -238,8 +237,14 @@ impl LinkModel {
         v as u64
     }
 
+    /// The smallest one-way latency between any two nodes, µs (jitter only adds to it): every
+    /// message, connection and loss notice between two nodes lands at least this far ahead.
+    pub fn min_one_way_us(&self) -> u64 {
+        (self.mean_one_way_us * FIXED_SHARE) as u64
+    }
+
     /// A jitter sample, µs.
-    pub fn jitter_us(&self, rng: &mut ChaCha8Rng) -> u64 {
+    pub fn jitter_us<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
         if self.jitter_us <= 0.0 {
             return 0;
         }
@@ -249,7 +254,7 @@ impl LinkModel {
 
     /// Whether a message of `len` bytes is hit by loss on a link whose receiving end is in the
     /// given Gilbert-Elliott state; advances that state.
-    pub fn lost(&self, len: usize, bad: &mut bool, rng: &mut ChaCha8Rng) -> bool {
+    pub fn lost<R: Rng + ?Sized>(&self, len: usize, bad: &mut bool, rng: &mut R) -> bool {
         let packets = len.div_ceil(PACKET_BYTES).max(1) as i32;
         let mut p = self.loss;
         if let Some(b) = &self.burst {
@@ -270,6 +275,39 @@ impl LinkModel {
         }
         let any = 1.0 - (1.0 - p).powi(packets);
         rng.random_bool(any.clamp(0.0, 1.0))
+    }
+}
+
+/// A small, fast random generator (wyrand) for one node's network draws (jitter on what it
+/// sends, loss on what it receives): each node has its own, seeded from the run's seed and its index, so
+/// the draws do not depend on the order in which nodes act, nor on how they are spread over
+/// threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeRng(u64);
+
+impl NodeRng {
+    /// A generator for `node` in a run seeded with `seed`.
+    pub fn new(seed: u64, node: u32) -> NodeRng {
+        NodeRng(seed ^ (u64::from(node) << 24) ^ 0x6e6f_6465_726e_6700)
+    }
+}
+
+impl RngCore for NodeRng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
+        (t as u64) ^ ((t >> 64) as u64)
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
     }
 }
 
@@ -367,6 +405,7 @@ impl Downlink {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     #[test]
     fn presets_resolve_and_overrides_apply() {
@@ -414,7 +453,8 @@ mod tests {
     fn loss_rate_is_close_to_configured() {
         let mut m = LinkModel::preset("lan").unwrap();
         m.loss = 0.05;
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        // The engine's per-node generator, as it draws loss.
+        let mut rng = NodeRng::new(1, 17);
         let mut bad = false;
         let lost = (0..20_000)
             .filter(|_| m.lost(100, &mut bad, &mut rng))

@@ -98,13 +98,22 @@ impl<E> EventQueue<E> {
     /// event's time (an earlier time is a driver bug: debug builds panic, release builds
     /// schedule it at the start of the current bucket).
     pub fn push(&mut self, time: u64, event: E) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.push_keyed(time, seq, event);
+    }
+
+    /// Schedules `event` at `time` with its own tie-break `key`: events at the same time come
+    /// out by ascending key. Keys must be unique among pending events at one time (a driver
+    /// that mixes this with [`EventQueue::push`] must keep its keys apart from the insertion
+    /// sequence). The same timing rule as [`EventQueue::push`] applies.
+    pub fn push_keyed(&mut self, time: u64, key: u64, event: E) {
         debug_assert!(time >= self.base, "event scheduled in the past");
         let entry = Entry {
             time: time.max(self.base),
-            seq: self.next_seq,
+            seq: key,
             event,
         };
-        self.next_seq += 1;
         self.place(entry);
     }
 
@@ -132,8 +141,10 @@ impl<E> EventQueue<E> {
         }
     }
 
-    /// Moves to the next bucket and pulls in far events that now fall within the horizon.
-    fn advance(&mut self) {
+    /// Moves to the next bucket and pulls in far events that now fall within the horizon. When
+    /// the ring is empty it jumps ahead to the next far event's bucket, but not past the bucket
+    /// holding `cap` (later pushes at or after `cap` must not land before the current bucket).
+    fn advance(&mut self, cap: u64) {
         let drained = std::mem::take(&mut self.ring[self.cur]);
         if drained.capacity() > 0
             && drained.capacity() <= POOL_MAX_CAPACITY
@@ -146,7 +157,7 @@ impl<E> EventQueue<E> {
             // Nothing in the ring: jump straight to the next far event's bucket.
             match self.far.peek() {
                 Some(Reverse(e)) if e.time >= self.base + BUCKET_US => {
-                    self.base = e.time & !(BUCKET_US - 1);
+                    self.base = (e.time.min(cap) & !(BUCKET_US - 1)).max(self.base + BUCKET_US);
                 }
                 _ => self.base += BUCKET_US,
             }
@@ -165,10 +176,20 @@ impl<E> EventQueue<E> {
 
     /// Removes and returns the earliest event with its time.
     pub fn pop(&mut self) -> Option<(u64, E)> {
+        self.pop_before(u64::MAX)
+    }
+
+    /// Removes and returns the earliest event with its time if that time is before `limit`.
+    /// The queue does not move past `limit`: events may still be pushed at `limit` or later.
+    pub fn pop_before(&mut self, limit: u64) -> Option<(u64, E)> {
         loop {
             if self.sorted
-                && let Some(e) = self.ring[self.cur].pop()
+                && let Some(e) = self.ring[self.cur].last()
             {
+                if e.time >= limit {
+                    return None;
+                }
+                let e = self.ring[self.cur].pop()?;
                 self.in_ring -= 1;
                 return Some((e.time, e.event));
             }
@@ -177,11 +198,14 @@ impl<E> EventQueue<E> {
                 self.sorted = true;
                 continue;
             }
-            if self.in_ring == 0 && self.far.is_empty() {
-                // Stay on this bucket: later pushes are not earlier than the last pop.
+            if (self.in_ring == 0 && self.far.is_empty())
+                || self.base.saturating_add(BUCKET_US) >= limit
+            {
+                // Stay on this bucket: later pushes are not earlier than the last pop, nor
+                // earlier than `limit`'s bucket.
                 return None;
             }
-            self.advance();
+            self.advance(limit);
         }
     }
 
@@ -228,6 +252,27 @@ mod tests {
             vec![(10, "a1"), (10, "a2"), (10, "a3"), (20, "b"), (30, "c")]
         );
         assert!(q.is_empty());
+    }
+
+    /// `pop_before` hands out only what comes before its limit and never moves past it, so
+    /// events pushed at the limit later (a shard taking in another's mail) still come out in
+    /// order, even after a long quiet stretch.
+    #[test]
+    fn pop_before_stops_at_the_limit_and_takes_later_pushes_at_it() {
+        let mut q = EventQueue::new();
+        q.push_keyed(100, 1, "a");
+        q.push_keyed(10 * HORIZON_US, 1, "far");
+        assert_eq!(q.pop_before(1_000), Some((100, "a")));
+        assert_eq!(q.pop_before(1_000), None);
+        // Nothing until the far event: the queue still accepts a push at the limit.
+        assert_eq!(q.pop_before(5 * HORIZON_US), None);
+        q.push_keyed(5 * HORIZON_US, 2, "b");
+        q.push_keyed(5 * HORIZON_US, 1, "a2");
+        assert_eq!(q.pop_before(5 * HORIZON_US), None);
+        assert_eq!(q.pop_before(u64::MAX), Some((5 * HORIZON_US, "a2")));
+        assert_eq!(q.pop(), Some((5 * HORIZON_US, "b")));
+        assert_eq!(q.pop(), Some((10 * HORIZON_US, "far")));
+        assert!(q.pop().is_none());
     }
 
     /// Random pushes interleaved with pops, near and far (beyond the ring's horizon) and into the

@@ -159,6 +159,29 @@ pub struct Counters {
     pub violations_missing_keyframe: u64,
 }
 
+impl Counters {
+    /// Adds `other`'s counts to these (the shards of one run).
+    pub fn add(&mut self, other: &Counters) {
+        self.events += other.events;
+        self.messages += other.messages;
+        self.update_bytes += other.update_bytes;
+        self.control_bytes += other.control_bytes;
+        self.retransmitted_bytes += other.retransmitted_bytes;
+        self.uplink_drops += other.uplink_drops;
+        self.downlink_drops += other.downlink_drops;
+        self.losses += other.losses;
+        self.lost_messages += other.lost_messages;
+        self.unreachable += other.unreachable;
+        self.bad_destination += other.bad_destination;
+        self.closed_connection += other.closed_connection;
+        self.decode_errors += other.decode_errors;
+        self.unwanted_deliveries += other.unwanted_deliveries;
+        self.unknown_deliveries += other.unknown_deliveries;
+        self.violations_duplicate_delivery += other.violations_duplicate_delivery;
+        self.violations_missing_keyframe += other.violations_missing_keyframe;
+    }
+}
+
 /// One protocol's results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {

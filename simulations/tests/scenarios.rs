@@ -79,6 +79,49 @@ fn same_seed_gives_byte_identical_json_and_another_seed_differs() {
     assert_ne!(a, c);
 }
 
+/// A run split over threads (its nodes in shards exchanging what they did at each other at
+/// window ends) gives the report of the single-threaded run, byte for byte, whatever the
+/// thread count: with churn, a partition and its heal, a mass failure, the tracker bootstrap
+/// and bursty loss, with every protocol.
+#[test]
+fn a_run_split_over_threads_reports_exactly_what_one_thread_does() {
+    let cases: [(&str, &[&str]); 5] = [
+        ("churn", &["viewers=60", "duration_s=6"]),
+        ("partition", &["viewers=60", "duration_s=8"]),
+        (
+            "heterogeneous",
+            &["viewers=60", "duration_s=6", "faults[0].at_s=3"],
+        ),
+        ("lossy", &["viewers=60", "duration_s=4"]),
+        (
+            "livestream",
+            &[
+                "viewers=80",
+                "duration_s=4",
+                "bootstrap=\"tracker\"",
+                "protocols=[\"elara\"]",
+            ],
+        ),
+    ];
+    for (name, o) in cases {
+        let owned: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        let report = |threads: usize| {
+            let s = Scenario::load(&scenario_path(name), &owned).unwrap();
+            let r = elara_simulations::run(s, 3, owned.clone(), threads, &|_, _, _| {}).unwrap();
+            serde_json::to_string(&r).unwrap()
+        };
+        let one = report(1);
+        let protocols = Scenario::load(&scenario_path(name), &owned)
+            .unwrap()
+            .protocols
+            .len();
+        // Enough threads that every protocol's nodes are split over two and then three.
+        for shards in [2, 3] {
+            assert_eq!(one, report(shards * protocols), "{name}: {shards} shards");
+        }
+    }
+}
+
 #[test]
 fn small_livestream_on_a_clean_lan_delivers_everything_with_every_protocol() {
     let r = run(

@@ -46,8 +46,9 @@ enum Command {
         /// Override a scenario field, e.g. `--set viewers=100000 --set network.loss=0.02`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Protocols run at the same time, one thread each (default: the machine's cores). The
-        /// report is the same for any value; peak memory is that of the runs in flight.
+        /// Threads (default: the machine's cores): protocols run side by side, and with more
+        /// threads than protocols each run's nodes are split over several. The report is the
+        /// same for any value; peak memory is that of the runs in flight.
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -133,7 +134,8 @@ fn run(
     let wall = started.elapsed().as_secs_f64();
     let events: u64 = report.runs.iter().map(|r| r.counters.events).sum();
     print!("{}", report.table());
-    let used = threads.clamp(1, names.len().max(1));
+    let (side_by_side, per_run) = elara_simulations::plan_threads(threads, names.len());
+    let used = side_by_side * per_run;
     eprintln!(
         "{events} events in {wall:.1} s wall ({used} thread{}): {:.2} M events per wall second",
         if used == 1 { "" } else { "s" },
