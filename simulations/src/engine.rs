@@ -293,101 +293,111 @@ pub fn run<K: ProtocolKind + Sync>(
     shards: usize,
     progress: Progress<'_>,
 ) -> RunReport {
-    let shards = shards.clamp(1, MAX_SHARDS);
-    let end = world.end_us;
-    let window = world.link.min_one_way_us().min(world.link.detect_us).max(1);
-    let next = |at: u64| at.saturating_add(window).min(end + 1);
-    let (collector, events) = if shards == 1 {
-        let mut e = Engine::new(world, kind, 0, 1);
+    let p = shards.clamp(1, MAX_SHARDS);
+    let exchange = Exchange::new(p);
+    // Shard 0 runs on this thread, the others on their own.
+    let parts: Vec<(Collector, u64)> = std::thread::scope(|scope| {
+        let exchange = &exchange;
+        let others: Vec<_> = (1..p)
+            .map(|s| scope.spawn(move || exchange.drive(world, kind, s, progress)))
+            .collect();
+        let first = exchange.drive(world, kind, 0, progress);
+        std::iter::once(first)
+            .chain(
+                others
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+            )
+            .collect()
+    });
+    let mut parts = parts.into_iter();
+    let (mut collector, mut events) = parts.next().expect("at least one shard");
+    for (c, n) in parts {
+        collector.absorb(c);
+        events += n;
+    }
+    progress(world.end_us, events);
+    collector.finish(world, kind.name(), events)
+}
+
+/// What the shards of one run swap at window ends.
+struct Exchange {
+    shards: usize,
+    /// Mail from shard `s` to shard `d` in windows of parity `k`: `(k * shards + s) * shards +
+    /// d`. Two sets, so that a shard may post its next window's mail while another still reads.
+    mail: Vec<Mutex<Vec<Sent>>>,
+    /// Each shard's share of the tracker's list, by parity likewise: `k * shards + s`.
+    lists: Vec<Mutex<Option<Vec<u32>>>>,
+    barrier: SpinBarrier,
+    /// Events run so far by all shards (for progress).
+    total: AtomicU64,
+}
+
+impl Exchange {
+    fn new(shards: usize) -> Exchange {
+        Exchange {
+            shards,
+            mail: (0..2 * shards * shards).map(|_| Mutex::default()).collect(),
+            lists: (0..2 * shards).map(|_| Mutex::default()).collect(),
+            barrier: SpinBarrier::new(shards),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs shard `s` window by window to the end; shard 0 reports progress.
+    fn drive<K: ProtocolKind + Sync>(
+        &self,
+        world: &World,
+        kind: &K,
+        s: usize,
+        progress: Progress<'_>,
+    ) -> (Collector, u64) {
+        let _guard = AbortOnPanic(&self.barrier);
+        let p = self.shards;
+        let end = world.end_us;
+        let window = world.link.min_one_way_us().min(world.link.detect_us).max(1);
+        let mut e = Engine::new(world, kind, s as u32, p as u32);
         let mut inbox = Vec::new();
-        let mut reported = 0;
-        let mut at = 0;
+        let (mut counted, mut reported) = (0, 0);
+        let (mut at, mut k) = (0, 0);
         while at <= end {
-            let until = next(at);
+            let until = at.saturating_add(window).min(end + 1);
             e.run_until(until);
-            let tracker = e.tracker_share(until);
-            std::mem::swap(&mut inbox, &mut e.outbox[0]);
+            let share = e.tracker_share(until);
+            let refresh = share.is_some();
+            *lock(&self.lists[k * p + s]) = share;
+            for (d, out) in e.outbox.iter_mut().enumerate() {
+                std::mem::swap(&mut *lock(&self.mail[(k * p + s) * p + d]), out);
+            }
+            self.total.fetch_add(e.events - counted, Ordering::Relaxed);
+            counted = e.events;
+            if !self.barrier.wait() {
+                break;
+            }
+            for src in 0..p {
+                inbox.append(&mut lock(&self.mail[(k * p + src) * p + s]));
+            }
+            let tracker = refresh.then(|| {
+                let mut all: Vec<u32> = (0..p)
+                    .flat_map(|src| lock(&self.lists[k * p + src]).clone())
+                    .flatten()
+                    .collect();
+                all.sort_unstable();
+                all
+            });
             e.take_in(until, tracker, &mut inbox);
-            if e.events >= reported + 0x10000 {
-                reported = e.events;
-                progress(until.min(end), reported);
+            if s == 0 {
+                let t = self.total.load(Ordering::Relaxed);
+                if t >= reported + 0x10000 {
+                    reported = t;
+                    progress(until.min(end), t);
+                }
             }
             at = until;
+            k ^= 1;
         }
         e.finish()
-    } else {
-        let p = shards;
-        // Mail from shard `s` to shard `d` in windows of parity `k`: `(k * p + s) * p + d`.
-        // Two sets, so that a shard may post its next window's mail while another still reads.
-        let mail: Vec<Mutex<Vec<Sent>>> = (0..2 * p * p).map(|_| Mutex::default()).collect();
-        let lists: Vec<Mutex<Option<Vec<u32>>>> = (0..2 * p).map(|_| Mutex::default()).collect();
-        let barrier = SpinBarrier::new(p);
-        let total = AtomicU64::new(0);
-        let parts: Vec<(Collector, u64)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..p)
-                .map(|s| {
-                    let (mail, lists, barrier, total) = (&mail, &lists, &barrier, &total);
-                    scope.spawn(move || {
-                        let _guard = AbortOnPanic(barrier);
-                        let mut e = Engine::new(world, kind, s as u32, p as u32);
-                        let mut inbox = Vec::new();
-                        let (mut counted, mut reported) = (0, 0);
-                        let (mut at, mut k) = (0, 0);
-                        while at <= end {
-                            let until = next(at);
-                            e.run_until(until);
-                            let share = e.tracker_share(until);
-                            let refresh = share.is_some();
-                            *lock(&lists[k * p + s]) = share;
-                            for (d, out) in e.outbox.iter_mut().enumerate() {
-                                std::mem::swap(&mut *lock(&mail[(k * p + s) * p + d]), out);
-                            }
-                            total.fetch_add(e.events - counted, Ordering::Relaxed);
-                            counted = e.events;
-                            if !barrier.wait() {
-                                break;
-                            }
-                            for src in 0..p {
-                                inbox.append(&mut lock(&mail[(k * p + src) * p + s]));
-                            }
-                            let tracker = refresh.then(|| {
-                                let mut all: Vec<u32> = (0..p)
-                                    .flat_map(|src| lock(&lists[k * p + src]).clone())
-                                    .flatten()
-                                    .collect();
-                                all.sort_unstable();
-                                all
-                            });
-                            e.take_in(until, tracker, &mut inbox);
-                            if s == 0 {
-                                let t = total.load(Ordering::Relaxed);
-                                if t >= reported + 0x10000 {
-                                    reported = t;
-                                    progress(until.min(end), t);
-                                }
-                            }
-                            at = until;
-                            k ^= 1;
-                        }
-                        e.finish()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
-        let mut parts = parts.into_iter();
-        let (mut collector, mut events) = parts.next().expect("at least one shard");
-        for (c, n) in parts {
-            collector.absorb(c);
-            events += n;
-        }
-        (collector, events)
-    };
-    progress(end, events);
-    collector.finish(world, kind.name(), events)
+    }
 }
 
 /// Locks `m`, whatever a panicking holder left (the data is plain mail).
@@ -610,6 +620,22 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             origin,
             what,
         });
+    }
+
+    /// Tells `peer` at `time` that its connections to `n` opened until now are gone.
+    fn tell_lost(&mut self, n: u32, peer: u32, time: u64) {
+        self.hand_over(
+            n,
+            Handover::Event {
+                time,
+                node: peer,
+                ev: Ev::PeerLost {
+                    node: peer,
+                    peer: n,
+                    opened_by: self.now,
+                },
+            },
+        );
     }
 
     /// Runs the events before `until`.
@@ -896,18 +922,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
             } else {
                 self.one_way(n, l.peer)
             };
-            self.hand_over(
-                n,
-                Handover::Event {
-                    time: self.now + delay,
-                    node: l.peer,
-                    ev: Ev::PeerLost {
-                        node: l.peer,
-                        peer: n,
-                        opened_by: self.now,
-                    },
-                },
-            );
+            self.tell_lost(n, l.peer, self.now + delay);
         }
     }
 
@@ -1121,19 +1136,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
                 if let Some(p) = node_index(&peer, self.nodes.len())
                     && self.links[n as usize].remove(p)
                 {
-                    let time = self.now + self.one_way(n, p);
-                    self.hand_over(
-                        n,
-                        Handover::Event {
-                            time,
-                            node: p,
-                            ev: Ev::PeerLost {
-                                node: p,
-                                peer: n,
-                                opened_by: self.now,
-                            },
-                        },
-                    );
+                    self.tell_lost(n, p, self.now + self.one_way(n, p));
                 }
             }
             ProtocolEvent::ParentChanged { .. } => {}
@@ -1198,19 +1201,7 @@ impl<'w, K: ProtocolKind> Engine<'w, K> {
     fn accept(&mut self, node: u32, peer: u32, opened: u64, ready_at: u64) {
         if !self.access[node as usize].alive {
             // Gone since the dial: the dialler learns of it as of any other lost peer.
-            let time = self.now + self.one_way(node, peer);
-            self.hand_over(
-                node,
-                Handover::Event {
-                    time,
-                    node: peer,
-                    ev: Ev::PeerLost {
-                        node: peer,
-                        peer: node,
-                        opened_by: self.now,
-                    },
-                },
-            );
+            self.tell_lost(node, peer, self.now + self.one_way(node, peer));
             return;
         }
         // A new connection replaces whatever the acceptor still held.
